@@ -1,0 +1,245 @@
+"""Quantised layers that keep PyTorch's signatures, and ``quantize_model`` for a float network.
+
+A weighted layer knows the quantiser that feeds it (``link_input``), because its bias is
+rounded to the accumulator's unit ``2**(e0 - in_exp)`` and its accumulator width depends on
+the input's bits.  BatchNorm is folded into the weights inside the forward pass: in eval
+mode (and in training once ``bn_frozen``) the layer computes exactly
+``conv(x, Q(w * g/s)) + Q(b')``, the arithmetic the hardware performs.
+"""
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import arith
+from .errors import UserError
+from .quantizers import ActQuant, ActQuantFn, quant_bias, quantize_input
+
+
+class QuantInput(nn.Module):
+    """Quantises network inputs in ``[0, 1]`` to unsigned ``bits``-bit codes (exponent ``bits``)."""
+
+    def __init__(self, *, bits):
+        super().__init__()
+        arith.check_bits(abits=bits)
+        self.bits = bits
+
+    @property
+    def exp(self):
+        return self.bits
+
+    def forward(self, x):
+        return quantize_input(x, self.bits) * 2.0**-self.bits
+
+    def extra_repr(self):
+        return f"bits={self.bits}"
+
+
+class QuantReLU(ActQuant):
+    """ReLU followed by an unsigned ``bits``-bit power-of-two-scaled quantiser."""
+
+    def forward(self, x):
+        if self.training:
+            self._calibrate(x)
+        # an eval-mode float64 accumulator (see _QuantWeighted) is exact; its codes are small
+        return ActQuantFn.apply(x, 2.0 ** int(self.exp), self.qmax).to(torch.float32)
+
+
+class _QuantWeighted:
+    """Shared forward of :class:`QuantConv2d` and :class:`QuantLinear`."""
+
+    def _init_quant(self, weight_quant, bn):
+        self.weight_quant = weight_quant
+        self.bn = bn
+        self.bn_frozen = False
+        self._input = None  # a one-element tuple: keeps the feeding quantiser out of submodules
+
+    def link_input(self, quant):
+        """Name the quantiser (:class:`QuantInput` or :class:`QuantReLU`) whose codes feed this layer."""
+        self._input = (quant,)
+
+    @property
+    def input_quant(self):
+        if self._input is None:
+            raise RuntimeError(f"{type(self).__name__} has no input quantiser; build it with quantize_model")
+        return self._input[0]
+
+    @property
+    def fan_in(self):
+        return self.weight[0].numel()
+
+    @property
+    def arith(self):
+        """The layer's derived integer numbers (:class:`quant.arith.LayerArith`)."""
+        return arith.LayerArith(
+            fan_in=self.fan_in,
+            in_bits=self.input_quant.bits,
+            wbits=self.weight_quant.wbits,
+            terms=self.weight_quant.terms,
+        )
+
+    def folded(self):
+        """Weight and bias with BatchNorm (running statistics) folded in: ``(w * g/s, b')``."""
+        bias = self.bias if self.bias is not None else torch.zeros(self.out_features_, device=self.weight.device)
+        if self.bn is None:
+            return self.weight, bias
+        inv_std = torch.rsqrt(self.bn.running_var + self.bn.eps)
+        scale = self.bn.weight * inv_std
+        w = self.weight * scale.view((-1,) + (1,) * (self.weight.dim() - 1))
+        return w, self.bn.bias + (bias - self.bn.running_mean) * scale
+
+    def integer_params(self):
+        """The weight codes and integer bias the hardware stores, as computed in the forward pass."""
+        w, b = self.folded()
+        codes = self.weight_quant.codes(w)
+        b_int, _ = quant_bias(b, self.input_quant.exp, codes.e0.to(b.dtype), self.arith.product_bound)
+        return codes, b_int
+
+    def _quant_forward(self, x, op):
+        w, b = self.folded()
+        w_q, e0 = self.weight_quant(w)
+        if self.training and self.bn is not None and not self.bn_frozen:
+            # batch statistics while BN still learns: conv with the folded, quantised weights,
+            # undo the running-statistics scale, normalise by the batch (Krishnamoorthi 2018, fig. 8)
+            scale = self.bn.weight * torch.rsqrt(self.bn.running_var + self.bn.eps)
+            y = op(x, w_q, None) / scale.view((1, -1) + (1,) * (x.dim() - 2))
+            if self.bias is not None:
+                y = y + self.bias.view((1, -1) + (1,) * (x.dim() - 2))
+            return F.batch_norm(
+                y, self.bn.running_mean, self.bn.running_var, self.bn.weight, self.bn.bias,
+                True, self.bn.momentum, self.bn.eps,
+            )
+        num = self.arith
+        _, b_q = quant_bias(b, self.input_quant.exp, e0.to(b.dtype), num.product_bound)
+        if not self.training and not arith.float32_exact(num.product_bound):
+            # partial sums may exceed float32's 24-bit mantissa: evaluate exactly in float64
+            return op(x.double(), w_q.double(), b_q.double())
+        return op(x, w_q, b_q)
+
+
+class QuantConv2d(_QuantWeighted, nn.Conv2d):
+    """``nn.Conv2d`` with quantised weights, integer bias and optional folded BatchNorm.
+
+    Parameters
+    ----------
+    in_channels, out_channels, kernel_size, stride, padding, bias
+        As :class:`torch.nn.Conv2d` (``groups=1``, ``dilation=1``, zero padding).
+    weight_quant : nn.Module
+        A weight quantiser from :mod:`quant.quantizers`.
+    bn : nn.BatchNorm2d, optional
+        The BatchNorm that follows this convolution, folded into it.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True, *,
+                 weight_quant, bn=None):
+        super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=bias)
+        self._init_quant(weight_quant, bn)
+
+    @property
+    def out_features_(self):
+        return self.out_channels
+
+    def forward(self, x):  # (B, C, H, W) -> (B, O, H', W')
+        return self._quant_forward(x, lambda x, w, b: F.conv2d(x, w, b, self.stride, self.padding))
+
+
+class QuantLinear(_QuantWeighted, nn.Linear):
+    """``nn.Linear`` with quantised weights, integer bias and optional folded BatchNorm1d."""
+
+    def __init__(self, in_features, out_features, bias=True, *, weight_quant, bn=None):
+        super().__init__(in_features, out_features, bias=bias)
+        self._init_quant(weight_quant, bn)
+
+    @property
+    def out_features_(self):
+        return self.out_features
+
+    def forward(self, x):  # (B, I) -> (B, O)
+        return self._quant_forward(x, F.linear)
+
+
+class IntMaxPool2d(nn.MaxPool2d):
+    """Max-pooling on activation codes (no padding); exact on integers since it only compares."""
+
+    def __init__(self, kernel_size, stride=None):
+        super().__init__(kernel_size, stride=stride, padding=0)
+
+
+class QuantNet(nn.Module):
+    """A quantised feed-forward network: ``body`` is an ``nn.Sequential`` of quantised layers."""
+
+    def __init__(self, body):
+        super().__init__()
+        self.body = body
+
+    def forward(self, x):
+        return self.body(x)
+
+    def weighted_layers(self):
+        return [m for m in self.body if isinstance(m, _QuantWeighted)]
+
+    def freeze_bn(self, frozen=True):
+        """Fold BatchNorm with its running statistics in training too, so the training forward is
+        the deployed arithmetic exactly (the statistics stop updating)."""
+        for m in self.weighted_layers():
+            m.bn_frozen = frozen
+
+
+def quantize_model(model, *, make_weight_quant, abits):
+    """Convert a float ``nn.Sequential`` into a :class:`QuantNet`.
+
+    Supported layers: ``Conv2d`` (groups 1, zero padding) and ``Linear``, each optionally
+    followed by ``BatchNorm2d``/``BatchNorm1d`` (folded in) and ``ReLU`` (becomes a
+    :class:`QuantReLU`); ``MaxPool2d`` (no padding); ``Flatten``.  An input quantiser is put
+    in front.  Float weights, biases and BatchNorm statistics are copied.
+
+    Parameters
+    ----------
+    model : nn.Sequential
+        The float network.
+    make_weight_quant : callable
+        Returns a fresh weight quantiser for each weighted layer.
+    abits : int
+        Activation bits (also the input's bits).
+    """
+    if not isinstance(model, nn.Sequential):
+        raise UserError(f"quantize_model takes an nn.Sequential, not {type(model).__name__}")
+    arith.check_bits(abits=abits)
+    mods = list(model)
+    out = [QuantInput(bits=abits)]
+    feeding = out[0]
+    i = 0
+    while i < len(mods):
+        m = mods[i]
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            bn = None
+            if i + 1 < len(mods) and isinstance(mods[i + 1], (nn.BatchNorm1d, nn.BatchNorm2d)):
+                bn = mods[i + 1]
+                i += 1
+            if isinstance(m, nn.Conv2d):
+                if m.groups != 1 or m.dilation != (1, 1) or m.padding_mode != "zeros":
+                    raise UserError(f"layer {i} ({m}) is not supported: only groups=1, dilation=1, zero padding")
+                q = QuantConv2d(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding,
+                                bias=m.bias is not None, weight_quant=make_weight_quant(), bn=copy.deepcopy(bn))
+            else:
+                q = QuantLinear(m.in_features, m.out_features, bias=m.bias is not None,
+                                weight_quant=make_weight_quant(), bn=copy.deepcopy(bn))
+            q.load_state_dict(m.state_dict(), strict=False)
+            q.link_input(feeding)
+            out.append(q)
+        elif isinstance(m, nn.ReLU):
+            feeding = QuantReLU(bits=abits)
+            out.append(feeding)
+        elif isinstance(m, nn.MaxPool2d):
+            if m.padding not in (0, (0, 0)) or m.dilation not in (1, (1, 1)) or m.ceil_mode:
+                raise UserError(f"layer {i} ({m}) is not supported: max-pool needs padding 0, dilation 1")
+            out.append(IntMaxPool2d(m.kernel_size, m.stride))
+        elif isinstance(m, nn.Flatten):
+            out.append(nn.Flatten())
+        else:
+            raise UserError(f"layer {i} ({type(m).__name__}) has no quantised form; "
+                            f"use Conv2d, Linear, BatchNorm, ReLU, MaxPool2d and Flatten")
+        i += 1
+    return QuantNet(nn.Sequential(*out))

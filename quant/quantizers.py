@@ -1,0 +1,251 @@
+"""Quantisers: straight-through functions, then small modules that produce integer codes.
+
+Layers of code, bottom up:
+
+1. straight-through functions (:func:`ste`, :class:`ActQuantFn`);
+2. code functions that turn a float tensor into the integer codes of :mod:`quant.arith`
+   (:func:`pow2_codes`, :func:`uniform_codes`, :func:`quant_bias`);
+3. quantiser modules (:class:`Pow2WeightQuant`, :class:`UniformWeightQuant`,
+   :class:`ActQuant`) that the layers in :mod:`quant.layers` hold.
+
+A weight quantiser's ``forward`` returns the fake-quantised weight *and* the per-channel
+unit exponent ``e0``; its ``codes`` returns what the hardware stores.  Both come from the
+same code function, so the trained model and the exported one cannot disagree.
+"""
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from . import arith
+
+
+def ste(x, q):
+    """Straight-through estimator: forward ``q``, backward identity to ``x``."""
+    return x + (q - x).detach()
+
+
+class ActQuantFn(torch.autograd.Function):
+    """Unsigned activation quantiser with a power-of-two scale, fused with ReLU.
+
+    Forward: ``clamp(floor(x * 2**exp + 0.5), 0, qmax) * 2**-exp``.
+    Backward: the clipped straight-through estimator (gradient where ``0 <= x <= qmax * 2**-exp``).
+    """
+
+    @staticmethod
+    def forward(ctx, x, scale, qmax):
+        y = x * scale
+        ctx.save_for_backward((y >= 0) & (y <= qmax))
+        return y.add_(0.5).floor_().clamp_(0, qmax).div_(scale)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (inside,) = ctx.saved_tensors
+        return grad * inside, None, None
+
+
+def quantize_input(x, bits):
+    """Integer codes of network inputs in ``[0, 1]``: ``clamp(floor(x * 2**bits + 0.5), 0, 2**bits - 1)``.
+
+    The exponent of the input is ``bits``.  Shared by the fake-quantised forward and by the
+    golden vectors, so both start from identical integers.
+    """
+    return torch.clamp(torch.floor(x * 2.0**bits + 0.5), 0, arith.act_max(bits))
+
+
+def _channel_absmax(w, per_channel):
+    if per_channel:
+        return w.detach().abs().flatten(1).amax(dim=1)
+    return w.detach().abs().max().expand(w.shape[0])
+
+
+def _view_channels(v, w):
+    return v.view((-1,) + (1,) * (w.dim() - 1))
+
+
+@dataclass
+class WeightCodes:
+    """Integer weight codes of one layer (see :mod:`quant.arith`).
+
+    ``sign``, ``shift``, ``zero`` have shape ``(terms, *weight.shape)``; ``e0`` has one
+    exponent per output channel; ``value`` is the integer weight in units of ``2**e0``.
+    """
+
+    sign: torch.Tensor
+    shift: torch.Tensor
+    zero: torch.Tensor
+    e0: torch.Tensor
+    value: torch.Tensor
+
+
+def pow2_top_exponent(absmax):
+    """INQ's range rule ``n1 = floor(log2(4 * max|W| / 3))``: the largest level is the nearest
+    power of two to ``max|W|``.  An all-zero channel gets ``n1 = 0``."""
+    safe = torch.where(absmax > 0, absmax, torch.ones_like(absmax))
+    return torch.floor(torch.log2(safe * (4.0 / 3.0)))
+
+
+def pow2_round(a, levels):
+    """Nearest of ``{0, 1, 2, ..., 2**(levels-1)}`` to ``a >= 0`` in the linear domain (INQ's rule:
+    ``2**k`` for ``0.75 * 2**k <= a < 1.5 * 2**k``, zero below ``0.5``, clamped at the top).
+
+    Returns ``(zero, k)``."""
+    k = torch.floor(torch.log2(torch.clamp(a, min=0.5) * (4.0 / 3.0))).clamp_(0, levels - 1)
+    return a < 0.5, k
+
+
+def pow2_codes(w, wbits, terms, per_channel=True):
+    """Power-of-two codes of ``w``: each weight a sum of ``terms`` signed powers of two.
+
+    The first term is the nearest power of two (or zero); each further term quantises the
+    residual the same way, within the same shift window.
+    """
+    levels = arith.shift_levels(wbits)
+    e0 = pow2_top_exponent(_channel_absmax(w, per_channel)) - (levels - 1)
+    rest = w.detach() * _view_channels(torch.exp2(-e0), w)  # in units of 2**e0, exact
+    signs, shifts, zeros = [], [], []
+    value = torch.zeros_like(rest)
+    for _ in range(terms):
+        zero, k = pow2_round(rest.abs(), levels)
+        neg = rest < 0
+        term = torch.where(zero, torch.zeros_like(rest), torch.where(neg, -torch.exp2(k), torch.exp2(k)))
+        value = value + term
+        rest = rest - term
+        signs.append(neg & ~zero)
+        shifts.append(torch.where(zero, torch.zeros_like(k), k))
+        zeros.append(zero)
+    return WeightCodes(
+        sign=torch.stack(signs).long(),
+        shift=torch.stack(shifts).long(),
+        zero=torch.stack(zeros),
+        e0=e0.long(),
+        value=value,
+    )
+
+
+def uniform_codes(w, wbits, per_channel=True):
+    """Plain uniform integers ``[-(2**(b-1) - 1), 2**(b-1) - 1]`` with a power-of-two scale,
+    the baseline.  The hardware runs them as canonical-signed-digit sums of powers of two
+    (:func:`quant.arith.csd_codes`), so ``sign``/``shift``/``zero`` are filled at export."""
+    qmax = 2 ** (wbits - 1) - 1
+    absmax = _channel_absmax(w, per_channel)
+    safe = torch.where(absmax > 0, absmax, torch.ones_like(absmax))
+    e0 = torch.round(torch.log2(safe / qmax))
+    value = torch.clamp(torch.round(w.detach() * _view_channels(torch.exp2(-e0), w)), -qmax, qmax)
+    return WeightCodes(sign=None, shift=None, zero=None, e0=e0.long(), value=value)
+
+
+def uniform_terms(wbits):
+    """Powers of two a uniform ``wbits``-bit weight needs in canonical signed digits."""
+    return (wbits + 1) // 2
+
+
+def quant_bias(b, in_exp, e0, bound):
+    """Integer bias in accumulator units ``2**(e0 - in_exp)``, rounded and clamped to ``bound``.
+
+    Returns ``(b_int, b_fake)``; the fake-quantised bias carries a straight-through gradient.
+    """
+    unit = torch.exp2(e0.to(b.dtype) - in_exp)
+    b_int = torch.clamp(torch.round(b.detach() / unit), -bound, bound)
+    return b_int, ste(b, b_int * unit)
+
+
+class Pow2WeightQuant(nn.Module):
+    """Power-of-two weights (sums of ``terms`` shifts), straight-through gradient.
+
+    Parameters
+    ----------
+    wbits : int
+        Code bits per term: sign + shift field with one code for zero.
+    terms : int
+        Powers of two per weight (1 is a pure shift).
+    per_channel : bool
+        One exponent window per output channel (else per layer).
+    """
+
+    def __init__(self, *, wbits, terms=1, per_channel=True):
+        super().__init__()
+        arith.check_bits(wbits=wbits, terms=terms)
+        self.wbits, self.terms, self.per_channel = wbits, terms, per_channel
+
+    def codes(self, w):
+        return pow2_codes(w, self.wbits, self.terms, self.per_channel)
+
+    def forward(self, w):
+        c = self.codes(w)
+        return ste(w, c.value * _view_channels(torch.exp2(c.e0.to(w.dtype)), w)), c.e0
+
+    def extra_repr(self):
+        return f"wbits={self.wbits}, terms={self.terms}, per_channel={self.per_channel}"
+
+
+class UniformWeightQuant(nn.Module):
+    """Uniform signed integer weights with a power-of-two scale, straight-through gradient."""
+
+    def __init__(self, *, wbits, per_channel=True):
+        super().__init__()
+        arith.check_bits(wbits=wbits)
+        self.wbits, self.per_channel = wbits, per_channel
+        self.terms = uniform_terms(wbits)
+
+    def codes(self, w):
+        return uniform_codes(w, self.wbits, self.per_channel)
+
+    def forward(self, w):
+        c = self.codes(w)
+        return ste(w, c.value * _view_channels(torch.exp2(c.e0.to(w.dtype)), w)), c.e0
+
+    def extra_repr(self):
+        return f"wbits={self.wbits}, per_channel={self.per_channel}"
+
+
+class ActQuant(nn.Module):
+    """Unsigned ``bits``-bit activation with a power-of-two scale ``2**-exp``, fused with ReLU.
+
+    During training the exponent follows the batches: on a small sample of each batch it
+    picks the exponent with the least mean squared quantisation error among the four just
+    below the no-clipping one, and keeps a running average of that choice (momentum
+    ``momentum``).  In eval mode the stored exponent is used unchanged, so what is
+    evaluated is what is exported.
+    """
+
+    def __init__(self, *, bits, momentum=0.1, sample=4096):
+        super().__init__()
+        arith.check_bits(abits=bits)
+        self.bits, self.momentum, self.sample = bits, momentum, sample
+        self.register_buffer("exp", torch.zeros((), dtype=torch.long))
+        self.register_buffer("exp_avg", torch.zeros(()))
+        self.register_buffer("calibrated", torch.zeros((), dtype=torch.bool))
+
+    @property
+    def qmax(self):
+        return arith.act_max(self.bits)
+
+    @torch.no_grad()
+    def _calibrate(self, x):
+        flat = x.detach().flatten()
+        if flat.numel() > self.sample:
+            flat = flat[torch.randint(flat.numel(), (self.sample,), device=flat.device)]
+        top = flat.max()
+        if top <= 0:
+            return
+        base = torch.floor(torch.log2(self.qmax / top))
+        cands = base + torch.arange(4, dtype=flat.dtype)
+        scale = torch.exp2(cands)[:, None]
+        err = ((flat * scale + 0.5).floor().clamp(0, self.qmax) / scale - flat.clamp(min=0)).pow(2).mean(dim=1)
+        best = cands[torch.argmin(err)]
+        if not self.calibrated:
+            self.exp_avg.fill_(best)
+            self.calibrated.fill_(True)
+        else:
+            self.exp_avg.mul_(1 - self.momentum).add_(self.momentum * best)
+        self.exp.fill_(int(torch.round(self.exp_avg)))
+
+    def forward(self, x):
+        if self.training:
+            self._calibrate(x)
+        return ActQuantFn.apply(x, 2.0 ** int(self.exp), self.qmax)
+
+    def extra_repr(self):
+        return f"bits={self.bits}, exp={int(self.exp)}"
