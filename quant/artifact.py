@@ -8,9 +8,7 @@ a field's meaning changes.
 
 import dataclasses
 import json
-import os
 import pathlib
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 
@@ -18,6 +16,7 @@ import numpy as np
 
 from . import __version__, arith
 from .errors import UserError
+from .fileio import write_atomic
 
 FORMAT = "shiftnn-artifact"
 SCHEMA_VERSION = 1
@@ -124,19 +123,6 @@ def conv_out_hw(h, w, kernel, stride, padding):
     return ((h + 2 * padding[0] - kernel[0]) // stride[0] + 1, (w + 2 * padding[1] - kernel[1]) // stride[1] + 1)
 
 
-def _write_atomic(path, write):
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def save_artifact(path, artifact):
     """Write ``artifact`` to ``path`` atomically (a temporary file renamed into place)."""
     net, gold = artifact.network, artifact.golden
@@ -172,7 +158,7 @@ def save_artifact(path, artifact):
         with open(tmp, "wb") as f:
             np.savez_compressed(f, **arrays)
 
-    _write_atomic(path, write)
+    write_atomic(path, write)
 
 
 class _Check:

@@ -42,7 +42,7 @@ class QuantReLU(ActQuant):
 
     def forward(self, x):
         if self.training:
-            self._calibrate(x)
+            self.observe(x)
         # an eval-mode float64 accumulator (see _QuantWeighted) is exact; its codes are small
         return ActQuantFn.apply(x, 2.0 ** int(self.exp), self.qmax).to(torch.float32)
 
@@ -179,6 +179,18 @@ class QuantNet(nn.Module):
 
     def weighted_layers(self):
         return [m for m in self.body if isinstance(m, _QuantWeighted)]
+
+    @torch.no_grad()
+    def calibrate(self, x):
+        """Set every activation exponent from a batch ``x`` (eval-mode forward, BatchNorm untouched)."""
+        was = self.training
+        self.eval()
+        for m in self.body:
+            if isinstance(m, QuantReLU):
+                m.calibrated.fill_(False)
+                m.observe(x)
+            x = m(x)
+        self.train(was)
 
     def freeze_bn(self, frozen=True):
         """Fold BatchNorm with its running statistics in training too, so the training forward is

@@ -223,7 +223,8 @@ class ActQuant(nn.Module):
         return arith.act_max(self.bits)
 
     @torch.no_grad()
-    def _calibrate(self, x):
+    def observe(self, x):
+        """Update the exponent from a batch (the training-time calibration described above)."""
         flat = x.detach().flatten()
         if flat.numel() > self.sample:
             flat = flat[torch.randint(flat.numel(), (self.sample,), device=flat.device)]
@@ -244,7 +245,7 @@ class ActQuant(nn.Module):
 
     def forward(self, x):
         if self.training:
-            self._calibrate(x)
+            self.observe(x)
         return ActQuantFn.apply(x, 2.0 ** int(self.exp), self.qmax)
 
     def extra_repr(self):

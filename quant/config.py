@@ -1,0 +1,158 @@
+"""The typed training config: one dataclass from the command line (or a TOML file) to every artifact."""
+
+import argparse
+import dataclasses
+import tomllib
+import typing
+from dataclasses import dataclass, field
+
+from . import arith
+from .data import DATASETS
+from .errors import UserError
+from .models import MODELS
+from .recipes import METHODS
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on; saved as ``config.json`` and in every checkpoint."""
+
+    data: str = field(default="digits", metadata={"help": f"dataset: {' | '.join(DATASETS)} (digits is bundled)"})
+    data_dir: str = field(default=None, metadata={"help": "folder with the four MNIST IDX files (for --data mnist)"})
+    model: str = field(default="cnn", metadata={"help": f"network: {' | '.join(MODELS)}"})
+    method: str = field(default="pow2", metadata={"help": f"quantisation: {' | '.join(METHODS)}"})
+    wbits: int = field(default=4, metadata={"help": "weight code bits: sign + shift field with one code for zero"})
+    abits: int = field(default=4, metadata={"help": "unsigned activation bits (also the input's)"})
+    terms: int = field(default=1, metadata={"help": "powers of two per weight (1 = pure shift)"})
+    per_channel: bool = field(default=True, metadata={"help": "one weight exponent window per output channel"})
+    epochs: int = field(default=8, metadata={"help": "training epochs"})
+    batch_size: int = field(default=64, metadata={"help": "minibatch size"})
+    lr: float = field(default=1e-3, metadata={"help": "Adam learning rate (cosine-annealed to zero)"})
+    weight_decay: float = field(default=0.0, metadata={"help": "Adam weight decay"})
+    bn_freeze: int = field(default=-1, metadata={
+        "help": "epochs at the end during which BatchNorm is folded with running statistics in training "
+                "too, so training is the deployed arithmetic (-1: half the epochs)"})
+    seed: int = field(default=0, metadata={"help": "seed for initialisation and shuffling"})
+    init_from: str = field(default=None, metadata={"help": "run directory (or checkpoint) to start from, e.g. a float run"})
+    golden: int = field(default=32, metadata={"help": "test images whose every layer output goes into the artifact"})
+    out: str = field(default="runs/latest", metadata={"help": "run directory for logs, checkpoints and the artifact"})
+
+    def validate(self):
+        """Refuse values no run can use, with a one-line :class:`UserError`."""
+        if self.data not in DATASETS:
+            raise UserError(f"unknown dataset {self.data!r}; choose --data from {', '.join(DATASETS)}")
+        if self.model not in MODELS:
+            raise UserError(f"unknown model {self.model!r}; choose --model from {', '.join(MODELS)}")
+        if self.method not in METHODS:
+            raise UserError(f"unknown method {self.method!r}; choose --method from {', '.join(METHODS)}")
+        arith.check_bits(wbits=self.wbits, abits=self.abits, terms=self.terms)
+        for name in ("epochs", "golden"):
+            if getattr(self, name) < 0:
+                raise UserError(f"--{name.replace('_', '-')} must be >= 0, not {getattr(self, name)}")
+        if self.batch_size < 1:
+            raise UserError(f"--batch-size must be >= 1, not {self.batch_size}")
+        if not self.lr > 0:
+            raise UserError(f"--lr must be positive, not {self.lr}")
+        return self
+
+    @property
+    def quantized(self):
+        return self.method != "float"
+
+    @property
+    def bn_freeze_epochs(self):
+        """Epochs at the end of training that fold BatchNorm with running statistics."""
+        return self.epochs // 2 if self.bn_freeze < 0 else min(self.bn_freeze, self.epochs)
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d, source):
+        """Build from a mapping; unknown keys and wrong types are errors naming ``source``."""
+        names = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - set(names))
+        if unknown:
+            raise UserError(f"{source}: unknown key {unknown[0]!r}; valid keys are {', '.join(names)}")
+        kwargs = {}
+        for k, v in d.items():
+            kwargs[k] = _coerce(v, _field_type(names[k]), f"{source}: key {k!r}")
+        return cls(**kwargs)
+
+
+def _field_type(f):
+    return {int: int, float: float, bool: bool, str: str}[typing.get_type_hints(TrainConfig)[f.name]]
+
+
+def _coerce(value, typ, where):
+    if value is None:
+        return None
+    if typ is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if typ is bool and not isinstance(value, bool) or typ is not bool and isinstance(value, bool):
+        raise UserError(f"{where} must be a {typ.__name__}, not {value!r}")
+    if not isinstance(value, typ):
+        raise UserError(f"{where} must be a {typ.__name__}, not {value!r}")
+    return value
+
+
+def load_toml(path):
+    """Read a TOML config (keys as :class:`TrainConfig` fields, flat or under ``[train]``)."""
+    try:
+        with open(path, "rb") as f:
+            d = tomllib.load(f)
+    except FileNotFoundError:
+        raise UserError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"config file {path} is not valid TOML: {exc}") from None
+    if set(d) == {"train"} and isinstance(d["train"], dict):
+        d = d["train"]
+    return d
+
+
+def _parse_bool(text):
+    low = text.lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, not {text!r}")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        # argparse's usage block plus message; keep the one-line error and exit 2
+        raise UserError(f"{message} (see --help)")
+
+
+def add_config_arguments(parser):
+    """One flag per :class:`TrainConfig` field (``data_dir`` -> ``--data-dir``), default unset."""
+    hints = typing.get_type_hints(TrainConfig)
+    for f in dataclasses.fields(TrainConfig):
+        typ = {int: int, float: float, bool: _parse_bool, str: str}[hints[f.name]]
+        default = f.default
+        parser.add_argument(
+            "--" + f.name.replace("_", "-"), dest=f.name, type=typ, default=None,
+            metavar=f.name.upper() if hints[f.name] is not bool else "BOOL",
+            help=f"{f.metadata['help']} (default: {default})",
+        )
+
+
+def make_parser(prog, description):
+    return _Parser(prog=prog, description=description)
+
+
+def resolve(args, given_toml=None):
+    """Defaults, then the TOML file, then command-line flags: the resolved, validated config."""
+    d = load_toml(given_toml) if given_toml else {}
+    cfg = TrainConfig.from_dict(d, given_toml or "config")
+    for f in dataclasses.fields(TrainConfig):
+        v = getattr(args, f.name, None)
+        if v is not None:
+            setattr(cfg, f.name, v)
+    return cfg.validate()
+
+
+def explicit_flags(args):
+    """Names of config fields given on the command line."""
+    return [f.name for f in dataclasses.fields(TrainConfig) if getattr(args, f.name, None) is not None]

@@ -1,0 +1,55 @@
+"""``python -m quant.export RUN_DIR``: write a run's hardware artifact with golden vectors."""
+
+import argparse
+import pathlib
+import sys
+
+from . import __version__
+from .artifact import Artifact, save_artifact
+from .data import load_dataset
+from .errors import UserError, cli_main
+from .lower import golden_vectors, lower
+from .runs import ARTIFACT, checkpoint_path, is_quant, load_network
+
+
+def export_network(qnet, cfg, dataset, path, *, golden, meta=None):
+    """Lower ``qnet``, take golden vectors from the first ``golden`` test images, save to ``path``.
+
+    Returns ``(network, taps)`` for further checks.
+    """
+    if not is_quant(qnet):
+        raise UserError(f"method {cfg.method!r} is not quantised; the hardware runs quantised models only "
+                        f"(train with --method pow2 --init-from this run)")
+    qnet.eval()
+    network, taps = lower(qnet, dataset.image_shape, dataset.num_classes)
+    n = min(golden, dataset.test_x.shape[0])
+    gold = golden_vectors(qnet, taps, network, dataset.test_x[:n], dataset.test_y[:n].numpy())
+    info = {"generator": f"shiftnn {__version__}", "config": cfg.to_dict(), "dataset": dataset.describe()}
+    info.update(meta or {})
+    save_artifact(path, Artifact(network=network, golden=gold, meta=info))
+    return network, taps
+
+
+@cli_main
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m quant.export", description=__doc__.split(":", 1)[1].strip())
+    p.add_argument("run_dir", help="run directory written by `python -m quant.train`")
+    p.add_argument("--out", help=f"artifact path (default: RUN_DIR/{ARTIFACT})")
+    p.add_argument("--golden", type=int, help="test images in the golden vectors (default: the run's --golden)")
+    p.add_argument("--data-dir", help="override the run's dataset folder (for --data mnist)")
+    args = p.parse_args(argv)
+    qnet, state = load_network(args.run_dir)
+    cfg = state["config"]
+    if args.data_dir:
+        cfg.data_dir = args.data_dir
+    dataset = load_dataset(cfg.data, cfg.data_dir)
+    golden = cfg.golden if args.golden is None else args.golden
+    if golden < 1:
+        raise UserError(f"--golden must be at least 1, not {golden}")
+    out = pathlib.Path(args.out) if args.out else checkpoint_path(args.run_dir).parent / ARTIFACT
+    network, _ = export_network(qnet, cfg, dataset, out, golden=golden)
+    print(f"wrote {out}: {len(network.layers)} layers, {golden} golden vectors", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

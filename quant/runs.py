@@ -1,0 +1,78 @@
+"""Run directories: building a run's network from its config, and atomic checkpoints."""
+
+import pathlib
+
+import torch
+
+from .config import TrainConfig
+from .errors import UserError
+from .fileio import write_atomic
+from .layers import QuantNet, quantize_model
+from .models import build_model
+from .recipes import weight_quant_factory
+
+CHECKPOINT = "checkpoint.pt"
+CONFIG = "config.json"
+LOG = "log.jsonl"
+SUMMARY = "summary.json"
+ARTIFACT = "artifact.npz"
+
+
+def build_network(cfg, image_shape, num_classes=10):
+    """The network ``cfg`` trains: a float ``nn.Sequential`` or a :class:`QuantNet`."""
+    model = build_model(cfg.model, image_shape, num_classes)
+    if not cfg.quantized:
+        return model
+    make = weight_quant_factory(cfg.method, wbits=cfg.wbits, terms=cfg.terms, per_channel=cfg.per_channel)
+    return quantize_model(model, make_weight_quant=make, abits=cfg.abits)
+
+
+def save_checkpoint(path, *, model, optimizer, scheduler, epoch, cfg, image_shape, extra=None):
+    state = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict() if optimizer else None,
+        "scheduler": scheduler.state_dict() if scheduler else None,
+        "epoch": epoch,  # epochs completed
+        "config": cfg.to_dict(),
+        "image_shape": list(image_shape),
+        "rng": torch.get_rng_state(),
+        "extra": extra or {},
+    }
+    write_atomic(path, lambda tmp: torch.save(state, tmp))
+
+
+def checkpoint_path(path):
+    """A run directory or a checkpoint file -> the checkpoint file."""
+    p = pathlib.Path(path)
+    return p / CHECKPOINT if p.is_dir() else p
+
+
+def load_checkpoint(path):
+    """Read a checkpoint (from a run directory or file) with a one-line error if it is unusable."""
+    p = checkpoint_path(path)
+    if not p.is_file():
+        raise UserError(f"no checkpoint at {p}; pass a run directory written by `python -m quant.train --out DIR`")
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=False)
+    except Exception as exc:  # torch raises many types for a damaged file
+        raise UserError(f"checkpoint {p} is unreadable ({type(exc).__name__}); it is corrupt or not a checkpoint") from None
+    if not isinstance(state, dict) or not {"model", "config", "epoch", "image_shape"} <= set(state):
+        raise UserError(f"checkpoint {p} lacks model/config/epoch; it was not written by quant.train")
+    state["config"] = TrainConfig.from_dict(state["config"], str(p)).validate()
+    return state
+
+
+def load_network(path):
+    """Rebuild a run's network from its checkpoint; returns ``(network, state)``."""
+    state = load_checkpoint(path)
+    net = build_network(state["config"], state["image_shape"])
+    try:
+        net.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"checkpoint {checkpoint_path(path)} does not fit its config's network: {first}") from None
+    return net, state
+
+
+def is_quant(net):
+    return isinstance(net, QuantNet)

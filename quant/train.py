@@ -1,0 +1,220 @@
+"""``python -m quant.train``: quantisation-aware training that ends in a verified hardware artifact.
+
+A run directory holds ``config.json`` (the resolved config), ``log.jsonl`` (one JSON line
+per epoch), ``checkpoint.pt`` (written atomically after every epoch: model, optimiser,
+scheduler, epoch, config), ``artifact.npz`` (the hardware artifact, quantised methods) and
+``summary.json`` (float, quantised and integer-reference accuracy, mismatch count, seconds
+per epoch).
+"""
+
+import json
+import pathlib
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from . import runs
+from .config import add_config_arguments, explicit_flags, make_parser, resolve
+from .data import batches, load_dataset
+from .errors import UserError, cli_main
+from .export import export_network
+from .fileio import write_json
+from .layers import quantize_model
+from .recipes import weight_quant_factory
+from .verify import compare
+
+
+@torch.no_grad()
+def evaluate(model, x, y, *, batch=1000):
+    """Top-1 accuracy in eval mode (for a QuantNet: exactly the deployed arithmetic)."""
+    was = model.training
+    model.eval()
+    correct = 0
+    for s in range(0, x.shape[0], batch):
+        correct += (model(x[s : s + batch]).argmax(1) == y[s : s + batch]).sum().item()
+    model.train(was)
+    return correct / max(1, x.shape[0])
+
+
+def _check_compatible(cfg, src, path):
+    for key in ("model", "data"):
+        if getattr(src, key) != getattr(cfg, key):
+            raise UserError(f"--init-from {path} was trained with --{key} {getattr(src, key)}, "
+                            f"this run uses --{key} {getattr(cfg, key)}; they must match")
+
+
+def initial_network(cfg, dataset):
+    """The network to train: fresh, or from ``cfg.init_from``.  Returns ``(net, float_accuracy, source)``."""
+    torch.manual_seed(cfg.seed)
+    if not cfg.init_from:
+        return runs.build_network(cfg, dataset.image_shape, dataset.num_classes), None, None
+    src_net, state = runs.load_network(cfg.init_from)
+    _check_compatible(cfg, state["config"], cfg.init_from)
+    src_cfg = state["config"]
+    float_acc = evaluate(src_net, dataset.test_x, dataset.test_y) if not src_cfg.quantized else None
+    if not cfg.quantized:
+        if src_cfg.quantized:
+            raise UserError(f"--init-from {cfg.init_from} is quantised ({src_cfg.method}); a float run starts from a float run")
+        return src_net, float_acc, cfg.init_from
+    if not src_cfg.quantized:
+        make = weight_quant_factory(cfg.method, wbits=cfg.wbits, terms=cfg.terms, per_channel=cfg.per_channel)
+        net = quantize_model(src_net, make_weight_quant=make, abits=cfg.abits)
+        net.calibrate(dataset.train_x[:512])
+        return net, float_acc, cfg.init_from
+    net = runs.build_network(cfg, dataset.image_shape, dataset.num_classes)
+    try:
+        net.load_state_dict(src_net.state_dict())
+    except RuntimeError:
+        raise UserError(f"--init-from {cfg.init_from} ({src_cfg.method}, {src_cfg.wbits}-bit) does not fit "
+                        f"--method {cfg.method} --wbits {cfg.wbits}; start from a float run") from None
+    return net, None, None
+
+
+def train(cfg, *, resume=False, progress=True):
+    """Train per ``cfg`` into ``cfg.out``; export and verify quantised models.  Returns the summary."""
+    out = pathlib.Path(cfg.out)
+    dataset = load_dataset(cfg.data, cfg.data_dir)
+    start_epoch, float_acc, float_source = 0, None, None
+    if resume:
+        net, state = runs.load_network(out)
+        start_epoch = state["epoch"]
+        float_acc, float_source = state["extra"].get("float_accuracy"), state["extra"].get("float_source")
+    else:
+        net, float_acc, float_source = initial_network(cfg, dataset)
+        if cfg.quantized and not cfg.init_from:
+            net.calibrate(dataset.train_x[:512])
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / runs.CONFIG, cfg.to_dict())
+
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, cfg.epochs))
+    if resume:
+        if state.get("optimizer"):
+            opt.load_state_dict(state["optimizer"])
+        if state.get("scheduler"):
+            sched.load_state_dict(state["scheduler"])
+            sched.T_max = max(1, cfg.epochs)
+        torch.set_rng_state(state["rng"])
+    print(f"{dataset.describe()}; {cfg.model}, method {cfg.method}"
+          + (f" W{cfg.wbits}/A{cfg.abits} terms={cfg.terms}" if cfg.quantized else "")
+          + f"; epochs {start_epoch}..{cfg.epochs}", file=sys.stderr)
+
+    extra = {"float_accuracy": float_acc, "float_source": float_source}
+    epoch_seconds = []
+    log_mode = "a" if resume else "w"
+    with open(out / runs.LOG, log_mode) as log:
+        for epoch in range(start_epoch, cfg.epochs):
+            if cfg.quantized:
+                net.freeze_bn(epoch >= cfg.epochs - cfg.bn_freeze_epochs)
+            net.train()
+            gen = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
+            it = batches(dataset.train_x, dataset.train_y, cfg.batch_size, shuffle=True, generator=gen)
+            steps = -(-dataset.train_x.shape[0] // cfg.batch_size)
+            bar = tqdm(it, total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
+                       disable=not progress, file=sys.stderr)
+            t0 = time.perf_counter()
+            loss_sum, seen = 0.0, 0
+            for xb, yb in bar:
+                loss = F.cross_entropy(net(xb), yb)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                loss_sum += loss.item() * xb.shape[0]
+                seen += xb.shape[0]
+            seconds = time.perf_counter() - t0
+            epoch_seconds.append(seconds)
+            sched.step()
+            acc = evaluate(net, dataset.test_x, dataset.test_y)
+            line = {"epoch": epoch + 1, "loss": round(loss_sum / seen, 5), "test_accuracy": acc,
+                    "lr": opt.param_groups[0]["lr"], "seconds": round(seconds, 3)}
+            log.write(json.dumps(line) + "\n")
+            log.flush()
+            print(f"epoch {epoch + 1}/{cfg.epochs}  loss {line['loss']:.4f}  test {100 * acc:.2f}%  {seconds:.1f}s",
+                  file=sys.stderr)
+            runs.save_checkpoint(out / runs.CHECKPOINT, model=net, optimizer=opt, scheduler=sched,
+                                 epoch=epoch + 1, cfg=cfg, image_shape=dataset.image_shape, extra=extra)
+    if cfg.epochs == 0 or start_epoch >= cfg.epochs:
+        runs.save_checkpoint(out / runs.CHECKPOINT, model=net, optimizer=opt, scheduler=sched,
+                             epoch=max(start_epoch, cfg.epochs), cfg=cfg, image_shape=dataset.image_shape,
+                             extra=extra)
+    return finish(net, cfg, dataset, out, extra, epoch_seconds)
+
+
+def finish(net, cfg, dataset, out, extra, epoch_seconds):
+    """Evaluate, export and verify; write and print ``summary.json``."""
+    acc = evaluate(net, dataset.test_x, dataset.test_y)
+    summary = {
+        "method": cfg.method, "model": cfg.model, "data": cfg.data,
+        "wbits": cfg.wbits if cfg.quantized else None, "abits": cfg.abits if cfg.quantized else None,
+        "terms": cfg.terms if cfg.quantized else None,
+        "float_accuracy": acc if not cfg.quantized else extra["float_accuracy"],
+        "float_source": "this run" if not cfg.quantized else extra["float_source"],
+        "quantized_accuracy": acc if cfg.quantized else None,
+        "reference_accuracy": None, "logit_mismatches": None, "prediction_mismatches": None,
+        "test_images": int(dataset.test_x.shape[0]),
+        "seconds_per_epoch": round(sum(epoch_seconds) / len(epoch_seconds), 3) if epoch_seconds else None,
+        "artifact": None,
+    }
+    if cfg.quantized:
+        path = out / runs.ARTIFACT
+        network, taps = export_network(net, cfg, dataset, path, golden=cfg.golden,
+                                       meta={"quantized_accuracy": acc})
+        agree = compare(net, taps, network, dataset.test_x, dataset.test_y.numpy())
+        summary.update(reference_accuracy=agree.reference_accuracy,
+                       logit_mismatches=agree.logit_mismatches + agree.torch_int_mismatches,
+                       prediction_mismatches=agree.prediction_mismatches, artifact=runs.ARTIFACT,
+                       acc_bits=[layer.arith.acc_bits for layer in network.layers if layer.weighted])
+    write_json(out / runs.SUMMARY, summary)
+    _print_summary(summary, out)
+    return summary
+
+
+def _pct(v):
+    return "-" if v is None else f"{100 * v:.2f}%"
+
+
+def _print_summary(s, out):
+    rows = [("float accuracy", _pct(s["float_accuracy"]) + (f"  ({s['float_source']})" if s["float_source"] else ""))]
+    if s["quantized_accuracy"] is not None:
+        rows += [
+            (f"quantised accuracy (W{s['wbits']}/A{s['abits']})", _pct(s["quantized_accuracy"])),
+            ("integer reference accuracy", _pct(s["reference_accuracy"])),
+            ("logit mismatches / predictions differing",
+             f"{s['logit_mismatches']} / {s['prediction_mismatches']} of {s['test_images']} test images"),
+            ("artifact", str(out / s["artifact"])),
+        ]
+    rows.append(("seconds per epoch", "-" if s["seconds_per_epoch"] is None else f"{s['seconds_per_epoch']:.2f}"))
+    width = max(len(k) for k, _ in rows)
+    print("\n".join(f"{k:<{width}}  {v}" for k, v in rows))
+
+
+@cli_main
+def main(argv=None):
+    parser = make_parser("python -m quant.train", __doc__.split("\n")[0].split(": ", 1)[1])
+    add_config_arguments(parser)
+    parser.add_argument("--config", metavar="TOML", help="TOML file of config keys (flags override it)")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its checkpoint")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    if args.resume:
+        given = [f for f in explicit_flags(args) if f != "epochs"]
+        if given or args.config:
+            raise UserError("--resume continues with the run's saved config; only --epochs may be given with it")
+        state = runs.load_checkpoint(args.resume)
+        cfg = state["config"]
+        cfg.out = str(runs.checkpoint_path(args.resume).parent)
+        if args.epochs is not None:
+            cfg.epochs = args.epochs
+        cfg.validate()
+        train(cfg, resume=True, progress=not args.no_progress)
+    else:
+        cfg = resolve(args, args.config)
+        train(cfg, progress=not args.no_progress)
+
+
+if __name__ == "__main__":
+    main()
