@@ -35,7 +35,7 @@ import numpy as np
 from .errors import UserError
 
 #: Hardware limits: the configurations the shift-accumulate array can represent.
-WBITS_RANGE = (2, 6)
+WBITS_RANGE = (2, 5)
 ABITS_RANGE = (1, 8)
 TERMS_RANGE = (1, 3)
 #: The widest accumulator the hardware builds; also keeps the float32 fake-quantised

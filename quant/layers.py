@@ -42,7 +42,7 @@ class QuantReLU(ActQuant):
 
     def forward(self, x):
         if self.training:
-            self.observe(x)
+            self.train_step(x)
         # an eval-mode float64 accumulator (see _QuantWeighted) is exact; its codes are small
         return ActQuantFn.apply(x, 2.0 ** int(self.exp), self.qmax).to(torch.float32)
 
@@ -97,20 +97,33 @@ class _QuantWeighted:
         b_int, _ = quant_bias(b, self.input_quant.exp, codes.e0.to(b.dtype), self.arith.product_bound)
         return codes, b_int
 
+    def _batch_stats_forward(self, y):
+        """BatchNorm with batch statistics while it still learns (Krishnamoorthi 2018, fig. 8).
+
+        ``y = conv(x, Q(w * s))`` with ``s = g / sqrt(running_var + eps)`` per channel.  The
+        reference form normalises ``y / s`` by its batch statistics; normalisation cancels a
+        per-channel factor up to its sign (``sign(s) = sign(g)``), so ``|g|`` on ``y`` itself
+        gives the same output without the division and its backward pass (eps aside).  The
+        running statistics are those of ``y / s + bias``, as the float BatchNorm would see.
+        """
+        bn = self.bn
+        # momentum 1 makes batch_norm leave the batch mean and unbiased variance of y in these
+        # buffers, at no extra pass over y
+        mean, var = torch.zeros_like(bn.running_mean), torch.ones_like(bn.running_var)
+        out = F.batch_norm(y, mean, var, bn.weight.abs(), bn.bias, True, 1.0, bn.eps)
+        with torch.no_grad():
+            scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+            bias = self.bias if self.bias is not None else 0.0
+            bn.running_mean.lerp_(mean / scale + bias, bn.momentum)
+            bn.running_var.lerp_(var / scale.square(), bn.momentum)
+            bn.num_batches_tracked += 1
+        return out
+
     def _quant_forward(self, x, op):
         w, b = self.folded()
         w_q, e0 = self.weight_quant(w)
         if self.training and self.bn is not None and not self.bn_frozen:
-            # batch statistics while BN still learns: conv with the folded, quantised weights,
-            # undo the running-statistics scale, normalise by the batch (Krishnamoorthi 2018, fig. 8)
-            scale = self.bn.weight * torch.rsqrt(self.bn.running_var + self.bn.eps)
-            y = op(x, w_q, None) / scale.view((1, -1) + (1,) * (x.dim() - 2))
-            if self.bias is not None:
-                y = y + self.bias.view((1, -1) + (1,) * (x.dim() - 2))
-            return F.batch_norm(
-                y, self.bn.running_mean, self.bn.running_var, self.bn.weight, self.bn.bias,
-                True, self.bn.momentum, self.bn.eps,
-            )
+            return self._batch_stats_forward(op(x, w_q, None))
         num = self.arith
         _, b_q = quant_bias(b, self.input_quant.exp, e0.to(b.dtype), num.product_bound)
         if not self.training and not arith.float32_exact(num.product_bound):

@@ -15,6 +15,9 @@ from .layers import IntMaxPool2d, QuantConv2d, QuantInput, QuantLinear, QuantNet
 from .quantizers import quantize_input
 
 
+_SHORT = {QuantConv2d: "conv", QuantLinear: "fc", IntMaxPool2d: "pool", nn.Flatten: "flatten"}
+
+
 def _pair(v):
     return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
 
@@ -39,7 +42,7 @@ def lower(qnet, input_shape, num_classes):
     i = 1
     while i < len(body):
         m = body[i]
-        name = f"{type(m).__name__.lower()}{len(layers)}"
+        name = f"{_SHORT.get(type(m), type(m).__name__.lower())}{len(layers)}"
         if bits is None:
             raise UserError(f"layer {i} ({type(m).__name__}) follows the logits layer; the logits layer must be last")
         if isinstance(m, (QuantConv2d, QuantLinear)):

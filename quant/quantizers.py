@@ -95,11 +95,12 @@ def pow2_round(a, levels):
     return a < 0.5, k
 
 
-def pow2_codes(w, wbits, terms, per_channel=True):
+def pow2_codes(w, wbits, terms, per_channel=True, *, values_only=False):
     """Power-of-two codes of ``w``: each weight a sum of ``terms`` signed powers of two.
 
     The first term is the nearest power of two (or zero); each further term quantises the
-    residual the same way, within the same shift window.
+    residual the same way, within the same shift window.  ``values_only`` skips the code
+    stacks (``sign``/``shift``/``zero`` are None) for the training forward.
     """
     levels = arith.shift_levels(wbits)
     e0 = pow2_top_exponent(_channel_absmax(w, per_channel)) - (levels - 1)
@@ -112,9 +113,13 @@ def pow2_codes(w, wbits, terms, per_channel=True):
         term = torch.where(zero, torch.zeros_like(rest), torch.where(neg, -torch.exp2(k), torch.exp2(k)))
         value = value + term
         rest = rest - term
+        if values_only:
+            continue
         signs.append(neg & ~zero)
         shifts.append(torch.where(zero, torch.zeros_like(k), k))
         zeros.append(zero)
+    if values_only:
+        return WeightCodes(sign=None, shift=None, zero=None, e0=e0.long(), value=value)
     return WeightCodes(
         sign=torch.stack(signs).long(),
         shift=torch.stack(shifts).long(),
@@ -173,7 +178,7 @@ class Pow2WeightQuant(nn.Module):
         return pow2_codes(w, self.wbits, self.terms, self.per_channel)
 
     def forward(self, w):
-        c = self.codes(w)
+        c = pow2_codes(w, self.wbits, self.terms, self.per_channel, values_only=True)
         return ste(w, c.value * _view_channels(torch.exp2(c.e0.to(w.dtype)), w)), c.e0
 
     def extra_repr(self):
@@ -203,17 +208,18 @@ class UniformWeightQuant(nn.Module):
 class ActQuant(nn.Module):
     """Unsigned ``bits``-bit activation with a power-of-two scale ``2**-exp``, fused with ReLU.
 
-    During training the exponent follows the batches: on a small sample of each batch it
-    picks the exponent with the least mean squared quantisation error among the four just
-    below the no-clipping one, and keeps a running average of that choice (momentum
-    ``momentum``).  In eval mode the stored exponent is used unchanged, so what is
+    During training the exponent follows the batches: every ``every`` steps, on a small
+    sample of the batch, it picks the exponent with the least mean squared quantisation
+    error among the four just below the no-clipping one, and keeps a running average of
+    that choice (momentum ``momentum``).  In eval mode the stored exponent is used unchanged, so what is
     evaluated is what is exported.
     """
 
-    def __init__(self, *, bits, momentum=0.1, sample=4096):
+    def __init__(self, *, bits, momentum=0.1, sample=4096, every=8):
         super().__init__()
         arith.check_bits(abits=bits)
-        self.bits, self.momentum, self.sample = bits, momentum, sample
+        self.bits, self.momentum, self.sample, self.every = bits, momentum, sample, every
+        self._steps = 0
         self.register_buffer("exp", torch.zeros((), dtype=torch.long))
         self.register_buffer("exp_avg", torch.zeros(()))
         self.register_buffer("calibrated", torch.zeros((), dtype=torch.bool))
@@ -243,9 +249,15 @@ class ActQuant(nn.Module):
             self.exp_avg.mul_(1 - self.momentum).add_(self.momentum * best)
         self.exp.fill_(int(torch.round(self.exp_avg)))
 
+    def train_step(self, x):
+        """Called on each training batch: observe every ``every``-th one."""
+        if self._steps % self.every == 0 or not self.calibrated:
+            self.observe(x)
+        self._steps += 1
+
     def forward(self, x):
         if self.training:
-            self.observe(x)
+            self.train_step(x)
         return ActQuantFn.apply(x, 2.0 ** int(self.exp), self.qmax)
 
     def extra_repr(self):
