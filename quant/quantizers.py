@@ -35,9 +35,12 @@ class ActQuantFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, scale, qmax):
-        y = x * scale
-        ctx.save_for_backward((y >= 0) & (y <= qmax))
-        return y.add_(0.5).floor_().clamp_(0, qmax).div_(scale)
+        # t = x * scale + 1/2 in one pass; clamping t to [1/2, qmax + 1/2] before the floor is
+        # the same as clamping the codes to [0, qmax], and marks where the gradient passes
+        t = torch.add(torch.tensor(0.5, dtype=x.dtype), x, alpha=scale)
+        q = t.clamp(0.5, qmax + 0.5)
+        ctx.save_for_backward(q == t)
+        return q.floor_().mul_(1.0 / scale)
 
     @staticmethod
     def backward(ctx, grad):
@@ -79,20 +82,23 @@ class WeightCodes:
     value: torch.Tensor
 
 
+def floor_log2(v):
+    """``floor(log2(v))`` of ``v > 0``, exactly: ``frexp`` gives ``v = m * 2**e`` with ``m`` in [0.5, 1)."""
+    return torch.frexp(v).exponent - 1
+
+
 def pow2_top_exponent(absmax):
     """INQ's range rule ``n1 = floor(log2(4 * max|W| / 3))``: the largest level is the nearest
-    power of two to ``max|W|``.  An all-zero channel gets ``n1 = 0``."""
-    safe = torch.where(absmax > 0, absmax, torch.ones_like(absmax))
-    return torch.floor(torch.log2(safe * (4.0 / 3.0)))
+    power of two to ``max|W|``.  (An all-zero channel gets ``n1 = -1``; all its codes are zero.)"""
+    return floor_log2(absmax * (4.0 / 3.0))
 
 
 def pow2_round(a, levels):
     """Nearest of ``{0, 1, 2, ..., 2**(levels-1)}`` to ``a >= 0`` in the linear domain (INQ's rule:
     ``2**k`` for ``0.75 * 2**k <= a < 1.5 * 2**k``, zero below ``0.5``, clamped at the top).
 
-    Returns ``(zero, k)``."""
-    k = torch.floor(torch.log2(torch.clamp(a, min=0.5) * (4.0 / 3.0))).clamp_(0, levels - 1)
-    return a < 0.5, k
+    Returns ``(zero, k)`` with integer ``k``."""
+    return a < 0.5, floor_log2(a * (4.0 / 3.0)).clamp_(0, levels - 1)
 
 
 def pow2_codes(w, wbits, terms, per_channel=True, *, values_only=False):
@@ -104,19 +110,19 @@ def pow2_codes(w, wbits, terms, per_channel=True, *, values_only=False):
     """
     levels = arith.shift_levels(wbits)
     e0 = pow2_top_exponent(_channel_absmax(w, per_channel)) - (levels - 1)
-    rest = w.detach() * _view_channels(torch.exp2(-e0), w)  # in units of 2**e0, exact
+    rest = torch.ldexp(w.detach(), _view_channels(-e0, w))  # in units of 2**e0, exact
     signs, shifts, zeros = [], [], []
-    value = torch.zeros_like(rest)
+    value = None
     for _ in range(terms):
         zero, k = pow2_round(rest.abs(), levels)
-        neg = rest < 0
-        term = torch.where(zero, torch.zeros_like(rest), torch.where(neg, -torch.exp2(k), torch.exp2(k)))
-        value = value + term
-        rest = rest - term
+        term = torch.ldexp(torch.sign(rest).masked_fill_(zero, 0.0), k)
+        value = term if value is None else value + term
+        if terms > 1:
+            rest = rest - term
         if values_only:
             continue
-        signs.append(neg & ~zero)
-        shifts.append(torch.where(zero, torch.zeros_like(k), k))
+        signs.append(term < 0)
+        shifts.append(k.masked_fill(zero, 0))
         zeros.append(zero)
     if values_only:
         return WeightCodes(sign=None, shift=None, zero=None, e0=e0.long(), value=value)

@@ -4,7 +4,7 @@ PyTorch integer mode and the numpy reference, over models, methods and bit width
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from quant import arith, reference, torch_int
@@ -49,7 +49,10 @@ def check_all_layers(net, shape, n=24, seed=1):
 @given(model=st.sampled_from(["cnn", "mlp"]), method=st.sampled_from(["pow2", "uniform"]),
        wbits=st.integers(2, 5), abits=st.integers(2, 8), terms=st.integers(1, 3), seed=st.integers(0, 1000))
 def test_three_way_agreement_random_configs(model, method, wbits, abits, terms, seed):
-    check_all_layers(make_qnet(model, (1, 8, 8), method, wbits, abits, terms, seed), (1, 8, 8), seed=seed)
+    net = make_qnet(model, (1, 8, 8), method, wbits, abits, terms, seed)
+    # configurations the hardware refuses (accumulator wider than it builds) are tested elsewhere
+    assume(all(l.arith.acc_bits <= arith.MAX_ACC_BITS for l in net.weighted_layers()))
+    check_all_layers(net, (1, 8, 8), seed=seed)
 
 
 def test_wide_accumulators_evaluate_exactly():

@@ -1,0 +1,58 @@
+# shiftnn: every target bootstraps the local virtual environment on first use.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+MNIST  ?= ../shared/data/mnist-10k
+ARGS   ?=
+PYTEST_ARGS ?=
+
+.PHONY: setup test test-all demo train sim bitstream bench clean distclean help
+
+help:
+	@echo "make demo       train, export and verify a power-of-two CNN on the bundled digits"
+	@echo "make test       the quick test suite (every stage on small cases)"
+	@echo "make test-all   the full suite, slow tests included (MNIST accuracy, long runs)"
+	@echo "make train ARGS='--method pow2 ...'   python -m quant.train with your flags"
+	@echo "make bench      benchmarks (QAT vs float step time)"
+	@echo "make setup      create $(VENV) with the pinned tool versions"
+	@echo "make clean      remove runs/ and build outputs; make distclean also removes $(VENV)"
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade "pip>=23"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
+	@touch $@
+
+setup: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -m "not slow" -q $(PYTEST_ARGS)
+
+test-all: $(STAMP)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	$(PY) -m quant.train --data digits --model cnn --method float --epochs 20 --out runs/demo-float --no-progress
+	$(PY) -m quant.train --data digits --model cnn --method pow2 --wbits 4 --abits 4 \
+		--init-from runs/demo-float --epochs 15 --out runs/demo-pow2
+	$(PY) -m quant.diverge runs/demo-pow2/artifact.npz
+
+train: $(STAMP)
+	$(PY) -m quant.train $(ARGS)
+
+sim:
+	@echo "make sim: not available yet: the Amaranth array (hw/) and its cocotb testbenches (sim/) are not built" >&2; exit 2
+
+bitstream:
+	@echo "make bitstream: not available yet: the yosys/nextpnr flow (fpga/) is not built" >&2; exit 2
+
+bench: $(STAMP)
+	$(PY) bench/train_speed.py --data-dir $(MNIST)
+
+clean:
+	rm -rf runs build .pytest_cache .hypothesis
+	find . -name __pycache__ -type d -not -path "./$(VENV)/*" -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)
