@@ -10,6 +10,7 @@ import dataclasses
 import json
 import pathlib
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -174,6 +175,13 @@ class _Check:
         if not ok:
             self.fail(what)
 
+    def hardware(self, where, check, *args, **kwargs):
+        """Run an :mod:`quant.arith` range check, naming the artifact and layer if it refuses."""
+        try:
+            check(*args, **kwargs)
+        except UserError as exc:
+            self.fail(f"{where}: {exc}")
+
 
 def _int_array(check, npz, key, shape, where):
     if key not in npz:
@@ -193,13 +201,13 @@ def load_artifact(path):
     try:
         npz = np.load(path, allow_pickle=False)
         names = set(npz.files)
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
+    except (zipfile.BadZipFile, zlib.error, ValueError, OSError, EOFError) as exc:
         check.fail(f"is not a readable artifact ({type(exc).__name__})")
     with npz:
         check.that("manifest" in names, "has no manifest")
         try:
             man = json.loads(npz["manifest"].tobytes().decode())
-        except (ValueError, UnicodeDecodeError, zipfile.BadZipFile, OSError, EOFError):
+        except (ValueError, UnicodeDecodeError, zipfile.BadZipFile, zlib.error, OSError, EOFError):
             check.fail("has a corrupt manifest")
         check.that(isinstance(man, dict) and man.get("format") == FORMAT, f"is not a {FORMAT} file")
         version = man.get("schema_version")
@@ -210,7 +218,7 @@ def load_artifact(path):
             )
         try:
             return _parse(check, npz, names, man)
-        except (KeyError, TypeError, ValueError, zipfile.BadZipFile, OSError, EOFError) as exc:
+        except (KeyError, TypeError, ValueError, zipfile.BadZipFile, zlib.error, OSError, EOFError) as exc:
             check.fail(f"is inconsistent ({type(exc).__name__}: {exc})")
 
 
@@ -218,7 +226,7 @@ def _parse(check, npz, names, man):
     inp = man["input"]
     shape = tuple(int(v) for v in inp["shape"])
     bits = int(inp["bits"])
-    arith.check_bits(abits=bits)
+    check.hardware("input", arith.check_bits, abits=bits)
     check.that(int(inp["exp"]) == bits, "input exponent must equal its bits")
     layers = []
     cur_shape, cur_bits, cur_exp = shape, bits, bits
@@ -241,7 +249,7 @@ def _parse(check, npz, names, man):
             for k in ("in_bits", "in_exp", "out_exp", "relu", "wbits", "terms"):
                 setattr(layer, k, d[k])
             layer.out_bits = d.get("out_bits")
-            arith.check_bits(wbits=layer.wbits, terms=layer.terms)
+            check.hardware(where, arith.check_bits, wbits=layer.wbits, terms=layer.terms)
             check.that(layer.in_bits == cur_bits and layer.in_exp == cur_exp,
                        f"{where} expects {layer.in_bits}-bit inputs at exponent {layer.in_exp}, "
                        f"the previous layer gives {cur_bits} bits at exponent {cur_exp}")
@@ -266,12 +274,12 @@ def _parse(check, npz, names, man):
             check.that(np.all((a["weight_shift"] >= 0) & (a["weight_shift"] < levels)),
                        f"{where} has a shift outside 0..{levels - 1} for {layer.wbits}-bit codes")
             num = layer.arith
-            arith.check_accumulator(layer.name, num.acc_bits)
+            check.hardware(where, arith.check_accumulator, layer.name, num.acc_bits)
             check.that(np.all(np.abs(a["bias"]) <= num.product_bound), f"{where} has a bias beyond its accumulator bound")
             check.that(np.array_equal(a["requant"], layer.in_exp - a["exp"] - layer.out_exp),
                        f"{where} requant shifts disagree with in_exp - exp - out_exp")
             if layer.relu:
-                arith.check_bits(abits=layer.out_bits)
+                check.hardware(where, arith.check_bits, abits=layer.out_bits)
             else:
                 check.that(np.all(a["requant"] <= 0), f"{where} is a logits layer but has a right shift")
             check.that(d.get("acc_bits", num.acc_bits) == num.acc_bits,

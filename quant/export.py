@@ -48,7 +48,8 @@ def main(argv=None):
         raise UserError(f"--golden must be at least 1, not {golden}")
     out = pathlib.Path(args.out) if args.out else checkpoint_path(args.run_dir).parent / ARTIFACT
     network, _ = export_network(qnet, cfg, dataset, out, golden=golden)
-    print(f"wrote {out}: {len(network.layers)} layers, {golden} golden vectors", file=sys.stderr)
+    count = min(golden, dataset.test_x.shape[0])
+    print(f"wrote {out}: {len(network.layers)} layers, {count} golden vectors", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -64,12 +64,16 @@ def initial_network(cfg, dataset):
         net = quantize_model(src_net, make_weight_quant=make, abits=cfg.abits)
         net.calibrate(dataset.train_x[:512])
         return net, float_acc, cfg.init_from
+    # a quantised start (e.g. 3-bit from a 4-bit run): its latent float weights, BatchNorm and
+    # activation exponents carry over; the new quantisers apply from the first step
     net = runs.build_network(cfg, dataset.image_shape, dataset.num_classes)
     try:
         net.load_state_dict(src_net.state_dict())
     except RuntimeError:
-        raise UserError(f"--init-from {cfg.init_from} ({src_cfg.method}, {src_cfg.wbits}-bit) does not fit "
-                        f"--method {cfg.method} --wbits {cfg.wbits}; start from a float run") from None
+        raise UserError(f"--init-from {cfg.init_from} ({src_cfg.method}) does not fit --method {cfg.method}; "
+                        f"start from a float run") from None
+    if src_cfg.abits != cfg.abits:
+        net.calibrate(dataset.train_x[:512])
     return net, None, None
 
 
@@ -130,12 +134,13 @@ def train(cfg, *, resume=False, progress=True):
             acc = evaluate(net, dataset.test_x, dataset.test_y)
             line = {"epoch": epoch + 1, "loss": round(loss_sum / seen, 5), "test_accuracy": acc,
                     "lr": opt.param_groups[0]["lr"], "seconds": round(seconds, 3)}
-            log.write(json.dumps(line) + "\n")
-            log.flush()
             print(f"epoch {epoch + 1}/{cfg.epochs}  loss {line['loss']:.4f}  test {100 * acc:.2f}%  {seconds:.1f}s",
                   file=sys.stderr)
             runs.save_checkpoint(out / runs.CHECKPOINT, model=net, optimizer=opt, scheduler=sched,
                                  epoch=epoch + 1, cfg=cfg, image_shape=dataset.image_shape, extra=extra)
+            # the log line only after the checkpoint holds the epoch, so a resume never repeats it
+            log.write(json.dumps(line) + "\n")
+            log.flush()
     if cfg.epochs == 0 or start_epoch >= cfg.epochs:
         runs.save_checkpoint(out / runs.CHECKPOINT, model=net, optimizer=opt, scheduler=sched,
                              epoch=max(start_epoch, cfg.epochs), cfg=cfg, image_shape=dataset.image_shape,
