@@ -26,6 +26,9 @@ def ste(x, q):
     return x + (q - x).detach()
 
 
+_HALF = torch.tensor(0.5)  # 0-dim: takes the dtype of the tensor it is added to
+
+
 class ActQuantFn(torch.autograd.Function):
     """Unsigned activation quantiser with a power-of-two scale, fused with ReLU.
 
@@ -37,7 +40,7 @@ class ActQuantFn(torch.autograd.Function):
     def forward(ctx, x, scale, qmax):
         # t = x * scale + 1/2 in one pass; clamping t to [1/2, qmax + 1/2] before the floor is
         # the same as clamping the codes to [0, qmax], and marks where the gradient passes
-        t = torch.add(torch.tensor(0.5, dtype=x.dtype), x, alpha=scale)
+        t = torch.add(_HALF, x, alpha=scale)
         q = t.clamp(0.5, qmax + 0.5)
         ctx.save_for_backward(q == t)
         return q.floor_().mul_(1.0 / scale)
