@@ -86,8 +86,9 @@ class WeightCodes:
 
 
 def floor_log2(v):
-    """``floor(log2(v))`` of ``v > 0``, exactly: ``frexp`` gives ``v = m * 2**e`` with ``m`` in [0.5, 1)."""
-    return torch.frexp(v).exponent - 1
+    """``floor(log2(v))`` of ``v > 0``, exactly, as floats of ``v``'s dtype: ``frexp`` gives
+    ``v = m * 2**e`` with ``m`` in [0.5, 1)."""
+    return torch.frexp(v).exponent.to(v.dtype) - 1
 
 
 def pow2_top_exponent(absmax):
@@ -113,19 +114,19 @@ def pow2_codes(w, wbits, terms, per_channel=True, *, values_only=False):
     """
     levels = arith.shift_levels(wbits)
     e0 = pow2_top_exponent(_channel_absmax(w, per_channel)) - (levels - 1)
-    rest = torch.ldexp(w.detach(), _view_channels(-e0, w))  # in units of 2**e0, exact
+    rest = w.detach() * _view_channels(torch.exp2(-e0), w)  # in units of 2**e0, exact
     signs, shifts, zeros = [], [], []
     value = None
     for _ in range(terms):
         zero, k = pow2_round(rest.abs(), levels)
-        term = torch.ldexp(torch.sign(rest).masked_fill_(zero, 0.0), k)
+        term = torch.sign(rest).masked_fill_(zero, 0.0).mul_(torch.exp2(k))
         value = term if value is None else value + term
         if terms > 1:
             rest = rest - term
         if values_only:
             continue
         signs.append(term < 0)
-        shifts.append(k.masked_fill(zero, 0))
+        shifts.append(k.masked_fill(zero, 0).long())
         zeros.append(zero)
     if values_only:
         return WeightCodes(sign=None, shift=None, zero=None, e0=e0.long(), value=value)
