@@ -15,7 +15,7 @@ from torch import nn
 
 from . import arith
 from .errors import UserError
-from .quantizers import ActQuant, ActQuantFn, quant_bias, quantize_input
+from .quantizers import ActQuant, quant_bias, quantize_input
 
 
 class QuantInput(nn.Module):
@@ -38,13 +38,8 @@ class QuantInput(nn.Module):
 
 
 class QuantReLU(ActQuant):
-    """ReLU followed by an unsigned ``bits``-bit power-of-two-scaled quantiser."""
-
-    def forward(self, x):
-        if self.training:
-            self.train_step(x)
-        # an eval-mode float64 accumulator (see _QuantWeighted) is exact; its codes are small
-        return ActQuantFn.apply(x, 2.0 ** int(self.exp), self.qmax).to(torch.float32)
+    """ReLU followed by an unsigned ``bits``-bit power-of-two-scaled quantiser (keeps ``nn.ReLU``'s
+    place in a network; the quantiser is :class:`quant.quantizers.ActQuant`)."""
 
 
 class _QuantWeighted:

@@ -268,7 +268,8 @@ class ActQuant(nn.Module):
     def forward(self, x):
         if self.training:
             self.train_step(x)
-        return ActQuantFn.apply(x, 2.0 ** int(self.exp), self.qmax)
+        # a float64 input (an exact wide accumulator, see quant.layers) gives small codes: float32 holds them
+        return ActQuantFn.apply(x, 2.0 ** int(self.exp), self.qmax).to(torch.float32)
 
     def extra_repr(self):
         return f"bits={self.bits}, exp={int(self.exp)}"

@@ -103,7 +103,8 @@ def train(cfg, *, resume=False, progress=True):
             sched.T_max = max(1, cfg.epochs)
         torch.set_rng_state(state["rng"])
     print(f"{dataset.describe()}; {cfg.model}, method {cfg.method}"
-          + (f" W{cfg.wbits}/A{cfg.abits} terms={cfg.terms}" if cfg.quantized else "")
+          + (f" W{cfg.wbits}/A{cfg.abits}" if cfg.quantized else "")
+          + (f" terms={cfg.terms}" if cfg.method == "pow2" else "")
           + f"; epochs {start_epoch}..{cfg.epochs}", file=sys.stderr)
 
     extra = {"float_accuracy": float_acc, "float_source": float_source}
@@ -171,6 +172,7 @@ def finish(net, cfg, dataset, out, extra, epoch_seconds):
         summary.update(reference_accuracy=agree.reference_accuracy,
                        logit_mismatches=agree.logit_mismatches + agree.torch_int_mismatches,
                        prediction_mismatches=agree.prediction_mismatches, artifact=runs.ARTIFACT,
+                       terms=max(layer.terms for layer in network.layers if layer.weighted),
                        acc_bits=[layer.arith.acc_bits for layer in network.layers if layer.weighted])
     write_json(out / runs.SUMMARY, summary)
     _print_summary(summary, out)
