@@ -182,8 +182,29 @@ class QuantNet(nn.Module):
         super().__init__()
         self.body = body
 
+    def stages(self):
+        """The body as the forward runs it: ``(module,)`` or ``(max_pool, quantiser)``.
+
+        A quantiser is monotone, so it commutes with max-pooling: pooling first gives the same
+        codes from a quarter of the work, and the exponent is calibrated on what the next layer
+        sees.  (Golden vectors still tap the layers in their listed order.)
+        """
+        mods = list(self.body)
+        out, i = [], 0
+        while i < len(mods):
+            if isinstance(mods[i], QuantReLU) and i + 1 < len(mods) and isinstance(mods[i + 1], IntMaxPool2d):
+                out.append((mods[i + 1], mods[i]))
+                i += 2
+            else:
+                out.append((mods[i],))
+                i += 1
+        return out
+
     def forward(self, x):
-        return self.body(x)
+        for stage in self.stages():
+            for m in stage:
+                x = m(x)
+        return x
 
     def weighted_layers(self):
         return [m for m in self.body if isinstance(m, _QuantWeighted)]
@@ -193,11 +214,12 @@ class QuantNet(nn.Module):
         """Set every activation exponent from a batch ``x`` (eval-mode forward, BatchNorm untouched)."""
         was = self.training
         self.eval()
-        for m in self.body:
-            if isinstance(m, QuantReLU):
-                m.calibrated.fill_(False)
-                m.observe(x)
-            x = m(x)
+        for stage in self.stages():
+            for m in stage:
+                if isinstance(m, QuantReLU):
+                    m.calibrated.fill_(False)
+                    m.observe(x)
+                x = m(x)
         self.train(was)
 
     def freeze_bn(self, frozen=True):

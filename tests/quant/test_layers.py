@@ -77,3 +77,14 @@ def test_bn_batch_statistics_while_not_frozen_update_running_stats():
     q.train()
     q(torch.rand(8, 1, 8, 8))
     assert not torch.equal(before, layer.bn.running_mean)
+
+
+def test_pool_first_forward_equals_layer_by_layer():
+    """QuantNet.forward pools before quantising (monotone quantisers commute with max-pool);
+    the codes must equal those of running the layers in their listed order."""
+    torch.manual_seed(0)
+    q = quantize_model(build_model("cnn", (1, 28, 28)), make_weight_quant=pow2(), abits=3)
+    x = torch.rand(8, 1, 28, 28)
+    q.calibrate(x)
+    q.eval()
+    assert torch.equal(q(x), q.body(x))
