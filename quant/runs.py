@@ -18,9 +18,10 @@ SUMMARY = "summary.json"
 ARTIFACT = "artifact.npz"
 
 
-def build_network(cfg, image_shape, num_classes=10):
-    """The network ``cfg`` trains: a float ``nn.Sequential`` or a :class:`QuantNet`."""
-    model = build_model(cfg.model, image_shape, num_classes)
+def build_network(cfg, image_shape, num_classes=10, *, float_model=None):
+    """The network ``cfg`` trains: a float ``nn.Sequential`` or a :class:`QuantNet` (quantising
+    ``float_model``, a trained float network, when given)."""
+    model = float_model if float_model is not None else build_model(cfg.model, image_shape, num_classes)
     if not cfg.quantized:
         return model
     make = weight_quant_factory(cfg.method, wbits=cfg.wbits, terms=cfg.terms, per_channel=cfg.per_channel)

@@ -22,8 +22,6 @@ from .data import batches, load_dataset
 from .errors import UserError, cli_main
 from .export import export_network
 from .fileio import write_json
-from .layers import quantize_model
-from .recipes import weight_quant_factory
 from .verify import compare
 
 
@@ -60,8 +58,7 @@ def initial_network(cfg, dataset):
             raise UserError(f"--init-from {cfg.init_from} is quantised ({src_cfg.method}); a float run starts from a float run")
         return src_net, float_acc, cfg.init_from
     if not src_cfg.quantized:
-        make = weight_quant_factory(cfg.method, wbits=cfg.wbits, terms=cfg.terms, per_channel=cfg.per_channel)
-        net = quantize_model(src_net, make_weight_quant=make, abits=cfg.abits)
+        net = runs.build_network(cfg, dataset.image_shape, dataset.num_classes, float_model=src_net)
         net.calibrate(dataset.train_x[:512])
         return net, float_acc, cfg.init_from
     # a quantised start (e.g. 3-bit from a 4-bit run): its latent float weights, BatchNorm and
