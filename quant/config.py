@@ -138,8 +138,9 @@ def add_config_arguments(parser):
         )
 
 
-def make_parser(prog, description):
-    return _Parser(prog=prog, description=description)
+def make_parser(prog, description, epilog=None):
+    return _Parser(prog=prog, description=description, epilog=epilog,
+                   formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def resolve(args, given_toml=None):

@@ -195,9 +195,20 @@ def _print_summary(s, out):
     print("\n".join(f"{k:<{width}}  {v}" for k, v in rows))
 
 
+EXAMPLES = """examples:
+  # float first, then power-of-two W4/A4 QAT from it (digits is bundled)
+  python -m quant.train --method float --epochs 20 --out runs/float
+  python -m quant.train --method pow2 --wbits 4 --abits 4 --init-from runs/float --out runs/pow2
+  # MNIST from a folder of the four IDX files (gzipped or not)
+  python -m quant.train --data mnist --data-dir DIR --method pow2 --terms 2 --out runs/mnist
+  # continue an interrupted run, or extend it
+  python -m quant.train --resume runs/mnist --epochs 12
+"""
+
+
 @cli_main
 def main(argv=None):
-    parser = make_parser("python -m quant.train", __doc__.split("\n")[0].split(": ", 1)[1])
+    parser = make_parser("python -m quant.train", __doc__.split("\n")[0].split(": ", 1)[1], epilog=EXAMPLES)
     add_config_arguments(parser)
     parser.add_argument("--config", metavar="TOML", help="TOML file of config keys (flags override it)")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its checkpoint")
