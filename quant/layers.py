@@ -93,7 +93,7 @@ class _QuantWeighted:
         return codes, b_int
 
     def _batch_stats_forward(self, y):
-        """BatchNorm with batch statistics while it still learns (Krishnamoorthi 2018, fig. 8).
+        """BatchNorm with batch statistics while it still learns (Krishnamoorthi, arXiv 1806.08342).
 
         ``y = conv(x, Q(w * s))`` with ``s = g / sqrt(running_var + eps)`` per channel.  The
         reference form normalises ``y / s`` by its batch statistics; normalisation cancels a
