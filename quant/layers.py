@@ -16,6 +16,7 @@ from torch import nn
 from . import arith
 from .errors import UserError
 from .quantizers import ActQuant, quant_bias, quantize_input
+from .recipes import weight_quant_factory
 
 
 class QuantInput(nn.Module):
@@ -229,7 +230,7 @@ class QuantNet(nn.Module):
             m.bn_frozen = frozen
 
 
-def quantize_model(model, *, make_weight_quant, abits):
+def quantize_model(model, config=None, *, make_weight_quant=None, abits=None):
     """Convert a float ``nn.Sequential`` into a :class:`QuantNet`.
 
     Supported layers: ``Conv2d`` (groups 1, zero padding) and ``Linear``, each optionally
@@ -241,11 +242,21 @@ def quantize_model(model, *, make_weight_quant, abits):
     ----------
     model : nn.Sequential
         The float network.
+    config : object, optional
+        Anything with ``method``, ``wbits``, ``abits``, ``terms`` and ``per_channel``
+        (a :class:`quant.config.TrainConfig`); or give the two keywords instead:
     make_weight_quant : callable
         Returns a fresh weight quantiser for each weighted layer.
     abits : int
         Activation bits (also the input's bits).
     """
+    if config is not None:
+        make_weight_quant = weight_quant_factory(config.method, wbits=config.wbits, terms=config.terms,
+                                                 per_channel=config.per_channel)
+        abits = config.abits
+    if make_weight_quant is None or abits is None:
+        raise UserError("quantize_model needs a quantised config (method other than float), "
+                        "or make_weight_quant and abits")
     if not isinstance(model, nn.Sequential):
         raise UserError(f"quantize_model takes an nn.Sequential, not {type(model).__name__}")
     arith.check_bits(abits=abits)

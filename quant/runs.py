@@ -9,7 +9,6 @@ from .errors import UserError
 from .fileio import write_atomic
 from .layers import QuantNet, quantize_model
 from .models import build_model
-from .recipes import weight_quant_factory
 
 CHECKPOINT = "checkpoint.pt"
 CONFIG = "config.json"
@@ -24,8 +23,7 @@ def build_network(cfg, image_shape, num_classes=10, *, float_model=None):
     model = float_model if float_model is not None else build_model(cfg.model, image_shape, num_classes)
     if not cfg.quantized:
         return model
-    make = weight_quant_factory(cfg.method, wbits=cfg.wbits, terms=cfg.terms, per_channel=cfg.per_channel)
-    return quantize_model(model, make_weight_quant=make, abits=cfg.abits)
+    return quantize_model(model, cfg)
 
 
 def save_checkpoint(path, *, model, optimizer, scheduler, epoch, cfg, image_shape, extra=None):

@@ -88,3 +88,12 @@ def test_pool_first_forward_equals_layer_by_layer():
     q.calibrate(x)
     q.eval()
     assert torch.equal(q(x), q.body(x))
+
+
+def test_quantize_model_from_config():
+    from quant.config import TrainConfig
+
+    q = quantize_model(build_model("cnn", (1, 8, 8)), TrainConfig(method="uniform", wbits=3, abits=5))
+    assert q.body[0].bits == 5 and q.weighted_layers()[0].weight_quant.wbits == 3
+    with pytest.raises(UserError):
+        quantize_model(build_model("cnn", (1, 8, 8)), TrainConfig(method="float"))
