@@ -81,7 +81,7 @@ class TrainConfig:
 
 
 def _field_type(f):
-    return {int: int, float: float, bool: bool, str: str}[typing.get_type_hints(TrainConfig)[f.name]]
+    return typing.get_type_hints(TrainConfig)[f.name]
 
 
 def _coerce(value, typ, where):
@@ -129,7 +129,7 @@ def add_config_arguments(parser):
     """One flag per :class:`TrainConfig` field (``data_dir`` -> ``--data-dir``), default unset."""
     hints = typing.get_type_hints(TrainConfig)
     for f in dataclasses.fields(TrainConfig):
-        typ = {int: int, float: float, bool: _parse_bool, str: str}[hints[f.name]]
+        typ = _parse_bool if hints[f.name] is bool else hints[f.name]
         default = f.default
         parser.add_argument(
             "--" + f.name.replace("_", "-"), dest=f.name, type=typ, default=None,

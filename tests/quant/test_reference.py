@@ -110,3 +110,19 @@ def test_three_way_agreement_on_mnist_test_split(mnist_dir):
     agree = compare(net, taps, network, ds.test_x, ds.test_y.numpy())
     assert agree.images == ds.test_x.shape[0]
     assert (agree.logit_mismatches, agree.torch_int_mismatches, agree.prediction_mismatches) == (0, 0, 0)
+
+
+def test_declared_widths_hold_the_values():
+    """Every layer's outputs fit its declared output width, and the shift field holds every shift."""
+    net = make_qnet("cnn", (1, 8, 8), "pow2", 4, 4, 2)
+    network = check_all_layers(net, (1, 8, 8))
+    outs = reference.run(network, np.random.default_rng(0).integers(0, 16, (64, 1, 8, 8)))
+    for layer, out in zip(network.layers, outs):
+        if not layer.weighted:
+            continue
+        bits = layer.output_bits
+        if layer.relu:
+            assert bits == layer.out_bits and out.min() >= 0 and out.max() < 2**bits
+        else:
+            assert -(2 ** (bits - 1)) <= out.min() and out.max() < 2 ** (bits - 1)
+        assert layer.arrays["weight_shift"].max() < 2**layer.arith.shift_bits
