@@ -7,14 +7,19 @@ MNIST  ?= ../shared/data/mnist-10k
 ARGS   ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-all demo train sim bitstream bench clean distclean help
+SIM_RUN   ?= runs/demo-pow2
+MNIST_RUN ?= runs/mnist-pow2
+
+.PHONY: setup test test-all demo train sim sim-mnist bitstream bench clean distclean help
 
 help:
 	@echo "make demo       train, export and verify a power-of-two CNN on the bundled digits"
 	@echo "make test       the quick test suite (every stage on small cases)"
 	@echo "make test-all   the full suite, slow tests included (MNIST accuracy, long runs)"
 	@echo "make train ARGS='--method pow2 ...'   python -m quant.train with your flags"
-	@echo "make bench      benchmarks (QAT vs float step time)"
+	@echo "make sim        RTL of the demo model's layers on Verilator (cocotb), checked against its golden vectors"
+	@echo "make sim-mnist  the same for a CNN trained on MNIST ($(MNIST))"
+	@echo "make bench      benchmarks (QAT vs float step time, simulator speed)"
 	@echo "make setup      create $(VENV) with the pinned tool versions"
 	@echo "make clean      remove runs/ and build outputs; make distclean also removes $(VENV)"
 
@@ -30,7 +35,7 @@ test: $(STAMP)
 	$(PY) -m pytest -m "not slow" -q $(PYTEST_ARGS)
 
 test-all: $(STAMP)
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n 2 $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	$(PY) -m quant.train --data digits --model cnn --method float --epochs 20 --out runs/demo-float --no-progress
@@ -41,14 +46,25 @@ demo: $(STAMP)
 train: $(STAMP)
 	$(PY) -m quant.train $(ARGS)
 
-sim:
-	@echo "make sim: not available yet: the Amaranth array (hw/) and its cocotb testbenches (sim/) are not built" >&2; exit 2
+# trains-or-reuses the model, exports it, writes build/rtl/engine.v and runs every layer on Verilator
+sim: $(STAMP)
+	@test -f $(SIM_RUN)/artifact.npz || $(MAKE) --no-print-directory demo
+	$(PY) -m sim.layers $(SIM_RUN)/artifact.npz --samples 4
+
+sim-mnist: $(STAMP)
+	@test -f $(MNIST_RUN)/artifact.npz || { \
+		$(PY) -m quant.train --data mnist --data-dir $(MNIST) --model cnn --method float --epochs 8 \
+			--out $(MNIST_RUN)-float --no-progress && \
+		$(PY) -m quant.train --data mnist --data-dir $(MNIST) --model cnn --method pow2 --wbits 4 --abits 4 \
+			--init-from $(MNIST_RUN)-float --epochs 8 --out $(MNIST_RUN) --no-progress; }
+	$(PY) -m sim.layers $(MNIST_RUN)/artifact.npz --samples 4
 
 bitstream:
 	@echo "make bitstream: not available yet: the yosys/nextpnr flow (fpga/) is not built" >&2; exit 2
 
 bench: $(STAMP)
 	$(PY) bench/train_speed.py --data-dir $(MNIST)
+	$(PY) bench/sim_speed.py
 
 clean:
 	rm -rf runs build .pytest_cache .hypothesis

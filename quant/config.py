@@ -125,10 +125,12 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(f"{message} (see --help)")
 
 
-def add_config_arguments(parser):
-    """One flag per :class:`TrainConfig` field (``data_dir`` -> ``--data-dir``), default unset."""
-    hints = typing.get_type_hints(TrainConfig)
-    for f in dataclasses.fields(TrainConfig):
+def add_config_arguments(parser, cls=None):
+    """One flag per field of the config dataclass ``cls`` (default :class:`TrainConfig`;
+    ``data_dir`` -> ``--data-dir``), each with its ``help`` metadata, default unset."""
+    cls = TrainConfig if cls is None else cls
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
         typ = _parse_bool if hints[f.name] is bool else hints[f.name]
         default = f.default
         parser.add_argument(

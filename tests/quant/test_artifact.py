@@ -10,7 +10,7 @@ from quant import arith, reference
 from quant.artifact import FORMAT, SCHEMA_VERSION, load_artifact, save_artifact
 from quant.errors import UserError
 
-from .conftest import GOLDEN
+from tests.conftest import GOLDEN
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from quant.artifact import load_artifact, save_artifact
 from quant.config import TrainConfig
 from quant.train import main as train_main
 
-from .conftest import FLOAT_EPOCHS, GOLDEN, POW2_EPOCHS, one_thread
+from tests.conftest import FLOAT_EPOCHS, GOLDEN, POW2_EPOCHS, one_thread
 
 CONFIG_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 

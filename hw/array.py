@@ -1,0 +1,93 @@
+"""The weight-stationary systolic array of shift-accumulate PEs, with input skew and output deskew."""
+
+from amaranth.hdl import Module, Signal, signed
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from .config import HwConfig
+from .pe import ShiftPE
+
+
+def delay(m, value, cycles, en, *, name):
+    """``value`` delayed by ``cycles`` registers that advance while ``en`` is high."""
+    for i in range(cycles):
+        reg = Signal.like(value, name=f"{name}_d{i}")
+        with m.If(en):
+            m.d.sync += reg.eq(value)
+        value = reg
+    return value
+
+
+class SystolicArray(wiring.Component):
+    """A ``rows x cols`` grid of :class:`~hw.pe.ShiftPE`.
+
+    Weight ``W[k][n]`` sits in PE ``(k, n)``.  Activation ``a[k]`` enters row ``k`` from
+    the left and moves one column right per cycle; partial sums start at the top from
+    ``s_in[n]`` and move one row down per cycle, so column ``n`` leaves the bottom with
+    ``s_in[n] + sum_k W[k][n] * a[k]``.  Row ``k``'s input is delayed ``k`` cycles and
+    column ``n``'s output ``cols - 1 - n`` cycles, so the ports carry whole, aligned
+    vectors: once full, one activation vector enters and one result vector leaves per cycle.
+
+    Latency: :attr:`latency` ``= rows + cols - 1 + pipeline`` cycles from a vector on
+    ``a``/``s_in`` (with ``valid``) to its results on ``s_out`` (with ``s_valid``),
+    counting only cycles with ``en`` high.  Throughput: one vector per cycle.
+
+    Weights load through a vertical shift chain: each cycle ``w_shift`` is high, the
+    ``cols`` codes on ``w_in`` enter row 0 and every row moves down one, so after ``rows``
+    such cycles the first word loaded is in the bottom row.  Data in flight would meet the
+    new weights: load only while the array is empty.
+
+    Parameters
+    ----------
+    cfg : HwConfig
+        Array shape and bit widths.
+    """
+
+    def __init__(self, cfg):
+        if not isinstance(cfg, HwConfig):
+            raise TypeError(f"cfg must be an HwConfig, not {cfg!r}")
+        self.cfg = cfg
+        acc = signed(cfg.acc_bits)
+        super().__init__({
+            "en": In(1),
+            "valid": In(1),
+            "a": In(data.ArrayLayout(cfg.abits, cfg.rows)),
+            "s_in": In(data.ArrayLayout(acc, cfg.cols)),
+            "s_out": Out(data.ArrayLayout(acc, cfg.cols)),
+            "s_valid": Out(1),
+            "w_shift": In(1),
+            "w_in": In(data.ArrayLayout(cfg.code_bits, cfg.cols)),
+        })
+
+    @property
+    def latency(self):
+        return self.cfg.latency
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.cfg
+        pes = [[ShiftPE(cfg, name=f"pe_{k}_{n}") for n in range(cfg.cols)] for k in range(cfg.rows)]
+        for k in range(cfg.rows):
+            for n in range(cfg.cols):
+                pe = pes[k][n]
+                m.submodules[f"pe_{k}_{n}"] = pe
+                m.d.comb += [pe.en.eq(self.en), pe.w_shift.eq(self.w_shift)]
+                if n == 0:
+                    m.d.comb += pe.a_in.eq(delay(m, self.a[k], k, self.en, name=f"a_skew_{k}"))
+                else:
+                    m.d.comb += pe.a_in.eq(pes[k][n - 1].a_out)
+                if k == 0:
+                    # a row-0 PE adds its activation `n` cycles (plus the pipeline stage) after
+                    # the vector arrived, so its partial-sum input waits as long
+                    skew = n + cfg.pipeline_stages
+                    m.d.comb += [
+                        pe.s_in.eq(delay(m, self.s_in[n], skew, self.en, name=f"s_skew_{n}")),
+                        pe.w_in.eq(self.w_in[n]),
+                    ]
+                else:
+                    m.d.comb += [pe.s_in.eq(pes[k - 1][n].s_out), pe.w_in.eq(pes[k - 1][n].w_out)]
+        for n in range(cfg.cols):
+            bottom = pes[cfg.rows - 1][n].s_out
+            m.d.comb += self.s_out[n].eq(delay(m, bottom, cfg.cols - 1 - n, self.en, name=f"s_deskew_{n}"))
+        m.d.comb += self.s_valid.eq(delay(m, self.valid, self.latency, self.en, name="valid"))
+        return m

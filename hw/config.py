@@ -1,0 +1,108 @@
+"""The typed hardware config: array shape, bit widths and memory depths, with every derived width.
+
+One :class:`HwConfig` describes a generated design.  The widths that follow from it
+(accumulator, shift field, weight word, output word, counters) are properties here,
+computed once from :mod:`quant.arith` and read by the RTL, the testbenches and the
+layer planner alike.
+"""
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from quant import arith
+from quant.errors import UserError
+
+
+@dataclass(frozen=True)
+class HwConfig:
+    """A shift-accumulate array and the memories of the layer engine around it."""
+
+    rows: int = field(default=8, metadata={"help": "array rows: inputs summed in one pass (the K tile)"})
+    cols: int = field(default=8, metadata={"help": "array columns: output channels of one pass (the N tile)"})
+    abits: int = field(default=4, metadata={"help": "unsigned activation code bits (inputs and ReLU outputs)"})
+    wbits: int = field(default=4, metadata={"help": "weight code bits per term: a sign and a (wbits-1)-bit shift field"})
+    terms: int = field(default=1, metadata={"help": "powers of two summed per weight"})
+    max_fan_in: int = field(default=1568, metadata={"help": "deepest fan-in accepted; sets the accumulator width"})
+    max_left: int = field(default=4, metadata={"help": "largest left shift of a logits layer's requantiser"})
+    pipeline: bool = field(default=False, metadata={"help": "register after each PE's shifter (one more cycle of latency)"})
+    act_depth: int = field(default=1024, metadata={"help": "input activation memory, words of `rows` codes"})
+    wgt_depth: int = field(default=2048, metadata={"help": "weight memory, words of one array row (`cols` weight codes)"})
+    par_depth: int = field(default=16, metadata={"help": "per-channel bias/shift memory, words of `cols` channels"})
+    psum_depth: int = field(default=256, metadata={"help": "partial-sum memory: output positions of one M tile"})
+    out_depth: int = field(default=2048, metadata={"help": "output memory, words of `cols` results"})
+
+    def __post_init__(self):
+        for name in ("rows", "cols", "max_fan_in", "act_depth", "wgt_depth", "par_depth", "psum_depth",
+                     "out_depth"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise UserError(f"{name} must be a positive integer, not {value!r}")
+        if not isinstance(self.max_left, int) or self.max_left < 0:
+            raise UserError(f"max_left must be a non-negative integer, not {self.max_left!r}")
+        arith.check_bits(wbits=self.wbits, abits=self.abits, terms=self.terms)
+        if self.acc_bits > arith.MAX_ACC_BITS:
+            raise UserError(
+                f"fan-in {self.max_fan_in} with {self.abits}-bit activations and {self.terms} term(s) of "
+                f"{self.wbits}-bit weights needs a {self.acc_bits}-bit accumulator, more than the "
+                f"{arith.MAX_ACC_BITS} the array builds; lower --max-fan-in, --abits, --wbits or --terms"
+            )
+
+    # --- derived numbers -------------------------------------------------------------
+    @property
+    def arith(self):
+        """The integer contract of the deepest layer this design accepts."""
+        return arith.LayerArith(fan_in=self.max_fan_in, in_bits=self.abits, wbits=self.wbits, terms=self.terms)
+
+    @property
+    def acc_bits(self):
+        """Accumulator width: holds bias plus the worst-case sum of ``max_fan_in`` products."""
+        return self.arith.acc_bits
+
+    @property
+    def shift_levels(self):
+        return self.arith.shift_levels
+
+    @property
+    def code_bits(self):
+        """Bits of one PE's weight register: ``terms`` codes of ``wbits`` bits."""
+        return self.terms * self.wbits
+
+    @property
+    def product_bits(self):
+        """Bits of one shifted activation ``a << e`` (unsigned)."""
+        return self.abits + self.shift_levels - 1
+
+    @property
+    def rq_bits(self):
+        """Signed bits of a requantiser shift in ``[-max_left, acc_bits]``."""
+        return arith.signed_bits(max(self.acc_bits, self.max_left))
+
+    @property
+    def out_bits(self):
+        """Signed bits of one engine output: an activation code, or a left-shifted logit."""
+        return max(self.abits + 1, self.acc_bits + self.max_left)
+
+    @property
+    def pipeline_stages(self):
+        return int(self.pipeline)
+
+    @property
+    def latency(self):
+        """Cycles from an activation vector entering the array to its sums leaving it."""
+        return self.rows + self.cols - 1 + self.pipeline_stages
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    def derived(self):
+        """The derived widths, for the record saved beside generated files."""
+        return {k: getattr(self, k) for k in ("acc_bits", "shift_levels", "code_bits", "product_bits", "rq_bits",
+                                              "out_bits", "latency")}
+
+    @classmethod
+    def from_dict(cls, d):
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise UserError(f"unknown hardware config key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return cls(**d)

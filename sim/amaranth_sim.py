@@ -1,0 +1,93 @@
+"""The same stimulus on Amaranth's own Python simulator: a second simulator for quick checks and the speed benchmark."""
+
+import numpy as np
+from amaranth.sim import Simulator
+
+from hw.array import SystolicArray
+from hw.engine import LayerEngine
+
+
+def run_array(cfg, w_codes, a, s):
+    """Load ``w_codes`` ``(rows, cols)``, stream ``a`` ``(N, rows)`` with partial sums ``s``
+    ``(N, cols)`` one per cycle.  Returns ``(results (N, cols), cycles simulated)``."""
+    dut = SystolicArray(cfg)
+    out = []
+    cycles = [0]
+
+    async def bench(ctx):
+        ctx.set(dut.w_shift, 1)
+        for k in reversed(range(cfg.rows)):
+            for n in range(cfg.cols):
+                ctx.set(dut.w_in[n], int(w_codes[k, n]))
+            await ctx.tick()
+        ctx.set(dut.w_shift, 0)
+        ctx.set(dut.en, 1)
+        i = 0
+        while len(out) < len(a):
+            if i < len(a):
+                ctx.set(dut.valid, 1)
+                for k in range(cfg.rows):
+                    ctx.set(dut.a[k], int(a[i, k]))
+                for n in range(cfg.cols):
+                    ctx.set(dut.s_in[n], int(s[i, n]))
+                i += 1
+            else:
+                ctx.set(dut.valid, 0)
+            await ctx.tick()
+            cycles[0] += 1
+            if ctx.get(dut.s_valid):
+                out.append([ctx.get(dut.s_out[n]) for n in range(cfg.cols)])
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    return np.array(out, dtype=np.int64), cycles[0] + cfg.rows
+
+
+def run_engine(cfg, plan, x):
+    """Load and run one layer (``plan``) on input codes ``x``; returns ``(outputs, cycles)``
+    with ``cycles`` counted as :meth:`hw.plan.LayerPlan.cycles` documents."""
+    dut = LayerEngine(cfg)
+    result = {}
+
+    async def write(ctx, port, rows, fields):
+        ctx.set(port.en, 1)
+        for i, row in enumerate(rows):
+            ctx.set(port.addr, i)
+            for set_field in fields:
+                set_field(ctx, port.data, row)
+            await ctx.tick()
+        ctx.set(port.en, 0)
+
+    async def bench(ctx):
+        await write(ctx, dut.act_w, plan.act_image(x),
+                    [lambda c, d, row: [c.set(d[k], int(v)) for k, v in enumerate(row)]])
+        await write(ctx, dut.wgt_w, plan.wgt_image(),
+                    [lambda c, d, row: [c.set(d[k], int(v)) for k, v in enumerate(row)]])
+        bias, shift = plan.par_image()
+        await write(ctx, dut.par_w, list(zip(bias, shift)),
+                    [lambda c, d, row: [c.set(d.bias[k], int(v)) for k, v in enumerate(row[0])],
+                     lambda c, d, row: [c.set(d.shift[k], int(v)) for k, v in enumerate(row[1])]])
+        for name, value in plan.descriptor().items():
+            ctx.set(getattr(dut.desc, name), value)
+        ctx.set(dut.start, 1)
+        await ctx.tick()
+        ctx.set(dut.start, 0)
+        cycles = 1
+        while not ctx.get(dut.done):
+            await ctx.tick()
+            cycles += 1
+        result["cycles"] = cycles
+        words = []
+        for i in range(plan.out_words):
+            ctx.set(dut.out_r.addr, i)
+            await ctx.tick()
+            words.append([ctx.get(dut.out_r.data[k]) for k in range(cfg.cols)])
+        result["out"] = plan.unpack_outputs(words)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    return result["out"], result["cycles"]

