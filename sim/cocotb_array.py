@@ -1,10 +1,14 @@
 """cocotb tests of the systolic array (driven by tests/hw/test_array.py)."""
 
+import json
+import pathlib
+import time
+
 import cocotb
 import numpy as np
 
-from hw.random_layers import random_codes
 from hw import codes
+from hw.random_layers import random_codes
 from quant import arith
 from sim.tb import ArrayTestbench, Mismatches, load_case
 
@@ -65,4 +69,24 @@ async def latency_is_documented(dut):
     checker.compare(cfg.latency, when[0] - start, "cycles from the vector to its results (cfg.latency)")
     for n in range(cfg.cols):
         checker.compare((s + a @ w)[0, n], got[0, n], f"column {n}")
+    checker.check()
+
+
+@cocotb.test()
+async def throughput(dut):
+    """Stream vectors back to back and time it (bench/sim_speed.py); the results are checked too."""
+    case = load_case()
+    cfg = case["cfg"]
+    rng = np.random.default_rng(case["seed"])
+    tb = ArrayTestbench(dut, cfg)
+    await tb.reset(tb.INPUTS)
+    w_codes, w, a, s = random_problem(rng, cfg, case["vectors"])
+    await tb.load_weights(w_codes)
+    start_cycle, start = tb.cycle, time.perf_counter()
+    got, _ = await tb.run(a, s, rng)
+    seconds = time.perf_counter() - start
+    pathlib.Path(case["report"]).write_text(json.dumps({"cycles": tb.cycle - start_cycle, "seconds": seconds}))
+    checker = Mismatches("array throughput run")
+    for (i, n), e in np.ndenumerate(s + a @ w):
+        checker.compare(e, got[i, n], f"vector {i}, column {n}")
     checker.check()

@@ -11,6 +11,7 @@ from hw.config import HwConfig
 from quant import arith
 from sim.simulate import simulate
 
+TESTS = "random_streams,latency_is_documented"
 PATTERNS = [[0.0, 0.0], [0.3, 0.0], [0.0, 0.3], [0.25, 0.25]]  # (idle, stall) probabilities
 
 
@@ -26,7 +27,7 @@ def random_config(seed):
 
 def check_array(seed, reps):
     cfg = random_config(seed)
-    simulate(cfg, "array", "sim.cocotb_array", None,
+    simulate(cfg, "array", "sim.cocotb_array", TESTS,
              {"seed": seed, "reps": reps, "vectors": 24, "patterns": PATTERNS})
 
 
@@ -43,4 +44,4 @@ def test_random_arrays_many(seed):
 
 def test_an_8x8_array_of_the_mnist_widths():
     cfg = HwConfig(rows=8, cols=8, abits=4, wbits=4, terms=1, max_fan_in=8)
-    simulate(cfg, "array", "sim.cocotb_array", None, {"seed": 0, "reps": 4, "vectors": 40, "patterns": PATTERNS})
+    simulate(cfg, "array", "sim.cocotb_array", TESTS, {"seed": 0, "reps": 4, "vectors": 40, "patterns": PATTERNS})
