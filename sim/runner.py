@@ -1,6 +1,7 @@
 """Build Amaranth components into cached Verilator simulators and run cocotb testbenches on them."""
 
 import contextlib
+import ctypes.util
 import dataclasses
 import fcntl
 import functools
@@ -27,6 +28,7 @@ from quant.fileio import write_atomic, write_json
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 DEFAULT_BUILD_ROOT = REPO_ROOT / "build" / "sim"
+LZ4_SHIM = REPO_ROOT / "sim" / "include"  # declarations for a machine without the LZ4 header
 MIN_VERILATOR = (5, 36)
 
 # Amaranth's Verilog trips Verilator's lint (widths, unused bits); none of it is a design error.
@@ -195,7 +197,7 @@ def build(make_component, *, name, config, build_root=None, waves=None):
     result = Build(build_dir=build_dir, toplevel=name, verilog=build_dir / f"{name}.v", waves=waves)
 
     text = verilog_text(make_component(), name=name)
-    args = _build_args(waves)
+    args = _build_args(waves, root)
     stamp = hashlib.sha1(json.dumps([text, args, importlib.metadata.version("verilator")]).encode()).hexdigest()
     stamp_file = build_dir / ".stamp"
     build_log = build_dir / "build.log"
@@ -325,30 +327,61 @@ def _failures(results_xml):
     return found
 
 
-def _build_args(waves):
+def _build_args(waves, root):
     """Verilator arguments beyond cocotb's own (which adds ``--trace`` for a waves build)."""
     # -CFLAGS -O1 (measured on an 8x8 PE array): the packaged -Os compiles about as slowly and
     # simulates no faster; -O0 compiles a little faster but simulates much slower.
     args = list(BASE_BUILD_ARGS)
     if waves:
-        args += ["--trace-fst" if _have_lz4() else "--trace-vcd", "--trace-structs"]
+        fst = _fst_args(pathlib.Path(root) / ".lz4")
+        args += (["--trace-fst", *fst] if fst is not None else ["--trace-vcd"]) + ["--trace-structs"]
     return args
 
 
-@functools.cache
-def _have_lz4():
-    """Whether the C++ compiler finds lz4, which Verilator's FST writer needs (Debian: liblz4-dev)."""
+def _compiles(probe_args):
     probe = "#include <lz4.h>\nint main() { return LZ4_versionNumber() == 0; }\n"
     try:
-        ok = subprocess.run(
-            ["c++", "-x", "c++", "-", "-llz4", "-o", os.devnull],
-            input=probe, text=True, capture_output=True, check=False,
-        ).returncode == 0
+        return subprocess.run(["c++", "-x", "c++", "-", *probe_args, "-llz4", "-o", os.devnull],
+                              input=probe, text=True, capture_output=True, check=False).returncode == 0
     except OSError:
-        ok = False
-    if not ok:
-        log.warning("no lz4 headers for Verilator's FST writer (install liblz4-dev); recording VCD instead")
-    return ok
+        return False
+
+
+def _lz4_runtime():
+    """Full path of the LZ4 runtime library (``liblz4.so.1``) from the loader's cache, or None."""
+    name = ctypes.util.find_library("lz4")
+    ldconfig = shutil.which("ldconfig") or "/sbin/ldconfig"
+    if name is None or not os.path.exists(ldconfig):
+        return None
+    listing = subprocess.run([ldconfig, "-p"], capture_output=True, text=True, check=False).stdout
+    for line in listing.splitlines():
+        if line.strip().startswith(name + " ") and "=>" in line:
+            return line.split("=>", 1)[1].strip()
+    return None
+
+
+@functools.cache
+def _fst_args(link_dir):
+    """Extra arguments that let Verilator's FST writer build, or None when it cannot (then VCD).
+
+    The writer needs LZ4 (Debian: liblz4-dev).  Where only the runtime library is installed,
+    ``sim/include/lz4.h`` declares the functions it calls and ``link_dir`` gets a
+    ``liblz4.so`` link to the runtime library.
+    """
+    if _compiles([]):
+        return []
+    runtime = _lz4_runtime()
+    if runtime is not None:
+        link_dir.mkdir(parents=True, exist_ok=True)
+        link = link_dir / "liblz4.so"
+        if not link.exists():
+            link.unlink(missing_ok=True)
+            link.symlink_to(runtime)
+        extra = ["-CFLAGS", f"-I{LZ4_SHIM}", "-LDFLAGS", f"-L{link_dir}"]
+        if _compiles([f"-I{LZ4_SHIM}", f"-L{link_dir}"]):
+            return extra
+    log.warning("no LZ4 library for Verilator's FST writer (install liblz4-dev); recording VCD instead")
+    return None
 
 
 def _waves_from_env():
