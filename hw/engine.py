@@ -20,7 +20,7 @@ output channel blocks, is::
             for kt in range(KT):            # (ky, kx, cb), cb fastest
                 load the (nb, kt) weights    # rows + 1 cycles
                 stream the tile's positions  # one vector per cycle
-                drain the array              # latency + 3 cycles
+                drain the array              # latency + 2 cycles
 
 The first K tile starts from the bias, the others from the partial sums of the previous
 one; the last one goes through the requantisers into ``out``.  Every address is made

@@ -32,14 +32,17 @@ LZ4_SHIM = REPO_ROOT / "sim" / "include"  # declarations for a machine without t
 MIN_VERILATOR = (5, 36)
 
 # Amaranth's Verilog trips Verilator's lint (widths, unused bits); none of it is a design error.
-# C++ at -O1 instead of the packaged -Os: see ``_build_args``.
-BASE_BUILD_ARGS = ("-Wno-fatal", "-Wno-WIDTH", "-CFLAGS", "-O1")
+BASE_BUILD_ARGS = ("-Wno-fatal", "-Wno-WIDTH")
 
 # The wheel's include/verilated.mk was configured without a precompiled-header flag, so split
 # (multi-file) models of larger designs pass ``Vtop__pch.h.fast`` to the compiler as a bare input
 # file and fail; and it runs ``verilator_includer`` with whatever ``python`` is on PATH.
 # Variable definitions in MAKEFLAGS act as make command-line overrides, which beat the makefile's.
-_MAKE_OVERRIDES = ("CFG_CXXFLAGS_PCH_I=-include",)
+# The C++ optimisation levels go here too: -O1 for the per-cycle code (the packaged -Os
+# compiles about as slowly and simulates no faster; -O0 simulates much slower) and -O0 for
+# the run-once "slow" code, whose symbol-table constructor (every signal, for cocotb's
+# --public-flat-rw) took over four minutes at -O1 on an 8x8 array of 3-term PEs.
+_MAKE_OVERRIDES = ("CFG_CXXFLAGS_PCH_I=-include", "OPT_FAST=-O1", "OPT_SLOW=-O0", "OPT_GLOBAL=-O1")
 
 _TRUE = ("1", "yes", "y", "on", "true", "enable")  # as cocotb reads WAVES
 _FALSE = ("0", "no", "n", "off", "false", "disable", "")
@@ -198,7 +201,8 @@ def build(make_component, *, name, config, build_root=None, waves=None):
 
     text = verilog_text(make_component(), name=name)
     args = _build_args(waves, root)
-    stamp = hashlib.sha1(json.dumps([text, args, importlib.metadata.version("verilator")]).encode()).hexdigest()
+    tools = [args, _MAKE_OVERRIDES, importlib.metadata.version("verilator")]
+    stamp = hashlib.sha1(json.dumps([text, *tools]).encode()).hexdigest()
     stamp_file = build_dir / ".stamp"
     build_log = build_dir / "build.log"
 
@@ -230,6 +234,9 @@ def build(make_component, *, name, config, build_root=None, waves=None):
                     f"Verilator build of {name} failed ({exc}); last lines of {build_log}:\n{_tail(build_log)}"
                 ) from None
         _write_text(stamp_file, stamp)
+        # precompiled headers are only for rebuilding and take ~70 MB each on the engine
+        for pch in build_dir.glob("*.gch"):
+            pch.unlink()
     return result
 
 
@@ -329,8 +336,6 @@ def _failures(results_xml):
 
 def _build_args(waves, root):
     """Verilator arguments beyond cocotb's own (which adds ``--trace`` for a waves build)."""
-    # -CFLAGS -O1 (measured on an 8x8 PE array): the packaged -Os compiles about as slowly and
-    # simulates no faster; -O0 compiles a little faster but simulates much slower.
     args = list(BASE_BUILD_ARGS)
     if waves:
         fst = _fst_args(pathlib.Path(root) / ".lz4")
