@@ -20,13 +20,16 @@ class HwConfig:
     rows: int = field(default=8, metadata={"help": "array rows: inputs summed in one pass (the K tile)"})
     cols: int = field(default=8, metadata={"help": "array columns: output channels of one pass (the N tile)"})
     abits: int = field(default=4, metadata={"help": "unsigned activation code bits (inputs and ReLU outputs)"})
-    wbits: int = field(default=4, metadata={"help": "weight code bits per term: a sign and a (wbits-1)-bit shift field"})
+    wbits: int = field(default=4,
+                     metadata={"help": "weight code bits per term: a sign and a (wbits-1)-bit shift field"})
     terms: int = field(default=1, metadata={"help": "powers of two summed per weight"})
     max_fan_in: int = field(default=1568, metadata={"help": "deepest fan-in accepted; sets the accumulator width"})
     max_left: int = field(default=4, metadata={"help": "largest left shift of a logits layer's requantiser"})
-    pipeline: bool = field(default=False, metadata={"help": "register after each PE's shifter (one more cycle of latency)"})
+    pipeline: bool = field(default=False,
+                     metadata={"help": "register after each PE's shifter (one more cycle of latency)"})
     act_depth: int = field(default=1024, metadata={"help": "input activation memory, words of `rows` codes"})
-    wgt_depth: int = field(default=2048, metadata={"help": "weight memory, words of one array row (`cols` weight codes)"})
+    wgt_depth: int = field(default=2048,
+                     metadata={"help": "weight memory, words of one array row (`cols` weight codes)"})
     par_depth: int = field(default=16, metadata={"help": "per-channel bias/shift memory, words of `cols` channels"})
     psum_depth: int = field(default=256, metadata={"help": "partial-sum memory: output positions of one M tile"})
     out_depth: int = field(default=2048, metadata={"help": "output memory, words of `cols` results"})

@@ -53,7 +53,8 @@ def write_design(cfg, out_dir, *, top="engine", artifact=None):
 
 def layer_table(network, cfg):
     """Lines of a table: how each weighted layer tiles onto ``cfg`` and its cycle count."""
-    head = f"{'layer':<8} {'fan-in':>6} {'acc':>4} {'K tiles':>7} {'N blocks':>8} {'M tiles':>7} {'cycles':>9} {'PE use':>7}"
+    head = (f"{'layer':<8} {'fan-in':>6} {'acc':>4} {'K tiles':>7} {'N blocks':>8} {'M tiles':>7} {'cycles':>9} "
+            f"{'PE use':>7}")
     lines = [head, "-" * len(head)]
     for layer in network.layers:
         if not layer.weighted:

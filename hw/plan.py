@@ -130,9 +130,11 @@ class LayerPlan:
             refuse(f"{layer.out_bits}-bit outputs exceed the {cfg.abits}-bit activations",
                    f"regenerate with --abits {layer.out_bits}")
         if layer.terms > cfg.terms:
-            refuse(f"{layer.terms} terms per weight, the PEs hold {cfg.terms}", f"regenerate with --terms {layer.terms}")
+            refuse(f"{layer.terms} terms per weight, the PEs hold {cfg.terms}",
+                   f"regenerate with --terms {layer.terms}")
         if arith.shift_levels(layer.wbits) > cfg.shift_levels:
-            refuse(f"{layer.wbits}-bit weight codes, the PEs hold {cfg.wbits}", f"regenerate with --wbits {layer.wbits}")
+            refuse(f"{layer.wbits}-bit weight codes, the PEs hold {cfg.wbits}",
+                   f"regenerate with --wbits {layer.wbits}")
         fan_in = layer.arith.fan_in
         if arith.product_bound(fan_in, cfg.abits, cfg.wbits, cfg.terms) > cfg.arith.product_bound:
             refuse(f"fan-in {fan_in} needs more than the {cfg.acc_bits}-bit accumulator built for fan-in "

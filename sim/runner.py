@@ -273,6 +273,7 @@ def run(build, test_module, *, testcase=None, extra_env=None, seed=None):
         If a test failed or errored, no test ran, or the simulator died. The message lists each
         failed test with the message it raised, then the paths of the log and the waveform.
     """
+    __tracebackhide__ = True  # pytest shows the testbench's report, not this function's body
     runs = build.build_dir / "runs"
     runs.mkdir(parents=True, exist_ok=True)
     label = f"{test_module}-{testcase or 'all'}-{os.getpid()}-".replace(",", "+")

@@ -20,4 +20,5 @@ def test_pe(name):
 
 @pytest.mark.slow
 def test_pe_every_code_of_the_widest():
-    simulate(CONFIGS["w5-t2-pipelined"], "pe", "sim.cocotb_pe", "every_code_at_the_corners", {"seed": 8, "max_codes": 1024})
+    simulate(CONFIGS["w5-t2-pipelined"], "pe", "sim.cocotb_pe", "every_code_at_the_corners",
+             {"seed": 8, "max_codes": 1024})
