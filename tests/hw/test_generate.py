@@ -58,6 +58,15 @@ def test_no_multiplier_cells(top, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("fpga, dsp", [("ice40", "SB_MAC16"), ("ecp5", "MULT18X18D")])
+def test_the_fpga_check_sees_a_multiplier(fpga, dsp, tmp_path):
+    path = tmp_path / "mul.v"
+    path.write_text("module mul(input clk, input [8:0] a, input [8:0] b, output reg [17:0] y);\n"
+                    "always @(posedge clk) y <= a * b;\nendmodule\n")
+    assert dsp in multipliers(cell_counts(path, "mul", synth=fpga))
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("fpga", ["ice40", "ecp5"])
 def test_no_dsp_blocks_when_mapped_to_an_fpga(fpga, tmp_path):
     # synth_ice40 -dsp and synth_ecp5 would map any multiply to a DSP block without asking
