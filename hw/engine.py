@@ -75,6 +75,14 @@ def descriptor_layout(cfg):
     })
 
 
+def par_layout(cfg):
+    """A channel-parameter word: ``cols`` biases, then ``cols`` requantiser shifts."""
+    return data.StructLayout({
+        "bias": data.ArrayLayout(signed(cfg.acc_bits), cfg.cols),
+        "shift": data.ArrayLayout(signed(cfg.rq_bits), cfg.cols),
+    })
+
+
 class LayerEngine(wiring.Component):
     """Runs the layer described on ``desc`` over the memories, from ``start`` to ``done``.
 
@@ -98,10 +106,7 @@ class LayerEngine(wiring.Component):
         self.cfg = cfg
         self.act_shape = data.ArrayLayout(cfg.abits, cfg.rows)
         self.wgt_shape = data.ArrayLayout(cfg.code_bits, cfg.cols)
-        self.par_shape = data.StructLayout({
-            "bias": data.ArrayLayout(signed(cfg.acc_bits), cfg.cols),
-            "shift": data.ArrayLayout(signed(cfg.rq_bits), cfg.cols),
-        })
+        self.par_shape = par_layout(cfg)
         self.psum_shape = data.ArrayLayout(signed(cfg.acc_bits), cfg.cols)
         self.out_shape = data.ArrayLayout(signed(cfg.out_bits), cfg.cols)
         super().__init__({
@@ -148,8 +153,8 @@ class LayerEngine(wiring.Component):
         # M tile: saved start of the tile and the positions left from it
         m_left = Signal(cw, name="m_left")
         t_len = Signal(cw, name="t_len")  # positions in this M tile
-        tile = {k: Signal(scoord, name=f"tile_{k}") for k in ("oy", "ox", "y0", "x0", "pos")}
-        pos = {k: Signal(scoord, name=f"run_{k}") for k in ("oy", "ox", "y0", "x0", "pos")}
+        tile = {k: Signal(scoord, name=f"tile_{k}") for k in ("ox", "y0", "x0", "pos")}
+        pos = {k: Signal(scoord, name=f"run_{k}") for k in ("ox", "y0", "x0", "pos")}
         # K tile (tap) and N block
         ky = Signal(GEOM_BITS, name="ky")
         kx = Signal(GEOM_BITS, name="kx")
@@ -232,9 +237,9 @@ class LayerEngine(wiring.Component):
                         m_left.eq(d.m_count),
                         nb.eq(0), ky.eq(0), kx.eq(0), cb.eq(0), tap.eq(d.tap0),
                         w_addr.eq(0), out_base.eq(0), out_m.eq(0),
-                        tile["oy"].eq(0), tile["ox"].eq(0), tile["pos"].eq(0),
+                        tile["ox"].eq(0), tile["pos"].eq(0),
                         tile["y0"].eq(-d.pad_y), tile["x0"].eq(-d.pad_x),
-                        pos["oy"].eq(0), pos["ox"].eq(0), pos["pos"].eq(0),
+                        pos["ox"].eq(0), pos["pos"].eq(0),
                         pos["y0"].eq(-d.pad_y), pos["x0"].eq(-d.pad_x),
                     ]
                     m.next = "TILE"
@@ -259,7 +264,7 @@ class LayerEngine(wiring.Component):
                 with m.If(pos["ox"] == d.out_w - 1):
                     m.d.sync += [
                         pos["ox"].eq(0), pos["x0"].eq(-d.pad_x),
-                        pos["oy"].eq(pos["oy"] + 1), pos["y0"].eq(pos["y0"] + d.stride_y),
+                        pos["y0"].eq(pos["y0"] + d.stride_y),
                         pos["pos"].eq(pos["pos"] + d.y_jump),
                     ]
                 with m.Else():

@@ -24,7 +24,8 @@ CONFIG_FILE = "hwconfig.json"
 
 
 def resolve_config(args):
-    """The design config: from the artifact's layers when one is given, then the flags."""
+    """The design config: from the artifact's layers when ``args.artifact`` is given, then
+    the :class:`HwConfig` flags (see :func:`quant.config.add_config_arguments`) given."""
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(HwConfig) if getattr(args, f.name) is not None}
     if args.artifact:
         return fit_config(load_artifact(args.artifact).network, **given)

@@ -58,16 +58,17 @@ class LayerPlan:
     """How one layer runs on an engine built from ``cfg``.
 
     Raises :class:`UserError` (one line naming the layer, the limit and the fix) when the
-    layer does not fit the design.
+    layer does not fit the design, unless ``check`` is false (for sizing a design).
     """
 
-    def __init__(self, layer, cfg):
+    def __init__(self, layer, cfg, *, check=True):
         self.layer, self.cfg = layer, cfg
         self.geom = g = Geometry.of(layer)
         self.cb = ceil_div(g.in_c, cfg.rows)  # input channel blocks
         self.nb = ceil_div(g.out_c, cfg.cols)  # output channel blocks
         self.kt = g.kh * g.kw * self.cb  # K tiles per output block
-        self._check()
+        if check:
+            self._check()
 
     # --- derived numbers -----------------------------------------------------------
     @property
@@ -269,14 +270,9 @@ def fit_config(network, **given):
         "max_left": max(0, max(-int(lay.arrays["requant"].min()) for lay in layers)),
     }
     base = HwConfig(**{**widths, **given})
-    need = {"act_depth": 1, "wgt_depth": 1, "par_depth": 1, "out_depth": 1}
-    for lay in layers:
-        g = Geometry.of(lay)
-        cb, nb = ceil_div(g.in_c, base.rows), ceil_div(g.out_c, base.cols)
-        need["act_depth"] = max(need["act_depth"], g.in_h * g.in_w * cb)
-        need["wgt_depth"] = max(need["wgt_depth"], nb * g.kh * g.kw * cb * base.rows)
-        need["par_depth"] = max(need["par_depth"], nb)
-        need["out_depth"] = max(need["out_depth"], g.positions * nb)
+    plans = [LayerPlan(lay, base, check=False) for lay in layers]
+    need = {"act_depth": max(p.act_words for p in plans), "wgt_depth": max(p.wgt_words for p in plans),
+            "par_depth": max(p.nb for p in plans), "out_depth": max(p.out_words for p in plans)}
     depths = {k: _pow2_at_least(v) for k, v in need.items() if k not in given}
     cfg = HwConfig(**{**widths, **depths, **given})
     for lay in layers:

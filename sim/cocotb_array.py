@@ -10,7 +10,7 @@ import numpy as np
 from hw import codes
 from hw.random_layers import random_codes
 from quant import arith
-from sim.tb import ArrayTestbench, Mismatches, load_case
+from sim.tb import ArrayTestbench, Mismatches
 
 
 def random_problem(rng, cfg, n):
@@ -22,7 +22,7 @@ def random_problem(rng, cfg, n):
         shift[:] = cfg.shift_levels - 1
         zero[:] = False
     w = arith.weight_value(sign, shift, zero)  # (rows, cols)
-    amax = 2**cfg.abits - 1
+    amax = arith.act_max(cfg.abits)
     a = rng.integers(0, amax + 1, (n, cfg.rows))
     a[rng.random(a.shape) < 0.2] = amax
     room = 2 ** (cfg.acc_bits - 1) - 1 - int(np.abs(w).sum(axis=0).max()) * amax
@@ -33,11 +33,8 @@ def random_problem(rng, cfg, n):
 @cocotb.test()
 async def random_streams(dut):
     """Random weights and vectors, crossed with idle cycles and stalls."""
-    case = load_case()
-    cfg = case["cfg"]
-    rng = np.random.default_rng(case["seed"])
-    tb = ArrayTestbench(dut, cfg)
-    await tb.reset(tb.INPUTS)
+    tb, case, rng = await ArrayTestbench.start(dut)
+    cfg = tb.cfg
     checker = Mismatches(f"array {cfg.rows}x{cfg.cols}")
     for rep in range(case["reps"]):
         p_idle, p_stall = case["patterns"][rep % len(case["patterns"])]
@@ -56,11 +53,8 @@ async def random_streams(dut):
 @cocotb.test()
 async def latency_is_documented(dut):
     """A lone vector's results appear exactly ``latency`` cycles after it entered."""
-    case = load_case()
-    cfg = case["cfg"]
-    rng = np.random.default_rng(case["seed"])
-    tb = ArrayTestbench(dut, cfg)
-    await tb.reset(tb.INPUTS)
+    tb, case, rng = await ArrayTestbench.start(dut)
+    cfg = tb.cfg
     w_codes, w, a, s = random_problem(rng, cfg, 1)
     await tb.load_weights(w_codes)
     start = tb.cycle
@@ -75,11 +69,8 @@ async def latency_is_documented(dut):
 @cocotb.test()
 async def throughput(dut):
     """Stream vectors back to back and time it (bench/sim_speed.py); the results are checked too."""
-    case = load_case()
-    cfg = case["cfg"]
-    rng = np.random.default_rng(case["seed"])
-    tb = ArrayTestbench(dut, cfg)
-    await tb.reset(tb.INPUTS)
+    tb, case, rng = await ArrayTestbench.start(dut)
+    cfg = tb.cfg
     w_codes, w, a, s = random_problem(rng, cfg, case["vectors"])
     await tb.load_weights(w_codes)
     start_cycle, start = tb.cycle, time.perf_counter()

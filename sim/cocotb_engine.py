@@ -6,19 +6,18 @@ import pathlib
 import cocotb
 import numpy as np
 
-from hw.engine import descriptor_layout
 from hw.plan import LayerPlan
 from hw.random_layers import random_inputs, random_layer
 from quant import reference
 from quant.artifact import load_artifact
-from sim.tb import EngineTestbench, load_case
+from sim.tb import EngineTestbench
 
 
 async def run_and_check(tb, layer, x, expected, what, report):
     """Run one layer on one sample; record it in ``report``, then check it."""
     plan = LayerPlan(layer, tb.cfg)
     await tb.load(plan, x)
-    cycles, writes = await tb.run(plan, descriptor_layout(tb.cfg))
+    cycles, writes = await tb.run(plan)
     got = await tb.read_outputs(plan)
     report.append({"what": what, "layer": layer.name, "values": int(np.asarray(expected).size),
                    "mismatches": int(np.count_nonzero(np.asarray(expected) != got)),
@@ -37,9 +36,7 @@ def write_report(case, report):
 async def artifact_layers(dut):
     """Each listed layer of an exported artifact, on its golden input vectors: every output
     value equals the golden output PyTorch produced, in the documented number of cycles."""
-    case = load_case()
-    tb = EngineTestbench(dut, case["cfg"])
-    await tb.reset(tb.INPUTS)
+    tb, case, _ = await EngineTestbench.start(dut)
     art = load_artifact(case["artifact"])
     gold = art.golden
     index = {layer.name: i for i, layer in enumerate(art.network.layers)}
@@ -59,9 +56,7 @@ async def artifact_layers(dut):
 @cocotb.test()
 async def random_layers(dut):
     """Random conv2d/linear layers (seeded), checked against the integer reference."""
-    case = load_case()
-    tb = EngineTestbench(dut, case["cfg"])
-    await tb.reset(tb.INPUTS)
+    tb, case, _ = await EngineTestbench.start(dut)
     report = []
     try:
         for spec in case["random"]:

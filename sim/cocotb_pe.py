@@ -3,13 +3,14 @@
 import cocotb
 import numpy as np
 
-from sim.tb import Mismatches, PETestbench, load_case
+from quant import arith
+from sim.tb import Mismatches, PETestbench
 
 
 def _signed_range(cfg):
     """Partial sums that leave room for one product of either sign: the accumulator's edges."""
     top = 2 ** (cfg.acc_bits - 1) - 1
-    pmax = cfg.terms * (2**cfg.abits - 1) << (cfg.shift_levels - 1)
+    pmax = arith.product_bound(1, cfg.abits, cfg.wbits, cfg.terms)
     return -top + pmax, top - pmax
 
 
@@ -17,12 +18,9 @@ def _signed_range(cfg):
 async def every_code_at_the_corners(dut):
     """Every weight code (zero, largest shift, negative, each term) against zero, maximum
     and random activations, with partial sums at the accumulator's edges."""
-    case = load_case()
-    cfg = case["cfg"]
-    rng = np.random.default_rng(case["seed"])
-    tb = PETestbench(dut, cfg)
-    await tb.reset(tb.INPUTS)
-    amax = 2**cfg.abits - 1
+    tb, case, rng = await PETestbench.start(dut)
+    cfg = tb.cfg
+    amax = arith.act_max(cfg.abits)
     lo, hi = _signed_range(cfg)
     all_codes = np.arange(2**cfg.code_bits)
     if len(all_codes) > case["max_codes"]:
@@ -42,12 +40,9 @@ async def every_code_at_the_corners(dut):
 @cocotb.test()
 async def holds_while_disabled(dut):
     """With ``en`` low the PE keeps its sum whatever its inputs do."""
-    case = load_case()
-    cfg = case["cfg"]
-    tb = PETestbench(dut, cfg)
-    await tb.reset(tb.INPUTS)
+    tb, _, _ = await PETestbench.start(dut)
     code = 0  # +1 << 0 on every term: weight = terms
-    amax = 2**cfg.abits - 1
+    amax = arith.act_max(tb.cfg.abits)
     got = await tb.stream(code, [amax] * 3, [100] * 3)
     before = got[-1]
     dut.en.value = 0

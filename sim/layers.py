@@ -1,13 +1,12 @@
 """``python -m sim.layers ARTIFACT``: every weighted layer of an artifact on Verilator, against its golden vectors."""
 
-import dataclasses
 import json
 import os
 import pathlib
 import tempfile
 
 from hw.config import HwConfig
-from hw.generate import layer_table, write_design
+from hw.generate import layer_table, resolve_config, write_design
 from hw.plan import fit_config
 from quant.artifact import load_artifact
 from quant.config import add_config_arguments, make_parser
@@ -62,10 +61,8 @@ def main(argv=None):
     parser.add_argument("--rtl", default="build/rtl", help="where the engine's Verilog is written (default: build/rtl)")
     add_config_arguments(parser, HwConfig)
     args = parser.parse_args(argv)
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(HwConfig) if getattr(args, f.name) is not None}
-    art = load_artifact(args.artifact)
-    cfg = fit_config(art.network, **given)
-    print("\n".join(layer_table(art.network, cfg)))
+    cfg = resolve_config(args)
+    print("\n".join(layer_table(load_artifact(args.artifact).network, cfg)))
     try:
         report = check_artifact(args.artifact, cfg, samples=args.samples, rtl_dir=args.rtl)
     except AssertionError as exc:

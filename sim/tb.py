@@ -19,6 +19,7 @@ from cocotb.triggers import FallingEdge
 
 from hw import codes
 from hw.config import HwConfig
+from hw.engine import descriptor_layout, par_layout
 from quant import arith
 
 CASE_ENV = "SHIFTNN_CASE"
@@ -61,12 +62,28 @@ class Mismatches:
 
 
 class Testbench:
-    """Clock, reset and a cycle counter shared by the testbenches."""
+    """Clock, reset and a cycle counter shared by the testbenches.
+
+    Subclasses name the inputs that reset clears in ``INPUTS``.
+    """
+
+    INPUTS = ()
 
     def __init__(self, dut, cfg, *, period_ns=10):
         self.dut, self.cfg = dut, cfg
         self.cycle = 0
         Clock(dut.clk, period_ns, unit="ns").start()
+
+    @classmethod
+    async def start(cls, dut):
+        """The usual opening of a cocotb test: read the case, start the clock, reset.
+
+        Returns ``(tb, case, rng)`` with ``rng`` seeded from the case's ``seed`` (if any).
+        """
+        case = load_case()
+        tb = cls(dut, case["cfg"])
+        await tb.reset(cls.INPUTS)
+        return tb, case, np.random.default_rng(case.get("seed"))
 
     async def step(self, n=1):
         """Advance to the falling edge after the next ``n`` rising edges."""
@@ -139,8 +156,8 @@ class ArrayTestbench(Testbench):
         cfg, dut = self.cfg, self.dut
         out, when = [], []
         i = 0
-        limit = 4 * (len(a) + cfg.latency) + 100
-        for _ in range(limit * 4):
+        limit = 4 * (len(a) + cfg.latency) + 100  # idle and stall cycles included
+        for _ in range(limit):
             if len(out) == len(a):
                 break
             stall = rng.random() < p_stall
@@ -181,15 +198,15 @@ class EngineTestbench(Testbench):
         await self.write("act_w", codes.pack(plan.act_image(x), cfg.abits))
         await self.write("wgt_w", codes.pack(plan.wgt_image(), cfg.code_bits))
         bias, shift = plan.par_image()
-        bias_w = codes.pack(bias, cfg.acc_bits)
-        shift_w = codes.pack(shift, cfg.rq_bits)
-        await self.write("par_w", [b | (s << (cfg.cols * cfg.acc_bits)) for b, s in zip(bias_w, shift_w)])
+        shift_at = par_layout(cfg)["shift"].offset
+        await self.write("par_w", [b | (s << shift_at) for b, s in
+                                   zip(codes.pack(bias, cfg.acc_bits), codes.pack(shift, cfg.rq_bits))])
 
-    async def run(self, plan, layout):
+    async def run(self, plan):
         """Start the layer; return ``(cycles, writes)``: how many cycles after the cycle that
         presents ``start`` ``done`` is high, and each result write ``(cycle, addr, word)``."""
         dut = self.dut
-        dut.desc.value = pack_struct(layout, plan.descriptor())
+        dut.desc.value = pack_struct(descriptor_layout(self.cfg), plan.descriptor())
         dut.start.value = 1
         t0 = self.cycle
         await self.step()
