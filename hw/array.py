@@ -43,11 +43,12 @@ class SystolicArray(wiring.Component):
         Array shape and bit widths.
     """
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, *, psum_bits=None):
         if not isinstance(cfg, HwConfig):
             raise TypeError(f"cfg must be an HwConfig, not {cfg!r}")
         self.cfg = cfg
-        acc = signed(cfg.acc_bits)
+        self.psum_bits = cfg.acc_bits if psum_bits is None else psum_bits
+        acc = signed(self.psum_bits)
         super().__init__({
             "en": In(1),
             "valid": In(1),
@@ -66,7 +67,7 @@ class SystolicArray(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         cfg = self.cfg
-        pes = [[ShiftPE(cfg, name=f"pe_{k}_{n}") for n in range(cfg.cols)] for k in range(cfg.rows)]
+        pes = [[ShiftPE(cfg, name=f"pe_{k}_{n}", psum_bits=self.psum_bits) for n in range(cfg.cols)] for k in range(cfg.rows)]
         for k in range(cfg.rows):
             for n in range(cfg.cols):
                 pe = pes[k][n]

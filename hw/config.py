@@ -30,7 +30,7 @@ class HwConfig:
     act_depth: int = field(default=1024, metadata={"help": "input activation memory, words of `rows` codes"})
     wgt_depth: int = field(default=2048,
                      metadata={"help": "weight memory, words of one array row (`cols` weight codes)"})
-    par_depth: int = field(default=16, metadata={"help": "per-channel bias/shift memory, words of `cols` channels"})
+    par_depth: int = field(default=16, metadata={"help": "per-channel bias/shift memory, in output channel blocks of `cols`"})
     psum_depth: int = field(default=256, metadata={"help": "partial-sum memory: output positions of one M tile"})
     out_depth: int = field(default=2048, metadata={"help": "output memory, words of `cols` results"})
 
@@ -60,6 +60,31 @@ class HwConfig:
     def acc_bits(self):
         """Accumulator width: holds bias plus the worst-case sum of ``max_fan_in`` products."""
         return self.arith.acc_bits
+
+    @property
+    def dot_bits(self):
+        """Width of the partial sums inside the engine's array: one pass sums ``rows``
+        products, and the accumulation across passes happens after the array."""
+        return arith.signed_bits(arith.product_bound(self.rows, self.abits, self.wbits, self.terms))
+
+    @property
+    def load_cycles(self):
+        """Cycles a pass spends loading (after its first): ``rows`` weight words shift into
+        the array while ``cols`` channel-parameter words shift into the requantisers."""
+        return max(self.rows, self.cols)
+
+    @property
+    def requant_stages(self):
+        """Register stages of the requantiser (:class:`hw.requant.Requantizer`): the code
+        bits are selected before the register, rounded and clamped after it."""
+        return 1
+
+    @property
+    def drain_stages(self):
+        """Engine cycles from a result vector leaving the array to its last memory write:
+        one to add the partial sums (read a cycle ahead, as it leaves), then the
+        requantiser's."""
+        return 1 + self.requant_stages
 
     @property
     def shift_levels(self):
@@ -99,8 +124,9 @@ class HwConfig:
 
     def derived(self):
         """The derived widths, for the record saved beside generated files."""
-        return {k: getattr(self, k) for k in ("acc_bits", "shift_levels", "code_bits", "product_bits", "rq_bits",
-                                              "out_bits", "latency")}
+        return {k: getattr(self, k) for k in ("acc_bits", "dot_bits", "shift_levels", "code_bits", "product_bits",
+                                              "rq_bits", "out_bits", "latency", "load_cycles", "requant_stages",
+                                              "drain_stages")}
 
     @classmethod
     def from_dict(cls, d):

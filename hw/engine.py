@@ -7,7 +7,7 @@ memory   word                         address
 ======== ============================ ================================================
 act      ``rows`` input codes         ``(y * W + x) * CB + cb``: channel-blocked HWC
 wgt      one array row of codes       tile after tile, bottom row first
-par      bias and shift of ``cols``   output channel block ``nb``
+par      bias and shift of a channel  ``nb * cols + n``: output channel, padded
 psum     ``cols`` partial sums        position within the M tile (engine-internal)
 out      ``cols`` results             ``m * NB + nb``: channel-blocked HWC, like act
 ======== ============================ ================================================
@@ -18,27 +18,34 @@ output channel blocks, is::
     for each M tile of at most psum_depth positions:
         for nb in range(NB):
             for kt in range(KT):            # (ky, kx, cb), cb fastest
-                load the (nb, kt) weights    # rows + 1 cycles
+                load the (nb, kt) weights    # load_cycles + 1 cycles
                 stream the tile's positions  # one vector per cycle
-                drain the array              # latency + 2 cycles
+                drain the array              # latency + drain_stages + 2 cycles
 
-The first K tile starts from the bias, the others from the partial sums of the previous
-one; the last one goes through the requantisers into ``out``.  Every address is made
+The array sums one pass (``dot_bits`` wide); the drain adds that to the bias on the first
+K tile or to the partial sums of the previous ones (``acc_bits`` wide), and the last K
+tile goes through the requantisers into ``out``.  Every address is made
 by adding host-computed steps (:mod:`hw.plan`), so the controller has no multiplier.
 The exact cycle count is :meth:`hw.plan.LayerPlan.cycles`.
 """
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory, ReadPort, WritePort
 from amaranth.lib.wiring import In, Out
 
-from .array import SystolicArray
+from .array import SystolicArray, delay
 from .config import HwConfig
 from .requant import Requantizer
 
 #: Bits of the kernel, stride and padding fields of a layer descriptor.
 GEOM_BITS = 4
+
+#: No memory here sees a read and a write of one address in one cycle: the host ports are
+#: used only while the engine is idle, and a partial sum is read (at ``j``) strictly before
+#: it is rewritten (at ``j_out``, which trails ``j``).  Saying so spares yosys the
+#: collision-bypass registers and multiplexers it would otherwise wrap round each block RAM.
+NO_RW_CHECK = {"no_rw_check": 1}
 
 
 def _abits(depth):
@@ -76,11 +83,10 @@ def descriptor_layout(cfg):
 
 
 def par_layout(cfg):
-    """A channel-parameter word: ``cols`` biases, then ``cols`` requantiser shifts."""
-    return data.StructLayout({
-        "bias": data.ArrayLayout(signed(cfg.acc_bits), cfg.cols),
-        "shift": data.ArrayLayout(signed(cfg.rq_bits), cfg.cols),
-    })
+    """A channel-parameter word: one output channel's bias and requantiser shift.  (One
+    channel a word keeps the memory narrow enough for a block RAM; the engine reads a
+    block's ``cols`` words while it loads the weights.)"""
+    return data.StructLayout({"bias": signed(cfg.acc_bits), "shift": signed(cfg.rq_bits)})
 
 
 class LayerEngine(wiring.Component):
@@ -90,6 +96,11 @@ class LayerEngine(wiring.Component):
     ----------
     cfg : HwConfig
         Array shape, widths and memory depths.
+    external : tuple of str
+        Input memories (``"act"``, ``"wgt"``, ``"par"``) that live outside the engine, for
+        example ROMs a board top initialises from files.  Each one's write port ``<name>_w``
+        is replaced by a read port ``<name>_r`` that the engine drives (address, enable) and
+        whose data it reads one cycle later, exactly as from its own memory.
 
     Notes
     -----
@@ -100,23 +111,34 @@ class LayerEngine(wiring.Component):
     show each write into the output memory in the cycle it happens.
     """
 
-    def __init__(self, cfg):
+    INPUT_MEMORIES = ("act", "wgt", "par")
+
+    def __init__(self, cfg, *, external=()):
         if not isinstance(cfg, HwConfig):
             raise TypeError(f"cfg must be an HwConfig, not {cfg!r}")
+        unknown = set(external) - set(self.INPUT_MEMORIES)
+        if unknown:
+            raise ValueError(f"external memories must be among {self.INPUT_MEMORIES}, not {sorted(unknown)}")
         self.cfg = cfg
+        self.external = tuple(external)
         self.act_shape = data.ArrayLayout(cfg.abits, cfg.rows)
         self.wgt_shape = data.ArrayLayout(cfg.code_bits, cfg.cols)
         self.par_shape = par_layout(cfg)
         self.psum_shape = data.ArrayLayout(signed(cfg.acc_bits), cfg.cols)
         self.out_shape = data.ArrayLayout(signed(cfg.out_bits), cfg.cols)
-        super().__init__({
+        members = {
             "desc": In(descriptor_layout(cfg)),
             "start": In(1),
             "busy": Out(1),
             "done": Out(1),
-            "act_w": Out(WritePort.Signature(addr_width=_abits(cfg.act_depth), shape=self.act_shape)),
-            "wgt_w": Out(WritePort.Signature(addr_width=_abits(cfg.wgt_depth), shape=self.wgt_shape)),
-            "par_w": Out(WritePort.Signature(addr_width=_abits(cfg.par_depth), shape=self.par_shape)),
+        }
+        for name in self.INPUT_MEMORIES:
+            geometry = dict(addr_width=_abits(self.depth(name)), shape=self.shape(name))
+            if name in self.external:
+                members[f"{name}_r"] = In(ReadPort.Signature(**geometry))
+            else:
+                members[f"{name}_w"] = Out(WritePort.Signature(**geometry))
+        super().__init__(members | {
             "out_r": Out(ReadPort.Signature(addr_width=_abits(cfg.out_depth), shape=self.out_shape)),
             # every write into the output memory, as it happens (a result stream)
             "res_valid": Out(1),
@@ -124,35 +146,51 @@ class LayerEngine(wiring.Component):
             "res_data": Out(self.out_shape),
         })
 
+    def depth(self, name):
+        """Words of memory ``name`` (``act``, ``wgt``, ``par``, ``psum`` or ``out``)."""
+        if name == "par":  # par_depth counts output channel blocks
+            return self.cfg.par_depth * self.cfg.cols
+        return getattr(self.cfg, f"{name}_depth")
+
+    def shape(self, name):
+        """Word layout of memory ``name``."""
+        return getattr(self, f"{name}_shape")
+
     def elaborate(self, platform):
         m = Module()
         cfg, d = self.cfg, self.desc
         cw = coord_bits(cfg)
         scoord = signed(cw + 1)
 
-        m.submodules.act_mem = act_mem = Memory(shape=self.act_shape, depth=cfg.act_depth, init=[])
-        m.submodules.wgt_mem = wgt_mem = Memory(shape=self.wgt_shape, depth=cfg.wgt_depth, init=[])
-        m.submodules.par_mem = par_mem = Memory(shape=self.par_shape, depth=cfg.par_depth, init=[])
-        m.submodules.psum_mem = psum_mem = Memory(shape=self.psum_shape, depth=cfg.psum_depth, init=[])
-        m.submodules.out_mem = out_mem = Memory(shape=self.out_shape, depth=cfg.out_depth, init=[])
-        wiring.connect(m, wiring.flipped(self.act_w), act_mem.write_port())
-        wiring.connect(m, wiring.flipped(self.wgt_w), wgt_mem.write_port())
-        wiring.connect(m, wiring.flipped(self.par_w), par_mem.write_port())
+        readers = {}
+        for name in self.INPUT_MEMORIES:
+            if name in self.external:
+                port = readers[name] = getattr(self, f"{name}_r")
+                m.d.comb += port.en.eq(1)
+            else:
+                mem = Memory(shape=self.shape(name), depth=self.depth(name), init=[], attrs=NO_RW_CHECK)
+                m.submodules[f"{name}_mem"] = mem
+                wiring.connect(m, wiring.flipped(getattr(self, f"{name}_w")), mem.write_port())
+                readers[name] = mem.read_port()
+        act_rd, wgt_rd, par_rd = (readers[name] for name in self.INPUT_MEMORIES)
+        m.submodules.psum_mem = psum_mem = Memory(shape=self.psum_shape, depth=cfg.psum_depth, init=[],
+                                                  attrs=NO_RW_CHECK)
+        m.submodules.out_mem = out_mem = Memory(shape=self.out_shape, depth=cfg.out_depth, init=[],
+                                                attrs=NO_RW_CHECK)
         wiring.connect(m, wiring.flipped(self.out_r), out_mem.read_port())
-        act_rd = act_mem.read_port()
-        wgt_rd = wgt_mem.read_port()
-        par_rd = par_mem.read_port()
         psum_rd = psum_mem.read_port()
         psum_wr = psum_mem.write_port()
         out_wr = out_mem.write_port()
 
-        m.submodules.array = array = SystolicArray(cfg)
-        m.d.comb += array.en.eq(1)
+        # the array sums one pass (dot_bits); passes accumulate after it, in the drain
+        m.submodules.array = array = SystolicArray(cfg, psum_bits=cfg.dot_bits)
+        m.d.comb += [array.en.eq(1), array.s_in.eq(0)]
 
         # --- loop state -------------------------------------------------------------
         # M tile: saved start of the tile and the positions left from it
         m_left = Signal(cw, name="m_left")
         t_len = Signal(cw, name="t_len")  # positions in this M tile
+        t_last = Signal(cw, name="t_last")  # t_len - 1, registered off the STREAM exit test
         tile = {k: Signal(scoord, name=f"tile_{k}") for k in ("ox", "y0", "x0", "pos")}
         pos = {k: Signal(scoord, name=f"run_{k}") for k in ("ox", "y0", "x0", "pos")}
         # K tile (tap) and N block
@@ -163,18 +201,31 @@ class LayerEngine(wiring.Component):
         nb = Signal(cw, name="nb")
         w_addr = Signal(cw, name="w_addr")
         out_base = Signal(cw, name="out_base")  # m0 * NB of this M tile
+        # where the pass is in the loops; registered (two cycles behind the descriptor and
+        # one behind the counters, which change only as a pass ends; they are read no sooner
+        # than the next pass's drain)
         first_kt = Signal(name="first_kt")
         last_kt = Signal(name="last_kt")
-        m.d.comb += [
+        last_kx_cb = Signal(name="last_kx_cb")
+        last_cb = Signal(name="last_cb")
+        last_nb = Signal(name="last_nb")
+        # the loops' last indices, registered from the (held) descriptor
+        ends = {k: Signal.like(getattr(d, k), name=f"{k}_end") for k in ("kh", "kw", "cb_n", "nb_n")}
+        m.d.sync += [ends[k].eq(getattr(d, k) - 1) for k in ends]
+        m.d.sync += [
             first_kt.eq((ky == 0) & (kx == 0) & (cb == 0)),
-            last_kt.eq((ky == d.kh - 1) & (kx == d.kw - 1) & (cb == d.cb_n - 1)),
+            last_cb.eq(cb == ends["cb_n"]),
+            last_kx_cb.eq((kx == ends["kw"]) & (cb == ends["cb_n"])),
+            last_kt.eq((ky == ends["kh"]) & (kx == ends["kw"]) & (cb == ends["cb_n"])),
+            last_nb.eq(nb == ends["nb_n"]),
         ]
-        last_nb = nb == d.nb_n - 1
 
         # --- per-nb channel parameters ----------------------------------------------
         bias = Signal(data.ArrayLayout(signed(cfg.acc_bits), cfg.cols), name="bias")
         rq_shift = Signal(data.ArrayLayout(signed(cfg.rq_bits), cfg.cols), name="rq_shift")
-        m.d.comb += par_rd.addr.eq(nb)
+        par_base = Signal(cw, name="par_base")  # nb * cols
+        par_count = Signal(range(cfg.cols + 1), name="par_count")  # channels of the block read
+        m.d.comb += par_rd.addr.eq(par_base + par_count)
 
         # --- stream (input side): issue reads, present to the array one cycle later --
         j = Signal(cw, name="j")  # position within the M tile
@@ -184,7 +235,6 @@ class LayerEngine(wiring.Component):
             y.eq(pos["y0"] + ky),
             x.eq(pos["x0"] + kx),
             act_rd.addr.eq(pos["pos"] + tap),
-            psum_rd.addr.eq(j),
             wgt_rd.addr.eq(w_addr),
         ]
         inside = Signal(name="inside")
@@ -192,42 +242,61 @@ class LayerEngine(wiring.Component):
         issue = Signal(name="issue")
         issued = Signal(name="issued")  # a read was issued last cycle: present it now
         inside_d = Signal(name="inside_d")
-        first_d = Signal(name="first_d")
-        m.d.sync += [issued.eq(issue), inside_d.eq(inside), first_d.eq(first_kt)]
+        m.d.sync += [issued.eq(issue), inside_d.eq(inside)]
         for k in range(cfg.rows):
             m.d.comb += array.a[k].eq(Mux(inside_d, act_rd.data[k], 0))
-        for n in range(cfg.cols):
-            m.d.comb += array.s_in[n].eq(Mux(first_d, bias[n], psum_rd.data[n]))
         m.d.comb += array.valid.eq(issued)
 
-        # --- drain (output side): partial sums back to psum, last K tile to out -----
-        j_out = Signal(cw, name="j_out")
+        # --- drain (output side), drain_stages deep ----------------------------------
+        # the partial sums of a position are read the cycle before its dot products leave
+        # the array, so they arrive together; stage 1 adds them (bias + dot on the first
+        # K tile) and writes the sums back to psum, and on the last K tile they go on
+        # through the requantisers' stage into out
+        ahead = delay(m, issued, cfg.latency - 1, 1, name="ahead")  # s_valid, one cycle early
+        j_rd = Signal(cw, name="j_rd")  # position whose partial sums are being read
+        m.d.comb += psum_rd.addr.eq(j_rd)
+        with m.If(ahead):
+            m.d.sync += j_rd.eq(j_rd + 1)
+        total = Signal(data.ArrayLayout(signed(cfg.acc_bits), cfg.cols), name="total")
+        total_valid = Signal(name="total_valid")
+        m.d.sync += total_valid.eq(array.s_valid)
+        for n in range(cfg.cols):
+            m.d.sync += total[n].eq(Mux(first_kt, bias[n], psum_rd.data[n]) + array.s_out[n])
+
+        j_ps = Signal(cw, name="j_ps")  # position whose partial sums are being written
+        with m.If(total_valid):
+            m.d.sync += j_ps.eq(j_ps + 1)
+        out_valid = delay(m, total_valid, cfg.requant_stages, 1, name="out_valid")
+        j_out = Signal(cw, name="j_out")  # position leaving the requantisers
         out_m = Signal(cw, name="out_m")  # (m0 + j_out) * NB
         for n in range(cfg.cols):
             rq = Requantizer(cfg)
             m.submodules[f"requant_{n}"] = rq
             m.d.comb += [
-                rq.acc.eq(array.s_out[n]),
+                rq.acc.eq(total[n]),
                 rq.shift.eq(rq_shift[n]),
                 rq.relu.eq(d.relu),
                 rq.amax.eq(d.amax),
                 out_wr.data[n].eq(rq.out),
-                psum_wr.data[n].eq(array.s_out[n]),
+                psum_wr.data[n].eq(total[n]),
             ]
         m.d.comb += [
-            psum_wr.addr.eq(j_out),
-            psum_wr.en.eq(array.s_valid & ~last_kt),
+            psum_wr.addr.eq(j_ps),
+            psum_wr.en.eq(total_valid & ~last_kt),
             out_wr.addr.eq(out_m + nb),
-            out_wr.en.eq(array.s_valid & last_kt),
+            out_wr.en.eq(out_valid & last_kt),
             self.res_valid.eq(out_wr.en),
             self.res_addr.eq(out_wr.addr),
             self.res_data.eq(out_wr.data),
         ]
-        with m.If(array.s_valid):
-            m.d.sync += [j_out.eq(j_out + 1), out_m.eq(out_m + d.nb_n)]
+        # drained == (j_out == t_len), kept as a register so the pass-end decision, which
+        # fans out to most of the controller, starts at a flip-flop
+        drained = Signal(name="drained")
+        with m.If(out_valid):
+            m.d.sync += [j_out.eq(j_out + 1), out_m.eq(out_m + d.nb_n), drained.eq(j_out + 1 == t_len)]
 
         # --- controller -------------------------------------------------------------
-        load_count = Signal(range(cfg.rows + 2), name="load_count")
+        load_count = Signal(range(cfg.load_cycles + 1), name="load_count")
         m.d.comb += self.busy.eq(1)
         with m.FSM(name="ctrl"):
             with m.State("IDLE"):
@@ -235,7 +304,7 @@ class LayerEngine(wiring.Component):
                 with m.If(self.start):
                     m.d.sync += [
                         m_left.eq(d.m_count),
-                        nb.eq(0), ky.eq(0), kx.eq(0), cb.eq(0), tap.eq(d.tap0),
+                        nb.eq(0), par_base.eq(0), ky.eq(0), kx.eq(0), cb.eq(0), tap.eq(d.tap0),
                         w_addr.eq(0), out_base.eq(0), out_m.eq(0),
                         tile["ox"].eq(0), tile["pos"].eq(0),
                         tile["y0"].eq(-d.pad_y), tile["x0"].eq(-d.pad_x),
@@ -244,19 +313,30 @@ class LayerEngine(wiring.Component):
                     ]
                     m.next = "TILE"
             with m.State("TILE"):
-                m.d.sync += t_len.eq(Mux(m_left > cfg.psum_depth, cfg.psum_depth, m_left))
+                tile_len = Mux(m_left > cfg.psum_depth, cfg.psum_depth, m_left)
+                m.d.sync += [t_len.eq(tile_len), t_last.eq(tile_len - 1)]
                 m.next = "LOAD"
             with m.State("LOAD"):
-                # cycle c < rows reads weight word c; cycles 1..rows shift it in
+                # cycle c < rows reads weight word c, cycles 1..rows shift it in; cycle
+                # c < cols reads channel c's parameters, cycles 1..cols shift them in
                 m.d.sync += load_count.eq(load_count + 1)
                 with m.If(load_count < cfg.rows):
                     m.d.sync += w_addr.eq(w_addr + 1)
-                with m.If(load_count != 0):
+                def within(n):  # 1 <= load_count <= n (the bound test only where it can fail)
+                    return (load_count != 0) if n >= cfg.load_cycles else (load_count != 0) & (load_count <= n)
+
+                with m.If(within(cfg.rows)):
                     m.d.comb += array.w_shift.eq(1)
-                with m.If(load_count == 1):
-                    m.d.sync += [bias.eq(par_rd.data.bias), rq_shift.eq(par_rd.data.shift)]
-                with m.If(load_count == cfg.rows):
-                    m.d.sync += [load_count.eq(0), j.eq(0), j_out.eq(0), out_m.eq(out_base)]
+                with m.If(load_count < cfg.cols):
+                    m.d.sync += par_count.eq(par_count + 1)
+                with m.If(within(cfg.cols)):
+                    m.d.sync += [
+                        bias.eq(Cat(bias.as_value()[cfg.acc_bits:], par_rd.data.bias)),
+                        rq_shift.eq(Cat(rq_shift.as_value()[cfg.rq_bits:], par_rd.data.shift)),
+                    ]
+                with m.If(load_count == cfg.load_cycles):
+                    m.d.sync += [load_count.eq(0), par_count.eq(0), j.eq(0), j_rd.eq(0), j_ps.eq(0), j_out.eq(0),
+                                 drained.eq(0), out_m.eq(out_base)]
                     m.next = "STREAM"
             with m.State("STREAM"):
                 m.d.comb += issue.eq(1)
@@ -272,15 +352,15 @@ class LayerEngine(wiring.Component):
                         pos["ox"].eq(pos["ox"] + 1), pos["x0"].eq(pos["x0"] + d.stride_x),
                         pos["pos"].eq(pos["pos"] + d.x_step),
                     ]
-                with m.If(j == t_len - 1):
+                with m.If(j == t_last):
                     m.next = "DRAIN"
             with m.State("DRAIN"):
-                with m.If(j_out == t_len):
+                with m.If(drained):
                     # the pass is complete: step (kt, nb, M tile)
                     with m.If(~last_kt):
-                        with m.If((kx == d.kw - 1) & (cb == d.cb_n - 1)):
+                        with m.If(last_kx_cb):
                             m.d.sync += [kx.eq(0), cb.eq(0), ky.eq(ky + 1), tap.eq(tap + d.ky_jump)]
-                        with m.Elif(cb == d.cb_n - 1):
+                        with m.Elif(last_cb):
                             m.d.sync += [cb.eq(0), kx.eq(kx + 1), tap.eq(tap + 1)]
                         with m.Else():
                             m.d.sync += [cb.eq(cb + 1), tap.eq(tap + 1)]
@@ -288,7 +368,7 @@ class LayerEngine(wiring.Component):
                         m.d.sync += [ky.eq(0), kx.eq(0), cb.eq(0), tap.eq(d.tap0)]
                     tile_done = last_kt & last_nb
                     with m.If(last_kt):
-                        m.d.sync += nb.eq(Mux(last_nb, 0, nb + 1))
+                        m.d.sync += [nb.eq(Mux(last_nb, 0, nb + 1)), par_base.eq(Mux(last_nb, 0, par_base + cfg.cols))]
                     with m.If(tile_done):
                         # the running position is the next tile's start
                         m.d.sync += [tile[k].eq(pos[k]) for k in tile]

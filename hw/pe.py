@@ -54,17 +54,18 @@ class ShiftPE(wiring.Component):
         Bit widths (``abits``, ``wbits``, ``terms``, derived ``acc_bits``) and ``pipeline``.
     """
 
-    def __init__(self, cfg, *, name="pe"):
+    def __init__(self, cfg, *, name="pe", psum_bits=None):
         if not isinstance(cfg, HwConfig):
             raise TypeError(f"cfg must be an HwConfig, not {cfg!r}")
         self.cfg = cfg
         self._name = name
+        self.psum_bits = cfg.acc_bits if psum_bits is None else psum_bits
         super().__init__({
             "en": In(1),
             "a_in": In(cfg.abits),
             "a_out": Out(cfg.abits),
-            "s_in": In(signed(cfg.acc_bits)),
-            "s_out": Out(signed(cfg.acc_bits)),
+            "s_in": In(signed(self.psum_bits)),
+            "s_out": Out(signed(self.psum_bits)),
             "w_shift": In(1),
             "w_in": In(cfg.code_bits),
             "w_out": Out(cfg.code_bits),
@@ -84,7 +85,7 @@ class ShiftPE(wiring.Component):
         m.d.comb += self.w_out.eq(code)
 
         a = Signal(cfg.abits, name=f"{n}_a")
-        acc = Signal(signed(cfg.acc_bits), name=f"{n}_acc")
+        acc = Signal(signed(self.psum_bits), name=f"{n}_acc")
         m.d.comb += [self.a_out.eq(a), self.s_out.eq(acc)]
         with m.If(self.en):
             m.d.sync += a.eq(self.a_in)

@@ -14,7 +14,7 @@ from quant import arith
 from quant.errors import UserError
 
 from . import codes
-from .engine import GEOM_BITS, coord_bits
+from .engine import GEOM_BITS, coord_bits, par_layout
 
 
 def ceil_div(a, b):
@@ -92,17 +92,19 @@ class LayerPlan:
     @property
     def pass_cycles(self):
         """Cycles of one (M tile, nb, kt) pass over ``t`` positions, less ``t``:
-        ``rows + 1`` to load weights and ``latency + 2`` to drain the array."""
-        return self.cfg.rows + 1 + self.cfg.latency + 2
+        ``load_cycles + 1`` to load weights and parameters and ``latency + drain_stages + 2``
+        to drain."""
+        return self.cfg.load_cycles + 1 + self.cfg.latency + self.cfg.drain_stages + 2
 
     def cycles(self):
         """Cycles from the one that presents ``start`` to the one in which ``done`` is high.
 
-        ``1 + sum over M tiles t of (1 + NB * KT * (t + rows + 1 + latency + 2))``: one
-        cycle to take the descriptor, one per M tile to size it, and per pass ``rows + 1``
-        to load the weights, ``t`` to stream the positions and ``latency + 2`` to drain
-        (one for the memory read, ``latency`` through the array, one to see the last
-        write).  Checked against every simulated run.
+        ``1 + sum over M tiles t of (1 + NB * KT * (t + load_cycles + 1 + latency + drain_stages + 2))``
+        with ``load_cycles = max(rows, cols)``: one cycle to take the descriptor, one per M
+        tile to size it, and per pass ``load_cycles + 1`` to load the weights and parameters, ``t`` to stream the positions and ``latency + drain_stages + 2``
+        to drain (one for the activation read, ``latency`` through the array,
+        ``drain_stages`` to add the partial sum and requantise, one to see the last write).
+        Checked against every simulated run.
         """
         return 1 + sum(1 + self.nb * self.kt * (t + self.pass_cycles) for t in self.m_tiles)
 
@@ -149,6 +151,10 @@ class LayerPlan:
         if int(rq.min()) < -cfg.max_left:
             refuse(f"a left shift of {-int(rq.min())} in the requantiser, the design has {cfg.max_left}",
                    f"regenerate with --max-left {-int(rq.min())}")
+        if not layer.relu and int(rq.max()) > 0:
+            refuse(f"a right shift of {int(rq.max())} without ReLU; the requantiser's path for layers "
+                   "without ReLU (the logits) only shifts left",
+                   "export the logits unscaled (quant.lower gives them shifts <= 0)")
         for what, words, depth, flag in (
             ("input activations", self.act_words, cfg.act_depth, "--act-depth"),
             ("weights", self.wgt_words, cfg.wgt_depth, "--wgt-depth"),
@@ -222,7 +228,7 @@ class LayerPlan:
         return t[:, :, :, :, ::-1, :].reshape(-1, cfg.cols)
 
     def par_image(self):
-        """Parameter words ``(NB, cols)`` of bias and requantiser shift (right shifts
+        """Parameter fields ``(NB, cols)`` of bias and requantiser shift (right shifts
         clamped to ``acc_bits``, where every value rounds to 0 anyway)."""
         cfg, out_c = self.cfg, self.geom.out_c
         bias = np.zeros(self.nb * cfg.cols, dtype=np.int64)
@@ -230,6 +236,27 @@ class LayerPlan:
         bias[:out_c] = self.layer.arrays["bias"]
         shift[:out_c] = np.minimum(self.layer.arrays["requant"], cfg.acc_bits)
         return bias.reshape(self.nb, cfg.cols), shift.reshape(self.nb, cfg.cols)
+
+    def memory_words(self, x):
+        """The words to store in the input memories for input codes ``x``, as integers:
+        ``{"act": [...], "wgt": [...], "par": [...]}`` in address order."""
+        cfg = self.cfg
+        bias, shift = self.par_image()
+        shift_at = par_layout(cfg)["shift"].offset
+        return {
+            "act": codes.pack(self.act_image(x), cfg.abits),
+            "wgt": codes.pack(self.wgt_image(), cfg.code_bits),
+            "par": [b | (s << shift_at) for b, s in zip(codes.pack(bias.reshape(-1, 1), cfg.acc_bits),
+                                                         codes.pack(shift.reshape(-1, 1), cfg.rq_bits))],
+        }
+
+    def out_image(self, y):
+        """The layer's output ``y`` (``out_shape``) as output-memory word fields
+        ``(out_words, cols)``, zeros in padded channels: the inverse of :meth:`unpack_outputs`."""
+        g, cols = self.geom, self.cfg.cols
+        full = np.zeros((self.nb * cols, g.out_h, g.out_w), dtype=np.int64)
+        full[: g.out_c] = np.asarray(y, dtype=np.int64).reshape(g.out_c, g.out_h, g.out_w)
+        return full.transpose(1, 2, 0).reshape(-1, cols)
 
     def unpack_outputs(self, words):
         """Output-memory word fields ``(out_words, cols)`` -> the layer's output ``out_shape``."""

@@ -1,6 +1,6 @@
 """The per-column requantiser: round-half-up arithmetic shift, then ReLU and clamp."""
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -8,18 +8,33 @@ from .config import HwConfig
 
 
 class Requantizer(wiring.Component):
-    """``out = round_shift(acc, shift)``, clamped to ``[0, amax]`` when ``relu``.
+    """``out = requantize(acc, shift)`` of :func:`quant.arith.requantize`, in two paths.
 
-    Exactly :func:`quant.arith.requantize`: for ``shift >= 0`` the result is
-    ``floor((acc + 2**(shift-1)) / 2**shift)``, computed as
-    ``((2*acc >> shift) + 1) >> 1`` (one barrel shifter and an incrementer, no constant
-    table); for ``shift < 0`` it is ``acc << -shift``.  Any ``shift >= acc_bits`` gives 0,
-    so the host clamps larger shifts to ``acc_bits``.  Combinational.
+    ReLU layers (``relu`` high) need only an ``abits``-bit code, so nothing ``acc_bits``
+    wide is shifted.  With ``L = max_left`` and ``e = acc << L`` (wiring only), the shift
+    ``s`` becomes ``s' = s + L >= 0`` and ``round_shift(acc, s) = floor((e + 2**(s'-1)) / 2**s')``.
+    A barrel shifter picks the ``abits + 1`` bits ``e[s'-1 .. s'+abits-1]`` (the rounding
+    bit and the code), an incrementer rounds them, and the clamp to ``amax`` is taken when
+    any bit of ``e`` at ``s' + abits`` or above is set (one comparison of ``s'`` with a
+    constant per bit, no second shifter) or the rounded code passes ``amax``.  A negative
+    ``acc`` gives 0: its rounded quotient is at most 0.
+
+    Layers without ReLU (the logits) are only ever shifted left (``shift <= 0``, see
+    :meth:`hw.plan.LayerPlan`): ``out = acc << -shift``, full width.
+
+    Any ``shift >= acc_bits`` gives 0 on the ReLU path, so the host clamps larger shifts
+    to ``acc_bits``.
+
+    Pipelined, ``cfg.requant_stages`` (1) register deep: the selected bits, the clamp
+    condition and the logit are registered; rounding and clamping follow it.  ``acc``
+    may change every cycle; ``shift``, ``relu`` and ``amax`` must hold while a value is
+    inside.
 
     Parameters
     ----------
     cfg : HwConfig
-        ``acc_bits``, ``rq_bits`` (shift range ``[-max_left, acc_bits]``), ``out_bits``.
+        ``acc_bits``, ``abits``, ``max_left``, ``rq_bits`` (shift range ``[-max_left, acc_bits]``),
+        ``out_bits``.
     """
 
     def __init__(self, cfg):
@@ -37,25 +52,38 @@ class Requantizer(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         cfg = self.cfg
-        right = Signal(unsigned(cfg.rq_bits), name="right")
-        left = Signal(unsigned(cfg.rq_bits), name="left")
-        m.d.comb += [right.eq(Mux(self.shift[-1], 0, self.shift)), left.eq(Mux(self.shift[-1], -self.shift, 0))]
+        lmax, ab = cfg.max_left, cfg.abits
 
-        doubled = Signal(signed(cfg.acc_bits + 1), name="doubled")
-        halved = Signal(signed(cfg.acc_bits + 1), name="halved")
-        rounded = Signal(signed(cfg.acc_bits + 1), name="rounded")
-        m.d.comb += [
-            doubled.eq(self.acc << 1),
-            halved.eq(doubled >> right),
-            rounded.eq((halved + 1) >> 1),
+        # --- ReLU path -------------------------------------------------------------
+        ext_bits = cfg.acc_bits + lmax
+        ext = Signal(unsigned(ext_bits + 1), name="ext")  # (acc << L) << 1, non-negative part
+        s1 = Signal(unsigned(cfg.rq_bits + 1), name="s_ext")  # s' = shift + L, in [0, acc_bits + L]
+        m.d.comb += [ext.eq(Cat(Const(0, 1 + lmax), self.acc[:-1])), s1.eq(self.shift + lmax)]
+        # stage 1: e[s'-1 .. s'+abits-1], whether a bit of e at s' + abits or above is set
+        # (bit i is when i >= s' + abits), the sign, and the logit
+        window = Signal(unsigned(ab + 1), name="window")
+        over = Signal(name="over")
+        negative = Signal(name="negative")
+        high = [self.acc[i - lmax] & (s1 <= i - ab) for i in range(max(ab, lmax), ext_bits - 1)]
+        left = Signal(range(lmax + 1), name="left")
+        m.d.comb += left.eq(Mux(self.shift[-1], -self.shift, 0))
+        logit = Signal(signed(cfg.out_bits), name="logit")
+        m.d.sync += [
+            window.eq(ext >> s1),
+            over.eq(Cat(*high).any() if high else 0),
+            negative.eq(self.acc[-1]),
+            logit.eq(self.acc << left),
         ]
-        shifted = Signal(signed(cfg.out_bits), name="shifted")
-        m.d.comb += shifted.eq(Mux(self.shift[-1], self.acc << left, rounded))
 
-        with m.If(self.relu & shifted[-1]):
-            m.d.comb += self.out.eq(0)
-        with m.Elif(self.relu & (shifted > self.amax)):
-            m.d.comb += self.out.eq(self.amax)
+        # after the register: round, clamp, choose the path
+        rounded = Signal(unsigned(ab + 1), name="rounded")
+        m.d.comb += rounded.eq((window + 1) >> 1)
+        code = Signal(unsigned(ab), name="code")
+        with m.If(negative):
+            m.d.comb += code.eq(0)
+        with m.Elif(over | (rounded > self.amax)):
+            m.d.comb += code.eq(self.amax)
         with m.Else():
-            m.d.comb += self.out.eq(shifted)
+            m.d.comb += code.eq(rounded)
+        m.d.comb += self.out.eq(Mux(self.relu, code, logit))
         return m

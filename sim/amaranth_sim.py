@@ -51,24 +51,17 @@ def run_engine(cfg, plan, x):
     dut = LayerEngine(cfg)
     result = {}
 
-    async def write(ctx, port, rows, fields):
+    async def write(ctx, port, words):
         ctx.set(port.en, 1)
-        for i, row in enumerate(rows):
+        for i, word in enumerate(words):
             ctx.set(port.addr, i)
-            for set_field in fields:
-                set_field(ctx, port.data, row)
+            ctx.set(port.data.as_value(), word)
             await ctx.tick()
         ctx.set(port.en, 0)
 
     async def bench(ctx):
-        await write(ctx, dut.act_w, plan.act_image(x),
-                    [lambda c, d, row: [c.set(d[k], int(v)) for k, v in enumerate(row)]])
-        await write(ctx, dut.wgt_w, plan.wgt_image(),
-                    [lambda c, d, row: [c.set(d[k], int(v)) for k, v in enumerate(row)]])
-        bias, shift = plan.par_image()
-        await write(ctx, dut.par_w, list(zip(bias, shift)),
-                    [lambda c, d, row: [c.set(d.bias[k], int(v)) for k, v in enumerate(row[0])],
-                     lambda c, d, row: [c.set(d.shift[k], int(v)) for k, v in enumerate(row[1])]])
+        for name, words in plan.memory_words(x).items():
+            await write(ctx, getattr(dut, f"{name}_w"), words)
         for name, value in plan.descriptor().items():
             ctx.set(getattr(dut.desc, name), value)
         ctx.set(dut.start, 1)

@@ -19,7 +19,7 @@ from cocotb.triggers import FallingEdge
 
 from hw import codes
 from hw.config import HwConfig
-from hw.engine import descriptor_layout, par_layout
+from hw.engine import descriptor_layout
 from quant import arith
 
 CASE_ENV = "SHIFTNN_CASE"
@@ -194,13 +194,8 @@ class EngineTestbench(Testbench):
 
     async def load(self, plan, x):
         """Input codes ``x`` (the layer's ``in_shape``), weights and channel parameters."""
-        cfg = self.cfg
-        await self.write("act_w", codes.pack(plan.act_image(x), cfg.abits))
-        await self.write("wgt_w", codes.pack(plan.wgt_image(), cfg.code_bits))
-        bias, shift = plan.par_image()
-        shift_at = par_layout(cfg)["shift"].offset
-        await self.write("par_w", [b | (s << shift_at) for b, s in
-                                   zip(codes.pack(bias, cfg.acc_bits), codes.pack(shift, cfg.rq_bits))])
+        for name, words in plan.memory_words(x).items():
+            await self.write(f"{name}_w", words)
 
     async def run(self, plan):
         """Start the layer; return ``(cycles, writes)``: how many cycles after the cycle that
