@@ -1,4 +1,5 @@
-"""Build Amaranth components into cached Verilator simulators and run cocotb testbenches on them."""
+"""Build Amaranth components (or Verilog files, e.g. a gate-level netlist) into cached simulators
+(Verilator, or Icarus Verilog when asked) and run cocotb testbenches on them."""
 
 import contextlib
 import ctypes.util
@@ -23,6 +24,7 @@ from amaranth.back import verilog as amaranth_verilog
 from cocotb_tools.check_results import get_results
 from cocotb_tools.runner import get_runner
 
+from hw import yosys
 from quant.errors import UserError
 from quant.fileio import write_atomic, write_json
 
@@ -33,6 +35,26 @@ MIN_VERILATOR = (5, 36)
 
 # Amaranth's Verilog trips Verilator's lint (widths, unused bits); none of it is a design error.
 BASE_BUILD_ARGS = ("-Wno-fatal", "-Wno-WIDTH")
+
+#: The simulators :func:`build` knows (cocotb runner names).
+SIMULATORS = ("verilator", "icarus")
+
+#: Icarus has no default time precision finer than a second; cocotb's 10 ns clock needs one.
+#: (``+timescale+`` sets it only for modules without a `timescale, i.e. Amaranth's.)
+ICARUS_TIMESCALE = ("1ns", "1ps")
+
+#: Build arguments for a netlist from :func:`hw.yosys.write_netlist` simulated with yosys's iCE40
+#: cell models (``cells_sim.v``), per simulator:
+#: ``NO_ICE40_DEFAULT_ASSIGNMENTS`` drops the models' SystemVerilog default input values
+#: (``input I0 = 1'b0``), which Icarus does not take; yosys connects every cell input anyway.
+#: The models carry ``timescale 1ps/1ps`` and the netlist none: Verilator's ``--timescale`` gives
+#: the netlist the same (else warning TIMESCALEMOD). No ``--timing``: the models' ``specify``
+#: delays are only compiled with ``TIMING``/``ICE40_HX``/... defined, which is never done here,
+#: so the netlist is simulated zero-delay, like the RTL.
+ICE40_CELLS_ARGS = {
+    "verilator": ("-DNO_ICE40_DEFAULT_ASSIGNMENTS", "--timescale", "1ps/1ps"),
+    "icarus": ("-DNO_ICE40_DEFAULT_ASSIGNMENTS",),
+}
 
 # The wheel's include/verilated.mk was configured without a precompiled-header flag, so split
 # (multi-file) models of larger designs pass ``Vtop__pch.h.fast`` to the compiler as a bare input
@@ -64,15 +86,21 @@ class Build:
     toplevel : str
         Verilog module name of the component (also the simulator executable's name).
     verilog : pathlib.Path
-        The generated Verilog source.
+        The component's generated Verilog, or (a build of ``sources`` only) the first source.
     waves : bool
         Whether the simulator records a waveform trace.
+    sources : tuple of pathlib.Path
+        Every Verilog file compiled, in order (``verilog`` first); copies in ``build_dir``.
+    simulator : str
+        ``"verilator"`` or ``"icarus"`` (one of :data:`SIMULATORS`).
     """
 
     build_dir: pathlib.Path
     toplevel: str
     verilog: pathlib.Path
     waves: bool
+    sources: tuple = ()
+    simulator: str = "verilator"
 
 
 def verilator_env():
@@ -152,30 +180,42 @@ def write_verilog(component, path, *, name):
     return path
 
 
-def build(make_component, *, name, config, build_root=None, waves=None):
-    """Generate the Verilog of a component and build (or reuse) its Verilator simulator.
+def build(make_component=None, *, name, config, build_root=None, waves=None, sources=(), build_args=(),
+          simulator="verilator"):
+    """Generate the Verilog of a component and build (or reuse) its simulator.
 
     The build directory is ``build_root / f"{name}-{key}"`` where ``key`` is the first 12 hex
-    digits of the SHA-1 of ``json.dumps(config, sort_keys=True)``; a waves build adds ``-waves``
-    so that it never evicts the normal build. Verilator is skipped when the directory holds a
-    simulator built from the same Verilog text and flags (the ``.stamp`` file, written only after a
-    successful build). A lock on ``.lock`` serialises concurrent builds of one directory
-    (pytest-xdist workers).
+    digits of the SHA-1 of ``json.dumps(config, sort_keys=True)`` (with ``sources``, of the config
+    and the sources' file names); an Icarus build adds ``-icarus`` and a waves build ``-waves``,
+    so that neither evicts the normal build. The simulator build is skipped when the directory
+    holds a simulator built from the same Verilog text and flags (the ``.stamp`` file, written
+    only after a successful build). A lock on ``.lock`` serialises concurrent builds of one
+    directory (pytest-xdist workers).
 
     Parameters
     ----------
-    make_component : callable
+    make_component : callable, optional
         Zero-argument callable returning the ``amaranth.lib.wiring.Component``. It is called
-        every time: the cache compares Verilog text, so an RTL edit is never missed.
+        every time: the cache compares Verilog text, so an RTL edit is never missed. ``None``
+        builds ``sources`` alone (e.g. a gate-level netlist and its cell models).
     name : str
         Verilog module name of the top level (a Verilog identifier).
     config : dict
-        JSON-able description of the component (its parameters); the cache key.
+        JSON-able description of the design (its parameters); the cache key.
     build_root : str or os.PathLike, optional
         Parent of the build directories; default ``<repo>/build/sim``.
     waves : bool, optional
-        Record a waveform (FST, or VCD when the lz4 headers FST needs are missing).
-        ``None`` reads the ``WAVES`` environment variable (``WAVES=1`` turns it on).
+        Record a waveform (Verilator: FST, or VCD when the lz4 headers FST needs are missing;
+        Icarus: FST). ``None`` reads the ``WAVES`` environment variable (``WAVES=1`` turns it on).
+    sources : sequence of str or os.PathLike, optional
+        Verilog files compiled after the component's Verilog (or alone, without a component),
+        e.g. ``[netlist, hw.yosys.ice40_cells_sim()]`` (see :func:`build_gate_level`). Their file
+        names must differ; they are copied into ``build_dir / "src"``, so they may be temporary.
+    build_args : sequence of str, optional
+        Extra arguments for the simulator's compiler (``verilator`` or ``iverilog``), after the
+        defaults, e.g. ``ICE40_CELLS_ARGS[simulator]``.
+    simulator : str, optional
+        ``"verilator"`` (default) or ``"icarus"`` (needs ``iverilog`` and ``vvp`` on ``PATH``).
 
     Returns
     -------
@@ -185,58 +225,126 @@ def build(make_component, *, name, config, build_root=None, waves=None):
     Raises
     ------
     quant.errors.UserError
-        If Verilator is not usable (see :func:`verilator_env`) or ``WAVES`` is not a boolean.
+        If the simulator is not usable (see :func:`verilator_env`; ``iverilog`` not on ``PATH``)
+        or ``WAVES`` is not a boolean.
     RuntimeError
-        If Verilator or the C++ build fails; the message quotes the end of ``build.log``.
+        If the simulator's build fails; the message quotes the end of ``build.log``.
+    ValueError
+        If ``name``, ``simulator`` or ``sources`` is malformed, or a source is missing.
     """
     if not _NAME.fullmatch(name):
         raise ValueError(f"name must be a Verilog identifier, not {name!r}")
+    if simulator not in SIMULATORS:
+        raise ValueError(f"simulator must be one of {', '.join(SIMULATORS)}, not {simulator!r}")
+    sources = [pathlib.Path(s) for s in sources]
+    if make_component is None and not sources:
+        raise ValueError("build needs a component (make_component) or Verilog files (sources)")
+    names = [s.name for s in sources]
+    if len(set(names)) != len(names):
+        raise ValueError(f"the sources' file names must differ: {names}")
+    for s in sources:
+        if not s.is_file():
+            raise ValueError(f"Verilog source {s} does not exist")
     if waves is None:
         waves = _waves_from_env()
-    env = verilator_env()
-    key = hashlib.sha1(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
+    env = verilator_env() if simulator == "verilator" else _check_icarus()
+    key_of = config if not sources else {"config": config, "sources": [s.name for s in sources]}
+    key = hashlib.sha1(json.dumps(key_of, sort_keys=True).encode()).hexdigest()[:12]
     root = pathlib.Path(build_root) if build_root is not None else DEFAULT_BUILD_ROOT
-    build_dir = (root / f"{name}-{key}{'-waves' if waves else ''}").absolute()
-    result = Build(build_dir=build_dir, toplevel=name, verilog=build_dir / f"{name}.v", waves=waves)
+    suffix = ("" if simulator == "verilator" else f"-{simulator}") + ("-waves" if waves else "")
+    build_dir = (root / f"{name}-{key}{suffix}").absolute()
 
-    text = verilog_text(make_component(), name=name)
-    args = _build_args(waves, root)
-    tools = [args, _MAKE_OVERRIDES, importlib.metadata.version("verilator")]
-    stamp = hashlib.sha1(json.dumps([text, *tools]).encode()).hexdigest()
+    # (path in the build directory, text): the component's Verilog first, then the sources
+    files = [] if make_component is None else [(build_dir / f"{name}.v", verilog_text(make_component(), name=name))]
+    files += [(build_dir / "src" / s.name, s.read_text()) for s in sources]
+    result = Build(build_dir=build_dir, toplevel=name, verilog=files[0][0], waves=waves,
+                   sources=tuple(path for path, _ in files), simulator=simulator)
+
+    if simulator == "verilator":
+        args = _build_args(waves, root) + list(build_args)
+        tools = [args, _MAKE_OVERRIDES, importlib.metadata.version("verilator")]
+        product = build_dir / name
+    else:
+        args = list(build_args)
+        tools = [args, ICARUS_TIMESCALE, _icarus_version()]
+        product = build_dir / "sim.vvp"  # the name cocotb's Icarus runner compiles to
+    texts = [text for _, text in files]
+    # a component alone keeps the stamp it always had, so existing builds stay valid
+    stamp_of = texts[0] if make_component is not None and not sources else texts
+    stamp = hashlib.sha1(json.dumps([stamp_of, *tools]).encode()).hexdigest()
     stamp_file = build_dir / ".stamp"
     build_log = build_dir / "build.log"
 
     build_dir.mkdir(parents=True, exist_ok=True)
     with _locked(build_dir / ".lock"):
-        if (build_dir / name).is_file() and _read_text(stamp_file) == stamp:
+        if product.is_file() and _read_text(stamp_file) == stamp:
             return result
         write_json(build_dir / "config.json", config)
         # Rewrite the Verilog only when it changed: make's staleness checks go by mtime.
-        if _read_text(result.verilog) != text:
-            _write_text(result.verilog, text)
+        for path, text in files:
+            if _read_text(path) != text:
+                _write_text(path, text)
         stamp_file.unlink(missing_ok=True)  # a failed rebuild must not leave a stale stamp valid
-        log.info("building %s in %s (log: %s)", name, build_dir, build_log)
-        runner = get_runner("verilator")
+        # The old simulator is replaced anyway; left there, an executable named like a C++ header
+        # (top `array`) is what `#include <array>` finds first, for verilated.mk compiles with -I.
+        # in the build directory, and a rebuild after an RTL edit fails on its bytes.
+        product.unlink(missing_ok=True)
+        log.info("building %s for %s in %s (log: %s)", name, simulator, build_dir, build_log)
+        runner = _runner(simulator)
+        extra = {} if simulator == "verilator" else {"timescale": ICARUS_TIMESCALE}
         # cocotb's runner copies os.environ and lets WAVES override its waves argument.
         with _environ({**env, "WAVES": "1" if waves else "0"}):
             try:
                 runner.build(
-                    sources=[result.verilog],
+                    sources=list(result.sources),
                     hdl_toplevel=name,
                     build_dir=build_dir,
                     build_args=args,
                     waves=waves,
-                    always=False,
+                    # the stamp says the build is stale; Icarus's runner would otherwise go by
+                    # mtimes (Verilator's ignores this and always runs, make then goes by mtimes)
+                    always=simulator != "verilator",
                     log_file=build_log,
+                    **extra,
                 )
-            except (RuntimeError, SystemExit) as exc:  # SystemExit: cocotb found no verilator
+            except (RuntimeError, SystemExit) as exc:  # SystemExit: cocotb found no simulator
                 raise RuntimeError(
-                    f"Verilator build of {name} failed ({exc}); last lines of {build_log}:\n{_tail(build_log)}"
+                    f"{simulator} build of {name} failed ({exc}); last lines of {build_log}:\n{_tail(build_log)}"
                 ) from None
         _write_text(stamp_file, stamp)
         # precompiled headers are only for rebuilding and take ~70 MB each on the engine
         for pch in build_dir.glob("*.gch"):
             pch.unlink()
+    return result
+
+
+def build_gate_level(make_component, *, name, config, build_root=None, waves=None, simulator="verilator"):
+    """Synthesise a component for iCE40 and build a simulator of the mapped netlist.
+
+    The component's Verilog goes through :func:`hw.yosys.write_netlist` (``synth_ice40``, no
+    DSPs); the netlist (top module ``name``, same ports) is built with yosys's iCE40 cell models
+    (:func:`hw.yosys.ice40_cells_sim`) and :data:`ICE40_CELLS_ARGS`, so a cocotb testbench of the
+    RTL runs on it unchanged. Synthesis runs on every call (seconds for a small array); the
+    simulator build is cached like :func:`build`'s. The netlist is kept as
+    ``build_dir / "src" / "netlist.v"`` and its cell counts as ``build_dir / "cells.json"``.
+
+    Parameters are those of :func:`build`.
+
+    Returns
+    -------
+    Build
+        The gate-level simulator, for :func:`run`.
+    """
+    if not _NAME.fullmatch(name):
+        raise ValueError(f"name must be a Verilog identifier, not {name!r}")
+    with tempfile.TemporaryDirectory(prefix="netlist-") as tmp:
+        rtl = write_verilog(make_component(), pathlib.Path(tmp) / f"{name}.v", name=name)
+        netlist = pathlib.Path(tmp) / "netlist.v"
+        cells = yosys.write_netlist(rtl, name, netlist, synth="ice40")
+        result = build(name=name, config={"netlist": "ice40", **config}, build_root=build_root, waves=waves,
+                       sources=[netlist, yosys.ice40_cells_sim()], build_args=ICE40_CELLS_ARGS.get(simulator, ()),
+                       simulator=simulator)
+    write_json(result.build_dir / "cells.json", cells)
     return result
 
 
@@ -281,10 +389,15 @@ def run(build, test_module, *, testcase=None, extra_env=None, seed=None):
     results_xml = test_dir / "results.xml"
     sim_log = test_dir / "sim.log"
 
-    runner = get_runner("verilator")
+    runner = _runner(build.simulator)
     # Through os.environ rather than the runner's extra_env, which os.environ would override;
     # WAVES must match the build, or the runner asks a trace-less simulator for a trace.
     env = {**(extra_env or {}), "WAVES": "1" if build.waves else "0"}
+    plusargs = []
+    if build.simulator == "icarus" and build.waves:
+        # the dump module cocotb's runner compiled in takes the trace's path from this plusarg
+        # (else it writes one file in the build directory for every run)
+        plusargs.append(f"+dumpfile_path={test_dir / 'dump.fst'}")
     with _environ(env), _on_sys_path(str(REPO_ROOT)):
         try:
             runner.test(
@@ -296,6 +409,7 @@ def run(build, test_module, *, testcase=None, extra_env=None, seed=None):
                 testcase=testcase,
                 seed=seed,
                 waves=build.waves,
+                plusargs=plusargs,
                 results_xml=str(results_xml),
                 log_file=sim_log,
             )
@@ -321,6 +435,30 @@ def run(build, test_module, *, testcase=None, extra_env=None, seed=None):
     if trace is None:
         shutil.rmtree(test_dir, ignore_errors=True)
     return trace
+
+
+def _runner(simulator):
+    """cocotb's runner for ``simulator``; a :class:`UserError` (not cocotb's exit) when Icarus is missing."""
+    if simulator == "icarus":
+        _check_icarus()
+    return get_runner(simulator)
+
+
+def _check_icarus():
+    """Raise UserError unless ``iverilog`` and ``vvp`` are on ``PATH``; returns the (empty)
+    environment updates Icarus needs, to match :func:`verilator_env`."""
+    missing = [exe for exe in ("iverilog", "vvp") if shutil.which(exe) is None]
+    if missing:
+        raise UserError(f"{' and '.join(missing)} not found on PATH; install Icarus Verilog "
+                        "(Debian: apt-get install iverilog) to simulate on it")
+    return {}
+
+
+def _icarus_version():
+    """The first line of ``iverilog -V`` (for the build stamp: a new Icarus rebuilds)."""
+    proc = subprocess.run(["iverilog", "-V"], capture_output=True, text=True, check=False)
+    lines = (proc.stdout or proc.stderr).splitlines()
+    return lines[0].strip() if lines else "unknown"
 
 
 def _failures(results_xml):
@@ -451,7 +589,8 @@ def _write_text(path, text):
 
 
 def _tail(path, n=_LOG_TAIL):
-    text = _read_text(path)
-    if text is None:
+    try:  # a compiler log may quote binary bytes
+        text = pathlib.Path(path).read_text(errors="replace")
+    except FileNotFoundError:
         return f"({path} was not written)"
     return "\n".join(text.splitlines()[-n:])
