@@ -26,6 +26,10 @@ class Board:
     leds: tuple
     button: tuple
     bitstream_suffix: str
+    #: the loader's two pins (clock, data): a connector ``(name, number)`` and its pin names
+    loader: tuple = ()
+    #: HwConfig values this board's builds use unless a flag says otherwise
+    defaults: tuple = ()
 
     @property
     def pnr(self):
@@ -44,6 +48,8 @@ class Board:
         return self.platform().default_clk_frequency / 1e6
 
 
+# ECP5 block RAM is slow to read (about 5 ns to its output): register its data before use
+_ECP5_DEFAULTS = (("bram_reg", True),)
 _ULX3S_LEDS = (("passed", ("led", 0)), ("failed", ("led", 1)), ("busy", ("led", 7)))
 
 BOARDS = {
@@ -52,15 +58,19 @@ BOARDS = {
         pnr_device=("--up5k", "--package", "sg48"), target_mhz=40.0,
         # led 1 is the green LED beside the button, led 0 the red one
         leds=(("passed", ("led", 1)), ("failed", ("led", 0))), button=("button", 0),
-        bitstream_suffix=".bin"),
+        bitstream_suffix=".bin", loader=(("pmod", 0), "1", "2"),
+        # an 8x8 engine needs about 7,100 logic cells, 134 % of the UP5K (docs/fpga.md)
+        defaults=(("cols", 4),)),
     "ulx3s-85f": Board(
         name="ulx3s-85f", family="ecp5", platform=ULX3S_85F_Platform,
         pnr_device=("--85k", "--package", "CABGA381", "--speed", "6"), target_mhz=100.0,
-        leds=_ULX3S_LEDS, button=("button", 1), bitstream_suffix=".bit"),
+        leds=_ULX3S_LEDS, button=("button", 1), bitstream_suffix=".bit", defaults=_ECP5_DEFAULTS,
+        loader=(("gpio", 0), "0+", "0-")),
     "ulx3s-25f": Board(
         name="ulx3s-25f", family="ecp5", platform=ULX3S_25F_Platform,
         pnr_device=("--25k", "--package", "CABGA381", "--speed", "6"), target_mhz=100.0,
-        leds=_ULX3S_LEDS, button=("button", 1), bitstream_suffix=".bit"),
+        leds=_ULX3S_LEDS, button=("button", 1), bitstream_suffix=".bit", defaults=_ECP5_DEFAULTS,
+        loader=(("gpio", 0), "0+", "0-")),
 }
 
 
@@ -74,9 +84,10 @@ def board(name):
 
 
 def pins(b):
-    """``{"clock": pin, "button": pin, "leds": [pin, ...]}`` for board ``b``, each pin a dict
-    with ``port`` (the top-level port name), ``pin``, ``invert`` and ``attrs`` (I/O
-    standard etc.), read from the board's amaranth-boards resources."""
+    """``{"clock": pin, "button": pin, "leds": [pin, ...], "load_clock": pin, "load_data": pin}``
+    for board ``b``, each pin a dict with ``port`` (the top-level port name), ``pin``,
+    ``invert``, ``attrs`` (I/O standard etc.) and ``pullup``, read from the board's
+    amaranth-boards resources and connectors."""
     platform = b.platform()
 
     def one(port, resource):
@@ -85,9 +96,17 @@ def pins(b):
         if len(io.names) != 1:
             raise ValueError(f"{b.name}: resource {resource} has {len(io.names)} pins, expected one")
         attrs = tuple((k, str(v)) for k, v in dict(r.attrs).items() if k not in ("GLOBAL",))
-        return {"port": port, "pin": io.names[0], "invert": bool(io.invert), "attrs": attrs}
+        return {"port": port, "pin": io.names[0], "invert": bool(io.invert), "attrs": attrs, "pullup": False}
+
+    def connector_pin(port, index):
+        (name, number), *names = b.loader
+        pin = platform.connectors[name, number].mapping[names[index]]
+        attrs = (("IO_TYPE", "LVCMOS33"), ("PULLMODE", "UP")) if b.family == "ecp5" else ()
+        return {"port": port, "pin": pin, "invert": False, "attrs": attrs, "pullup": True}
 
     return {
+        "load_clock": connector_pin("load_sclk", 0),
+        "load_data": connector_pin("load_sdi", 1),
         "clock": one("clk_in", (platform.default_clk, 0)),
         "button": one("btn_rst", b.button),
         "leds": [dict(one(f"led_{signal}", resource), signal=signal) for signal, resource in b.leds],

@@ -38,9 +38,11 @@ from .report import build_report, markdown
 _LOG_TAIL = 15
 
 
-def design_config(args_or_given, artifact=None):
-    """The HwConfig: fitted to the artifact's layers, then the flags given."""
-    given = {k: v for k, v in args_or_given.items() if v is not None}
+def design_config(args_or_given, artifact=None, board=None):
+    """The HwConfig: fitted to the artifact's layers, then the board's defaults
+    (:attr:`fpga.boards.Board.defaults`), then the flags given."""
+    given = dict(board.defaults) if board is not None else {}
+    given.update({k: v for k, v in args_or_given.items() if v is not None})
     if artifact is not None:
         return fit_config(artifact.network, **given)
     return HwConfig(**given)
@@ -83,7 +85,7 @@ def run_tools(folder):
         logs = [p for p in (folder / "nextpnr.log", folder / "yosys.log") if p.exists()]
         log = max(logs, key=lambda p: p.stat().st_mtime) if logs else None
         text = log.read_text(errors="replace") if log else out
-        if "Unable to place cell" in text or "no BELs remaining" in text:
+        if any(s in text for s in ("Unable to place cell", "no BELs remaining", "Failed to expand region")):
             return seconds  # does not fit: the report names the resource
         tail = "\n".join(text.strip().splitlines()[-_LOG_TAIL:])
         raise RuntimeError(f"build.sh failed in {folder} (see {log.name if log else 'build.out'}):\n{tail}")
@@ -95,7 +97,7 @@ def build(board_name, *, out=None, artifact_path=None, layer=None, sample=0, tar
     """Generate, build and report; returns the report dict (``report["passed"]``)."""
     board = get_board(board_name)
     art = load_artifact(artifact_path) if artifact_path else None
-    cfg = design_config(given or {}, art)
+    cfg = design_config(given or {}, art, board)
     case = (SelfTestCase.from_artifact(art, cfg, layer=layer, sample=sample) if art is not None
             else random_case(cfg, seed))
     folder = pathlib.Path(out or f"build/fpga/{board.name}")

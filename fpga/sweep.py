@@ -83,7 +83,10 @@ def main(argv=None):
     parser.add_argument("--sizes", default="2x2,4x4,8x8", help="array sizes ROWSxCOLS, comma-separated")
     parser.add_argument("--abits", default="4", help="activation bits, comma-separated")
     parser.add_argument("--wbits", default="4", help="weight code bits, comma-separated")
-    parser.add_argument("--max-fan-in", type=int, default=576, help="fan-in the accumulators hold (default 576)")
+    parser.add_argument("--max-fan-in", type=int, default=144,
+                        help="fan-in the accumulators hold (default 144, the demo CNN's deepest)")
+    parser.add_argument("--max-left", type=int, default=1,
+                        help="largest left shift of a logits requantiser (default 1, as the MNIST CNN needs)")
     parser.add_argument("--out", default=None, help="folder (default build/fpga/sweep-<board>)")
     args = parser.parse_args(argv)
     out = pathlib.Path(args.out or f"build/fpga/sweep-{args.board}")
@@ -91,8 +94,10 @@ def main(argv=None):
     for abits in parse_ints(args.abits, "--abits"):
         for wbits in parse_ints(args.wbits, "--wbits"):
             for rows, cols in parse_sizes(args.sizes):
+                # memories as fit_config sizes them for the demo CNN
                 given = dict(rows=rows, cols=cols, abits=abits, wbits=wbits, max_fan_in=args.max_fan_in,
-                             act_depth=256, wgt_depth=256, par_depth=4, psum_depth=64, out_depth=128)
+                             max_left=args.max_left, act_depth=64, wgt_depth=1024, par_depth=4, psum_depth=256,
+                             out_depth=128)
                 report = build(args.board, out=out / f"{rows}x{cols}-a{abits}w{wbits}", given=given)
                 points.append(point_row(rows, cols, abits, wbits, report))
                 p = points[-1]

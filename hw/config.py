@@ -27,6 +27,9 @@ class HwConfig:
     max_left: int = field(default=4, metadata={"help": "largest left shift of a logits layer's requantiser"})
     pipeline: bool = field(default=False,
                      metadata={"help": "register after each PE's shifter (one more cycle of latency)"})
+    bram_reg: bool = field(default=False,
+                           metadata={"help": "register the activation and partial-sum memories' outputs (ECP5 block "
+                                             "RAM reads slowly); two more cycles a pass"})
     act_depth: int = field(default=1024, metadata={"help": "input activation memory, words of `rows` codes"})
     wgt_depth: int = field(default=2048,
                      metadata={"help": "weight memory, words of one array row (`cols` weight codes)"})
@@ -74,6 +77,11 @@ class HwConfig:
         return max(self.rows, self.cols)
 
     @property
+    def input_stages(self):
+        """Registers between the activation memory and the array: one with ``bram_reg``."""
+        return int(self.bram_reg)
+
+    @property
     def requant_stages(self):
         """Register stages of the requantiser (:class:`hw.requant.Requantizer`): the code
         bits are selected before the register, rounded and clamped after it."""
@@ -82,9 +90,9 @@ class HwConfig:
     @property
     def drain_stages(self):
         """Engine cycles from a result vector leaving the array to its last memory write:
-        one to add the partial sums (read a cycle ahead, as it leaves), then the
-        requantiser's."""
-        return 1 + self.requant_stages
+        one to add the partial sums (read a cycle ahead, as it leaves), one more with
+        ``bram_reg`` (the sums and dot products registered), then the requantiser's."""
+        return 1 + int(self.bram_reg) + self.requant_stages
 
     @property
     def shift_levels(self):
@@ -125,7 +133,7 @@ class HwConfig:
     def derived(self):
         """The derived widths, for the record saved beside generated files."""
         return {k: getattr(self, k) for k in ("acc_bits", "dot_bits", "shift_levels", "code_bits", "product_bits",
-                                              "rq_bits", "out_bits", "latency", "load_cycles", "requant_stages",
+                                              "rq_bits", "out_bits", "latency", "load_cycles", "input_stages", "requant_stages",
                                               "drain_stages")}
 
     @classmethod

@@ -191,8 +191,9 @@ class LayerEngine(wiring.Component):
         m_left = Signal(cw, name="m_left")
         t_len = Signal(cw, name="t_len")  # positions in this M tile
         t_last = Signal(cw, name="t_last")  # t_len - 1, registered off the STREAM exit test
-        tile = {k: Signal(scoord, name=f"tile_{k}") for k in ("ox", "y0", "x0", "pos")}
-        pos = {k: Signal(scoord, name=f"run_{k}") for k in ("ox", "y0", "x0", "pos")}
+        # "end" is (ox == out_w - 1), kept beside ox so the row-end test starts at a flip-flop
+        tile = {k: Signal(1 if k == "end" else scoord, name=f"tile_{k}") for k in ("ox", "end", "y0", "x0", "pos")}
+        pos = {k: Signal(1 if k == "end" else scoord, name=f"run_{k}") for k in ("ox", "end", "y0", "x0", "pos")}
         # K tile (tap) and N block
         ky = Signal(GEOM_BITS, name="ky")
         kx = Signal(GEOM_BITS, name="kx")
@@ -210,8 +211,10 @@ class LayerEngine(wiring.Component):
         last_cb = Signal(name="last_cb")
         last_nb = Signal(name="last_nb")
         # the loops' last indices, registered from the (held) descriptor
-        ends = {k: Signal.like(getattr(d, k), name=f"{k}_end") for k in ("kh", "kw", "cb_n", "nb_n")}
+        ends = {k: Signal.like(getattr(d, k), name=f"{k}_end") for k in ("kh", "kw", "cb_n", "nb_n", "out_w")}
         m.d.sync += [ends[k].eq(getattr(d, k) - 1) for k in ends]
+        left_x = Signal(scoord, name="left_x")  # -pad_x: the first window column of a row
+        m.d.sync += left_x.eq(-d.pad_x)
         m.d.sync += [
             first_kt.eq((ky == 0) & (kx == 0) & (cb == 0)),
             last_cb.eq(cb == ends["cb_n"]),
@@ -244,24 +247,29 @@ class LayerEngine(wiring.Component):
         inside_d = Signal(name="inside_d")
         m.d.sync += [issued.eq(issue), inside_d.eq(inside)]
         for k in range(cfg.rows):
-            m.d.comb += array.a[k].eq(Mux(inside_d, act_rd.data[k], 0))
-        m.d.comb += array.valid.eq(issued)
+            m.d.comb += array.a[k].eq(delay(m, Mux(inside_d, act_rd.data[k], 0), cfg.input_stages, 1,
+                                            name=f"a_in_{k}"))
+        m.d.comb += array.valid.eq(delay(m, issued, cfg.input_stages, 1, name="a_valid"))
 
         # --- drain (output side), drain_stages deep ----------------------------------
         # the partial sums of a position are read the cycle before its dot products leave
         # the array, so they arrive together; stage 1 adds them (bias + dot on the first
         # K tile) and writes the sums back to psum, and on the last K tile they go on
         # through the requantisers' stage into out
-        ahead = delay(m, issued, cfg.latency - 1, 1, name="ahead")  # s_valid, one cycle early
+        ahead = delay(m, array.valid, cfg.latency - 1, 1, name="ahead")  # s_valid, one cycle early
         j_rd = Signal(cw, name="j_rd")  # position whose partial sums are being read
         m.d.comb += psum_rd.addr.eq(j_rd)
         with m.If(ahead):
             m.d.sync += j_rd.eq(j_rd + 1)
+        dots, sums, valid = array.s_out, psum_rd.data, array.s_valid
+        if cfg.bram_reg:  # one register stage on both addends
+            dots, sums, valid = (delay(m, v, 1, 1, name=f"{k}_reg") for k, v in
+                                 (("dots", dots), ("sums", sums), ("valid", valid)))
         total = Signal(data.ArrayLayout(signed(cfg.acc_bits), cfg.cols), name="total")
         total_valid = Signal(name="total_valid")
-        m.d.sync += total_valid.eq(array.s_valid)
+        m.d.sync += total_valid.eq(valid)
         for n in range(cfg.cols):
-            m.d.sync += total[n].eq(Mux(first_kt, bias[n], psum_rd.data[n]) + array.s_out[n])
+            m.d.sync += total[n].eq(Mux(first_kt, bias[n], sums[n]) + dots[n])
 
         j_ps = Signal(cw, name="j_ps")  # position whose partial sums are being written
         with m.If(total_valid):
@@ -306,9 +314,9 @@ class LayerEngine(wiring.Component):
                         m_left.eq(d.m_count),
                         nb.eq(0), par_base.eq(0), ky.eq(0), kx.eq(0), cb.eq(0), tap.eq(d.tap0),
                         w_addr.eq(0), out_base.eq(0), out_m.eq(0),
-                        tile["ox"].eq(0), tile["pos"].eq(0),
+                        tile["ox"].eq(0), tile["end"].eq(d.out_w == 1), tile["pos"].eq(0),
                         tile["y0"].eq(-d.pad_y), tile["x0"].eq(-d.pad_x),
-                        pos["ox"].eq(0), pos["pos"].eq(0),
+                        pos["ox"].eq(0), pos["end"].eq(d.out_w == 1), pos["pos"].eq(0),
                         pos["y0"].eq(-d.pad_y), pos["x0"].eq(-d.pad_x),
                     ]
                     m.next = "TILE"
@@ -341,15 +349,16 @@ class LayerEngine(wiring.Component):
             with m.State("STREAM"):
                 m.d.comb += issue.eq(1)
                 m.d.sync += j.eq(j + 1)
-                with m.If(pos["ox"] == d.out_w - 1):
+                with m.If(pos["end"]):
                     m.d.sync += [
-                        pos["ox"].eq(0), pos["x0"].eq(-d.pad_x),
+                        pos["ox"].eq(0), pos["end"].eq(ends["out_w"] == 0), pos["x0"].eq(left_x),
                         pos["y0"].eq(pos["y0"] + d.stride_y),
                         pos["pos"].eq(pos["pos"] + d.y_jump),
                     ]
                 with m.Else():
                     m.d.sync += [
-                        pos["ox"].eq(pos["ox"] + 1), pos["x0"].eq(pos["x0"] + d.stride_x),
+                        pos["ox"].eq(pos["ox"] + 1), pos["end"].eq(pos["ox"] + 1 == ends["out_w"]),
+                        pos["x0"].eq(pos["x0"] + d.stride_x),
                         pos["pos"].eq(pos["pos"] + d.x_step),
                     ]
                 with m.If(j == t_last):

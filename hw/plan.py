@@ -92,18 +92,20 @@ class LayerPlan:
     @property
     def pass_cycles(self):
         """Cycles of one (M tile, nb, kt) pass over ``t`` positions, less ``t``:
-        ``load_cycles + 1`` to load weights and parameters and ``latency + drain_stages + 2``
-        to drain."""
-        return self.cfg.load_cycles + 1 + self.cfg.latency + self.cfg.drain_stages + 2
+        ``load_cycles + 1`` to load weights and parameters and
+        ``input_stages + latency + drain_stages + 2`` to drain."""
+        cfg = self.cfg
+        return cfg.load_cycles + 1 + cfg.input_stages + cfg.latency + cfg.drain_stages + 2
 
     def cycles(self):
         """Cycles from the one that presents ``start`` to the one in which ``done`` is high.
 
-        ``1 + sum over M tiles t of (1 + NB * KT * (t + load_cycles + 1 + latency + drain_stages + 2))``
+        ``1 + sum over M tiles t of (1 + NB * KT * (t + load_cycles + 1 + input_stages + latency + drain_stages + 2))``
         with ``load_cycles = max(rows, cols)``: one cycle to take the descriptor, one per M
         tile to size it, and per pass ``load_cycles + 1`` to load the weights and parameters, ``t`` to stream the positions and ``latency + drain_stages + 2``
         to drain (one for the activation read, ``latency`` through the array,
-        ``drain_stages`` to add the partial sum and requantise, one to see the last write).
+        ``input_stages`` of registers before it, ``drain_stages`` to add the partial sum and
+        requantise, one to see the last write).
         Checked against every simulated run.
         """
         return 1 + sum(1 + self.nb * self.kt * (t + self.pass_cycles) for t in self.m_tiles)

@@ -27,8 +27,9 @@ class Requantizer(wiring.Component):
 
     Pipelined, ``cfg.requant_stages`` (1) register deep: the selected bits, the clamp
     condition and the logit are registered; rounding and clamping follow it.  ``acc``
-    may change every cycle; ``shift``, ``relu`` and ``amax`` must hold while a value is
-    inside.
+    may change every cycle; ``shift`` must be set a cycle before the first value (it is
+    registered, off the data path), and ``shift``, ``relu`` and ``amax`` must hold while a
+    value is inside.
 
     Parameters
     ----------
@@ -58,7 +59,8 @@ class Requantizer(wiring.Component):
         ext_bits = cfg.acc_bits + lmax
         ext = Signal(unsigned(ext_bits + 1), name="ext")  # (acc << L) << 1, non-negative part
         s1 = Signal(unsigned(cfg.rq_bits + 1), name="s_ext")  # s' = shift + L, in [0, acc_bits + L]
-        m.d.comb += [ext.eq(Cat(Const(0, 1 + lmax), self.acc[:-1])), s1.eq(self.shift + lmax)]
+        m.d.comb += ext.eq(Cat(Const(0, 1 + lmax), self.acc[:-1]))
+        m.d.sync += s1.eq(self.shift + lmax)  # registered: the shift changes only between layers' passes
         # stage 1: e[s'-1 .. s'+abits-1], whether a bit of e at s' + abits or above is set
         # (bit i is when i >= s' + abits), the sign, and the logit
         window = Signal(unsigned(ab + 1), name="window")
@@ -66,7 +68,7 @@ class Requantizer(wiring.Component):
         negative = Signal(name="negative")
         high = [self.acc[i - lmax] & (s1 <= i - ab) for i in range(max(ab, lmax), ext_bits - 1)]
         left = Signal(range(lmax + 1), name="left")
-        m.d.comb += left.eq(Mux(self.shift[-1], -self.shift, 0))
+        m.d.sync += left.eq(Mux(self.shift[-1], -self.shift, 0))
         logit = Signal(signed(cfg.out_bits), name="logit")
         m.d.sync += [
             window.eq(ext >> s1),

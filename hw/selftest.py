@@ -23,6 +23,8 @@ from .engine import LayerEngine, _abits, descriptor_layout, par_layout
 
 #: Bits of the checksum.
 CHECK_BITS = 32
+#: Checksum chunks XORed before the first register of the fold.
+FOLD_GROUP = 4
 #: Bits of a control-ROM word.
 CTL_BITS = 16
 
@@ -121,10 +123,10 @@ class SelfTest(wiring.Component):
         # --- load: control ROM -> descriptor register and parameter memory -----------
         desc_bits, par_bits = descriptor_layout(cfg).size, par_layout(cfg).size
         k_desc, k_par = chunks(desc_bits), chunks(par_bits)
-        width = CTL_BITS * max(k_desc, k_par)
-        gather = Signal(width, name="gather")  # newest word on top
-        desc = Signal(desc_bits, name="desc")
-        m.d.comb += engine.desc.as_value().eq(desc)
+        # both shift registers take words at the top, so after k words the value is whole
+        desc = Signal(CTL_BITS * k_desc, name="desc")
+        gather = Signal(CTL_BITS * k_par, name="gather")  # a parameter word
+        m.d.comb += engine.desc.as_value().eq(desc[:desc_bits])
         ctl_addr = Signal(range(self.ctl_words + 2), name="ctl_addr")
         arrived = Signal(name="arrived")  # ctl_r.data holds a word read last cycle
         chunk = Signal(range(max(k_desc, k_par) + 1), name="chunk")  # words of this value gathered
@@ -139,10 +141,20 @@ class SelfTest(wiring.Component):
         reading = Signal(name="reading")  # out_r.data holds the word at `last`
         total = Signal(CHECK_BITS, name="total")
         out_word = Cat(engine.out_r.data.as_value(), last[:abits])
+        # the fold in registered groups of FOLD_GROUP chunks (one LUT4 level each), so the
+        # memory's slow output meets a single XOR before a register
         pieces = [out_word[lo:lo + CHECK_BITS] for lo in range(0, len(out_word), CHECK_BITS)]
-        folded = pieces[0]
-        for piece in pieces[1:]:
-            folded = folded ^ piece
+        groups = [pieces[i:i + FOLD_GROUP] for i in range(0, len(pieces), FOLD_GROUP)]
+        parts = [Signal(CHECK_BITS, name=f"fold_{i}") for i in range(len(groups))]
+        held = Signal(name="held")  # the parts hold a word's
+        for part, group in zip(parts, groups):
+            value = Const(0, CHECK_BITS)
+            for piece in group:
+                value = value ^ piece
+            m.d.sync += part.eq(value)
+        folded = Const(0, CHECK_BITS)
+        for part in parts:
+            folded = folded ^ part
         m.d.comb += [engine.out_r.addr.eq(addr), self.checksum.eq(total)]
         folded_r = Signal(CHECK_BITS, name="folded_r")  # registered between the fold and the sum
         adding = Signal(name="adding")  # folded_r holds a word's fold
@@ -152,13 +164,17 @@ class SelfTest(wiring.Component):
                 m.d.comb += self.busy.eq(1)
                 m.d.sync += [ctl_addr.eq(ctl_addr + 1), arrived.eq(ctl_addr < self.ctl_words)]
                 with m.If(arrived):
-                    m.d.sync += [gather.eq(word), chunk.eq(chunk + 1)]
-                    with m.If(in_desc & (chunk == k_desc - 1)):
-                        m.d.sync += [desc.eq(word[width - CTL_BITS * k_desc:]), chunk.eq(0), in_desc.eq(0)]
-                    with m.If(~in_desc & (chunk == k_par - 1)):
-                        m.d.comb += [engine.par_w.en.eq(1), engine.par_w.addr.eq(par_addr),
-                                     engine.par_w.data.as_value().eq(word[width - CTL_BITS * k_par:])]
-                        m.d.sync += [par_addr.eq(par_addr + 1), chunk.eq(0)]
+                    m.d.sync += chunk.eq(chunk + 1)
+                    with m.If(in_desc):
+                        m.d.sync += desc.eq(Cat(desc[CTL_BITS:], self.ctl_r.data))
+                        with m.If(chunk == k_desc - 1):
+                            m.d.sync += [chunk.eq(0), in_desc.eq(0)]
+                    with m.Else():
+                        m.d.sync += gather.eq(word)
+                        with m.If(chunk == k_par - 1):
+                            m.d.comb += [engine.par_w.en.eq(1), engine.par_w.addr.eq(par_addr),
+                                         engine.par_w.data.as_value().eq(word[:par_bits])]
+                            m.d.sync += [par_addr.eq(par_addr + 1), chunk.eq(0)]
                 with m.If(~arrived & (ctl_addr > self.ctl_words)):
                     m.next = "START"
             with m.State("START"):
@@ -167,15 +183,15 @@ class SelfTest(wiring.Component):
             with m.State("RUN"):
                 m.d.comb += self.busy.eq(1)
                 with m.If(engine.done):
-                    m.d.sync += [addr.eq(0), reading.eq(0), adding.eq(0), total.eq(0)]
+                    m.d.sync += [addr.eq(0), reading.eq(0), held.eq(0), adding.eq(0), total.eq(0)]
                     m.next = "READ"
             with m.State("READ"):
                 m.d.comb += self.busy.eq(1)
                 m.d.sync += [addr.eq(addr + 1), last.eq(addr), reading.eq(addr < self.out_words),
-                             folded_r.eq(folded), adding.eq(reading)]
+                             held.eq(reading), folded_r.eq(folded), adding.eq(held)]
                 with m.If(adding):
                     m.d.sync += total.eq(total + folded_r)
-                with m.If(~reading & ~adding & (addr > self.out_words)):
+                with m.If(~reading & ~held & ~adding & (addr > self.out_words)):
                     m.next = "CHECK"
             with m.State("CHECK"):
                 with m.If(total == self.expected):

@@ -3,7 +3,7 @@
 Everything a bitstream needs lands in one folder, so ``build.sh`` there rebuilds it
 without Python: ``selftest.v`` (Amaranth: the engine and its self-test controller),
 ``top.v`` (this package's template: clock, reset synchroniser, ROMs, LEDs), the
-hand-written library ``shiftnn_rom.v``/``shiftnn_reset.v``, ``act.hex``/``wgt.hex``/
+hand-written library ``shiftnn_mem.v``/``shiftnn_reset.v``, ``act.hex``/``wgt.hex``/
 ``ctl.hex`` (one golden sample's activations, the layer's weights, then its descriptor and channel parameters),
 the board's constraint file, ``synth.ys`` and ``build.sh``.  ``design.json`` records the
 config, the layer and the expected checksum.
@@ -26,7 +26,7 @@ from quant.fileio import write_atomic, write_json
 from .render import TEMPLATE_ROOT, artifact_id, banner, write_rendered
 
 GENERATOR = "python -m fpga.build"
-LIBRARY = ("shiftnn_rom.v", "shiftnn_reset.v")
+LIBRARY = ("shiftnn_mem.v", "shiftnn_reset.v", "shiftnn_loader.v")
 TOP = "top"
 SELFTEST = "selftest"
 #: Power-on reset length, log2 of clock cycles.
@@ -79,6 +79,17 @@ def hex_lines(words, width):
     return "".join(f"{int(w):0{digits}x}\n" for w in words)
 
 
+def loader_frame(loader, memory, addr, word):
+    """The bits (a string, first bit first) that make the board's loader write ``word`` at
+    ``addr`` of ``memory`` (``"act"``, ``"wgt"`` or ``"ctl"``); ``loader`` is the dict
+    :func:`write_board` returns under ``"loader"``."""
+    sel = loader["memories"].index(memory)
+    a, w = loader["abits"], loader["width"]
+    if not (0 <= addr < 2**a and 0 <= word < 2**w):
+        raise ValueError(f"address {addr} or word {word} does not fit the loader's frame")
+    return format(sel, "02b") + format(addr, f"0{a}b") + format(word, f"0{w}b")
+
+
 def write_board(out_dir, board, cfg, case, *, artifact=None, mem_prefix=""):
     """Write the build folder for ``board`` (:class:`fpga.boards.Board`) running ``case``
     (:class:`SelfTestCase`) on an engine built to ``cfg``; returns the folder's file names
@@ -116,13 +127,16 @@ def write_board(out_dir, board, cfg, case, *, artifact=None, mem_prefix=""):
         "fail_led": next(led["port"] for led in leds if led["signal"] == "failed"),
         "clock": p["clock"], "button": p["button"], "leds": leds, "roms": roms,
         "reset_cycles_log2": RESET_CYCLES_LOG2,
+        "load_clock": p["load_clock"], "load_data": p["load_data"],
+        "load_abits": max(rom["abits"] for rom in roms), "load_width": max(rom["width"] for rom in roms),
     }
     write_rendered(out / "top.v", "board/top.v.j2", context, generator=GENERATOR, source=source)
 
     constraints = f"{TOP}{board.constraint_suffix}"
     template = {"ice40": "board/icebreaker.pcf.j2", "ecp5": "board/ulx3s.lpf.j2"}[board.family]
     write_rendered(out / constraints, template,
-                   {"platform": board.platform.__name__, "pins": [p["clock"], p["button"], *leds],
+                   {"platform": board.platform.__name__,
+                    "pins": [p["clock"], p["button"], p["load_clock"], p["load_data"], *leds],
                     "clock_port": p["clock"]["port"], "clock_mhz": board.board_clock_mhz},
                    generator=GENERATOR, source=board.name)
 
@@ -157,4 +171,6 @@ def write_board(out_dir, board, cfg, case, *, artifact=None, mem_prefix=""):
     }
     write_json(out / "design.json", record)
     return {"bitstream": bitstream, "pnr_args": pnr_args, "pack_args": pack_args, "sources": sources,
-            "constraints": constraints}
+            "constraints": constraints,
+            "loader": {"memories": [rom["name"] for rom in roms], "abits": context["load_abits"],
+                       "width": context["load_width"]}}

@@ -10,15 +10,17 @@ from fpga.build import design_config, random_case
 from hw.config import HwConfig
 from quant.artifact import load_artifact
 from sim.board import simulate_board
-from templates.board import SelfTestCase, write_board
+from templates.board import SelfTestCase, loader_frame, write_board
 
 SMALL = dict(rows=2, cols=3, abits=4, wbits=4, terms=1, max_fan_in=64, act_depth=64, wgt_depth=64,
              par_depth=4, psum_depth=64, out_depth=64)
 
 
-def _write(tmp_path, board, cfg, case, artifact=None):
+def _write(tmp_path, board, cfg, case, artifact=None, files=None):
     folder = tmp_path / "board"
-    write_board(folder, BOARDS[board], cfg, case, artifact=artifact, mem_prefix=f"{folder}/")
+    written = write_board(folder, BOARDS[board], cfg, case, artifact=artifact, mem_prefix=f"{folder}/")
+    if files is not None:
+        files.update(written)
     return folder
 
 
@@ -39,6 +41,18 @@ def test_corrupt_weight_lights_the_fail_led(tmp_path):
     lines[first] = format(int(lines[first], 16) ^ 0x1, f"0{len(lines[first])}x")  # one weight term differs
     hex_path.write_text("\n".join(lines) + "\n")
     simulate_board(folder, BOARDS["ulx3s-85f"], cfg, case.plan, expect="failed")
+
+
+def test_loader_writes_a_weight_and_reset_reruns_the_selftest(tmp_path):
+    """The two-wire loader writes a changed weight word; after a press of the reset button
+    the self-test runs again and now fails (the golden checksum is for the old weights)."""
+    cfg = HwConfig(**SMALL)
+    case = random_case(cfg, seed=3)
+    files = {}
+    folder = _write(tmp_path, "icebreaker", cfg, case, files=files)
+    frame = loader_frame(files["loader"], "wgt", 0, case.words["wgt"][0] ^ 0x3)
+    simulate_board(folder, BOARDS["icebreaker"], cfg, case.plan, expect="passed", frames=[frame],
+                   expect_after="failed")
 
 
 def test_trained_layer_selftest_passes(tmp_path, trained_runs):
@@ -62,6 +76,7 @@ def test_files_have_banners_and_board_pins(tmp_path):
     p = pins(BOARDS["icebreaker"])
     for pin in (p["clock"], p["button"], *p["leds"]):
         assert f"set_io {pin['port']} {pin['pin']}\n" in pcf
+    assert f"set_io -pullup yes load_sclk {p['load_clock']['pin']}\n" in pcf
     lpf_folder = _write(tmp_path / "e", "ulx3s-85f", cfg, random_case(cfg))
     lpf = (lpf_folder / "top.lpf").read_text()
     assert 'LOCATE COMP "clk_in" SITE "G2";' in lpf and "FREQUENCY PORT" in lpf

@@ -30,7 +30,7 @@ RANDOM = [
 
 @pytest.mark.parametrize("pipeline", [False, True])
 def test_random_layers(pipeline):
-    cfg = HwConfig(**{**SMALL.to_dict(), "pipeline": pipeline})
+    cfg = HwConfig(**{**SMALL.to_dict(), "pipeline": pipeline, "bram_reg": pipeline})
     simulate(cfg, "engine", "sim.cocotb_engine", "random_layers", {"random": RANDOM})
 
 

@@ -23,7 +23,7 @@ SMALL = HwConfig(rows=3, cols=2, abits=4, wbits=3, terms=2, max_fan_in=200, psum
     (3, {"kind": "linear", "in_c": 7, "out_c": 5, "relu": False}),
 ])
 def test_amaranth_simulation_matches_reference_and_cycle_formula(seed, spec, pipeline):
-    cfg = HwConfig(**{**SMALL.to_dict(), "pipeline": pipeline})
+    cfg = HwConfig(**{**SMALL.to_dict(), "pipeline": pipeline, "bram_reg": pipeline})
     rng = np.random.default_rng(seed)
     layer = random_layer(rng, abits=4, wbits=3, terms=2, **spec)
     x = random_inputs(rng, layer)
@@ -59,6 +59,15 @@ def test_a_layer_that_does_not_fit_is_refused_in_one_line(change, message):
     cfg = HwConfig(**{**SMALL.to_dict(), **change})
     with pytest.raises(UserError, match=message):
         LayerPlan(layer, cfg)
+
+
+def test_a_logits_layer_with_a_right_shift_is_refused():
+    """The requantiser's path for layers without ReLU only shifts left (quant.lower exports
+    logits that way); anything else is refused rather than computed wrongly."""
+    layer = random_layer(np.random.default_rng(0), kind="linear", in_c=6, out_c=3, wbits=3, terms=2, relu=False)
+    layer.arrays["requant"][1] = 2
+    with pytest.raises(UserError, match=r"layer layer does not fit the engine: a right shift of 2 without ReLU"):
+        LayerPlan(layer, SMALL)
 
 
 def test_fit_config_sizes_the_design_from_the_network(trained_runs):

@@ -26,6 +26,7 @@ def test_every_accumulator_and_shift(relu, max_left):
         ctx.set(dut.amax, amax)
         for i, s in enumerate(shifts):
             ctx.set(dut.shift, int(s))
+            await ctx.tick()  # the shift is registered
             for j, a in enumerate(accs):
                 ctx.set(dut.acc, int(a))
                 for _ in range(cfg.requant_stages):
