@@ -38,11 +38,11 @@ from .report import build_report, markdown
 _LOG_TAIL = 15
 
 
-def design_config(args_or_given, artifact=None, board=None):
+def design_config(flags, artifact=None, board=None):
     """The HwConfig: fitted to the artifact's layers, then the board's defaults
-    (:attr:`fpga.boards.Board.defaults`), then the flags given."""
+    (:attr:`fpga.boards.Board.defaults`), then the ``flags`` given (``None`` = not given)."""
     given = dict(board.defaults) if board is not None else {}
-    given.update({k: v for k, v in args_or_given.items() if v is not None})
+    given.update({k: v for k, v in flags.items() if v is not None})
     if artifact is not None:
         return fit_config(artifact.network, **given)
     return HwConfig(**given)
@@ -105,7 +105,7 @@ def build(board_name, *, out=None, artifact_path=None, layer=None, sample=0, tar
         (folder / stale).unlink(missing_ok=True)
     files = write_board(folder, board, cfg, case, artifact=artifact_path)
     seconds = run_tools(folder)
-    record = dict(json_load(folder / "design.json"), build_seconds=round(seconds, 1))
+    record = dict(files["record"], build_seconds=round(seconds, 1))
     report = build_report(folder, board, target_mhz=target_mhz or board.board_clock_mhz, record=record)
     bitstream = folder / files["bitstream"]
     report["bitstream"] = str(bitstream) if bitstream.exists() else None
@@ -115,12 +115,6 @@ def build(board_name, *, out=None, artifact_path=None, layer=None, sample=0, tar
     write_json(folder / "report.json", report)
     write_atomic(folder / "report.md", lambda tmp: pathlib.Path(tmp).write_text(markdown(report)))
     return report
-
-
-def json_load(path):
-    import json
-
-    return json.loads(pathlib.Path(path).read_text())
 
 
 @cli_main

@@ -13,15 +13,13 @@ import re
 
 from hw.yosys import MULTIPLIER_CELLS
 
-#: Report rows and the placed (nextpnr) or mapped (yosys) cell types they count, per family.
+#: Report rows and the placed (nextpnr) or mapped (yosys) cell types they count, per family;
+#: a type ending in ``*`` counts every type it begins.
 RESOURCES = {
     "ice40": {
         "logic cells": ("pnr", ("ICESTORM_LC",)),
         "LUT4s": ("yosys", ("SB_LUT4",)),
-        "flip-flops": ("yosys", ("SB_DFF", "SB_DFFE", "SB_DFFSR", "SB_DFFR", "SB_DFFS", "SB_DFFESR", "SB_DFFER",
-                                 "SB_DFFES", "SB_DFFSS", "SB_DFFESS", "SB_DFFN", "SB_DFFNE", "SB_DFFNSR",
-                                 "SB_DFFNR", "SB_DFFNS", "SB_DFFNESR", "SB_DFFNER", "SB_DFFNES", "SB_DFFNSS",
-                                 "SB_DFFNESS")),
+        "flip-flops": ("yosys", ("SB_DFF*",)),  # every SB_DFF variant (enable, set/reset, negedge)
         "carry cells": ("yosys", ("SB_CARRY",)),
         "block RAM (4 kbit)": ("pnr", ("ICESTORM_RAM",)),
         "SPRAM (256 kbit)": ("pnr", ("ICESTORM_SPRAM",)),
@@ -44,6 +42,10 @@ CAPACITY_ROWS = ("logic cells", "logic cells (LUT4s + carry)", "block RAM (4 kbi
                  "SPRAM (256 kbit)", "flip-flops", "I/O")
 
 _UTIL_LINE = re.compile(r"Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%")
+
+
+def _matches(cell, pattern):
+    return cell.startswith(pattern[:-1]) if pattern.endswith("*") else cell == pattern
 
 
 def placed_utilisation(folder):
@@ -112,7 +114,7 @@ def build_report(folder, board, *, target_mhz, record):
             used = sum(util.get(t, (0, 0))[0] for t in types)
             avail = sum(util.get(t, (0, 0))[1] for t in types)
         else:
-            used, avail = sum(cells.get(t, 0) for t in types), None
+            used, avail = sum(n for cell, n in cells.items() if any(_matches(cell, t) for t in types)), None
         if label == "flip-flops" and board.family == "ice40":
             avail = util.get("ICESTORM_LC", (0, None))[1]
         rows.append({"resource": label, "used": used, "available": avail})

@@ -6,7 +6,6 @@ layer (:func:`fpga.build.random_case`); a point that does not fit is kept, with 
 figure that failed.
 """
 
-import json
 import pathlib
 import sys
 

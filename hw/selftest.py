@@ -1,9 +1,9 @@
-"""On-board self-test: run one exported layer from ROMs and check its outputs' checksum.
+"""On-board self-test: run one exported layer from memories and check its outputs' checksum.
 
 The board top (:mod:`templates.board`) wraps :class:`SelfTest` with a reset synchroniser,
-ROMs initialised from memory files and LEDs.  The ``act`` and ``wgt`` ROMs are the
+memories initialised from memory files and LEDs.  The ``act`` and ``wgt`` memories are the
 engine's input memories (one golden sample's activations, the layer's weights).  The
-``ctl`` ROM, 16 bits wide, holds the layer descriptor and the channel parameters
+``ctl`` memory, 16 bits wide, holds the layer descriptor and the channel parameters
 (:func:`control_words`); after reset the self-test copies them into a descriptor register
 and the engine's own parameter memory, so synthesis sees a general engine, not one folded
 round a constant layer.  It then starts the engine once, reads the whole output memory
@@ -12,7 +12,6 @@ compares that with the checksum of the golden outputs, computed in Python from t
 artifact.  ``passed`` or ``failed`` then stays high until the next reset.
 """
 
-import numpy as np
 from amaranth.hdl import Cat, Const, Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.memory import ReadPort
@@ -25,7 +24,7 @@ from .engine import LayerEngine, _abits, descriptor_layout, par_layout
 CHECK_BITS = 32
 #: Checksum chunks XORed before the first register of the fold.
 FOLD_GROUP = 4
-#: Bits of a control-ROM word.
+#: Bits of a control-memory word.
 CTL_BITS = 16
 
 
@@ -35,7 +34,7 @@ def chunks(bits):
 
 
 def control_words(cfg, descriptor, par_words):
-    """The control ROM's contents: the descriptor (field values, see
+    """The control memory's contents: the descriptor (field values, see
     :func:`hw.engine.descriptor_layout`), then each parameter word (integers), each value
     split into ``CTL_BITS``-bit words, least significant first."""
     layout = descriptor_layout(cfg)
@@ -70,20 +69,21 @@ def expected_checksum(plan, y):
     return checksum(cfg, codes.pack(plan.out_image(y), cfg.out_bits))
 
 
-def for_plan(plan, y):
-    """``(SelfTest, control words)`` that run ``plan``'s layer and expect outputs ``y``."""
-    par = plan.memory_words(np.zeros(plan.layer.in_shape, dtype=np.int64))["par"]
-    dut = SelfTest(plan.cfg, par_count=len(par), out_words=plan.out_words, expected=expected_checksum(plan, y))
-    return dut, control_words(plan.cfg, plan.descriptor(), par)
+def for_plan(plan, par_words, y):
+    """``(SelfTest, control words)`` that run ``plan``'s layer with parameter words
+    ``par_words`` (:meth:`hw.plan.LayerPlan.memory_words`) and expect outputs ``y``."""
+    dut = SelfTest(plan.cfg, par_count=len(par_words), out_words=plan.out_words,
+                   expected=expected_checksum(plan, y))
+    return dut, control_words(plan.cfg, plan.descriptor(), par_words)
 
 
 class SelfTest(wiring.Component):
-    """Loads a layer's descriptor and ``par_count`` parameter words from the control ROM
+    """Loads a layer's descriptor and ``par_count`` parameter words from the control memory
     (``ctl_r``), runs it on a :class:`LayerEngine` whose ``act`` and ``wgt`` memories are
-    outside (``act_r``, ``wgt_r``: ROMs in the board top) and checks the output memory
+    outside (``act_r``, ``wgt_r``: memories in the board top) and checks the output memory
     against ``expected`` (:func:`expected_checksum`).
 
-    Ports: the three ROM read ports, ``passed``, ``failed`` (each stays high once decided),
+    Ports: the three memory read ports, ``passed``, ``failed`` (each stays high once decided),
     ``busy`` (loading, running or reading back) and ``checksum`` (the value computed, for
     a testbench).
     """
@@ -120,7 +120,7 @@ class SelfTest(wiring.Component):
             outer, inner = getattr(self, f"{name}_r"), getattr(engine, f"{name}_r")
             m.d.comb += [outer.addr.eq(inner.addr), outer.en.eq(inner.en), inner.data.eq(outer.data)]
 
-        # --- load: control ROM -> descriptor register and parameter memory -----------
+        # --- load: control memory -> descriptor register and parameter memory -----------
         desc_bits, par_bits = descriptor_layout(cfg).size, par_layout(cfg).size
         k_desc, k_par = chunks(desc_bits), chunks(par_bits)
         # both shift registers take words at the top, so after k words the value is whole

@@ -5,6 +5,9 @@ import os
 import pathlib
 import tempfile
 
+from fpga.boards import pins
+from templates.board import LIBRARY, SELFTEST
+
 from . import runner
 from .tb import CASE_ENV
 
@@ -18,9 +21,6 @@ def simulate_board(folder, board, cfg, plan, *, expect="passed", frames=(), expe
     The folder must have been written with ``mem_prefix`` set to its own path, since the
     simulator runs elsewhere.
     """
-    from fpga.boards import pins
-    from templates.board import LIBRARY, SELFTEST
-
     folder = pathlib.Path(folder)
     sources = [folder / f for f in (*LIBRARY, f"{SELFTEST}.v", "top.v")]
     p = pins(board)

@@ -2,10 +2,10 @@
 
 Everything a bitstream needs lands in one folder, so ``build.sh`` there rebuilds it
 without Python: ``selftest.v`` (Amaranth: the engine and its self-test controller),
-``top.v`` (this package's template: clock, reset synchroniser, ROMs, LEDs), the
-hand-written library ``shiftnn_mem.v``/``shiftnn_reset.v``, ``act.hex``/``wgt.hex``/
-``ctl.hex`` (one golden sample's activations, the layer's weights, then its descriptor and channel parameters),
-the board's constraint file, ``synth.ys`` and ``build.sh``.  ``design.json`` records the
+``top.v`` (this package's template: clock, reset synchroniser, memories, loader, LEDs), the
+hand-written library (``shiftnn_mem.v``, ``shiftnn_reset.v``, ``shiftnn_loader.v``),
+``act.hex``/``wgt.hex``/``ctl.hex`` (one golden sample's activations, the layer's weights,
+then its descriptor and channel parameters), the board's constraint file, ``synth.ys`` and ``build.sh``.  ``design.json`` records the
 config, the layer and the expected checksum.
 """
 
@@ -22,6 +22,7 @@ from hw.plan import LayerPlan
 from hw.selftest import CTL_BITS, SelfTest, for_plan
 from quant.errors import UserError
 from quant.fileio import write_atomic, write_json
+from quant.reference import run_layer
 
 from .render import TEMPLATE_ROOT, artifact_id, banner, write_rendered
 
@@ -38,7 +39,6 @@ class SelfTestCase:
     """The layer and golden sample the board runs, with everything derived from them."""
 
     plan: LayerPlan
-    index: int  # position of the layer in network.layers
     sample: int
     words: dict  # memory name -> integer words
     output: object  # the layer's golden output for the sample
@@ -47,11 +47,9 @@ class SelfTestCase:
     def from_layer(cls, layer, x, cfg):
         """A case for any integer ``layer`` (e.g. from :mod:`hw.random_layers`) on input
         codes ``x``; the expected outputs come from the golden model."""
-        from quant.reference import run_layer
-
         plan = LayerPlan(layer, cfg)
         y = run_layer(layer, np.asarray(x)[None])[0]
-        return cls(plan=plan, index=0, sample=0, words=plan.memory_words(x), output=y)
+        return cls(plan=plan, sample=0, words=plan.memory_words(x), output=y)
 
     @classmethod
     def from_artifact(cls, art, cfg, *, layer=None, sample=0):
@@ -69,7 +67,7 @@ class SelfTestCase:
             raise UserError(f"sample {sample} is out of range: the artifact has {n} golden samples")
         x = golden.inputs[sample] if index == 0 else golden.outputs[index - 1][sample]
         plan = LayerPlan(network.layers[index], cfg)
-        return cls(plan=plan, index=index, sample=sample, words=plan.memory_words(x),
+        return cls(plan=plan, sample=sample, words=plan.memory_words(x),
                    output=golden.outputs[index][sample])
 
 
@@ -101,21 +99,21 @@ def write_board(out_dir, board, cfg, case, *, artifact=None, mem_prefix=""):
     plan = case.plan
 
     # Amaranth: the engine and the self-test controller
-    dut, ctl = for_plan(plan, case.output)
+    dut, ctl = for_plan(plan, case.words["par"], case.output)
     engine = dut.engine
     text = banner("selftest.v", GENERATOR, source) + verilog.convert(dut, name=SELFTEST)
     write_atomic(out / "selftest.v", lambda tmp: pathlib.Path(tmp).write_text(text))
     for name in LIBRARY:
         shutil.copyfile(TEMPLATE_ROOT / "board" / name, out / name)
 
-    roms = []
+    memories = []
     contents = {name: (case.words[name], engine.shape(name).size, engine.depth(name)) for name in SelfTest.EXTERNAL}
     contents["ctl"] = (ctl, CTL_BITS, len(ctl))
     for name, (words, width, depth) in contents.items():
         file = f"{name}.hex"
         body = banner(file, GENERATOR, source) + hex_lines(words, width)
         write_atomic(out / file, lambda tmp, body=body: pathlib.Path(tmp).write_text(body))
-        roms.append({"name": name, "width": width, "depth": depth, "abits": max(1, (depth - 1).bit_length()),
+        memories.append({"name": name, "width": width, "depth": depth, "abits": max(1, (depth - 1).bit_length()),
                      "file": f"{mem_prefix}{file}"})
 
     p = pins(board)
@@ -125,10 +123,10 @@ def write_board(out_dir, board, cfg, case, *, artifact=None, mem_prefix=""):
         "expected_hex": f"0x{dut.expected:08x}",
         "pass_led": next(led["port"] for led in leds if led["signal"] == "passed"),
         "fail_led": next(led["port"] for led in leds if led["signal"] == "failed"),
-        "clock": p["clock"], "button": p["button"], "leds": leds, "roms": roms,
+        "clock": p["clock"], "button": p["button"], "leds": leds, "memories": memories,
         "reset_cycles_log2": RESET_CYCLES_LOG2,
         "load_clock": p["load_clock"], "load_data": p["load_data"],
-        "load_abits": max(rom["abits"] for rom in roms), "load_width": max(rom["width"] for rom in roms),
+        "load_abits": max(rom["abits"] for rom in memories), "load_width": max(rom["width"] for rom in memories),
     }
     write_rendered(out / "top.v", "board/top.v.j2", context, generator=GENERATOR, source=source)
 
@@ -171,6 +169,6 @@ def write_board(out_dir, board, cfg, case, *, artifact=None, mem_prefix=""):
     }
     write_json(out / "design.json", record)
     return {"bitstream": bitstream, "pnr_args": pnr_args, "pack_args": pack_args, "sources": sources,
-            "constraints": constraints,
-            "loader": {"memories": [rom["name"] for rom in roms], "abits": context["load_abits"],
+            "constraints": constraints, "record": record,
+            "loader": {"memories": [rom["name"] for rom in memories], "abits": context["load_abits"],
                        "width": context["load_width"]}}
