@@ -10,7 +10,7 @@ from . import arith
 from .data import DATASETS
 from .errors import UserError
 from .models import MODELS
-from .recipes import METHODS
+from .methods import METHODS, method_class
 
 
 @dataclass
@@ -32,6 +32,24 @@ class TrainConfig:
     bn_freeze: int = field(default=-1, metadata={
         "help": "epochs at the end during which BatchNorm is folded with running statistics in training "
                 "too, so training is the deployed arithmetic (-1: half the epochs)"})
+    # method options (read only by the method named)
+    teacher: str = field(default=None, metadata={"help": "distill: float run to distil from (default: --init-from)"})
+    temperature: float = field(default=4.0, metadata={"help": "distill: softmax temperature of the soft targets"})
+    distill_weight: float = field(default=0.7, metadata={
+        "help": "distill: share of the soft-target loss (the rest is cross-entropy with the labels)"})
+    learn_points: bool = field(default=True, metadata={
+        "help": "distill: learn the quantisation points (differentiable quantisation); false: fixed powers of two"})
+    inq_schedule: str = field(default="auto", metadata={
+        "help": "inq: accumulated portions in percent, e.g. 50,75,87.5,100 (auto: the paper's schedule for --wbits)"})
+    ttq_threshold: float = field(default=0.05, metadata={"help": "ttq: ternary threshold as a fraction of max|w|"})
+    stochastic: str = field(default="weights,acts,update", metadata={
+        "help": "stochastic: what is rounded stochastically in training, a comma list of weights, acts, update"})
+    update_frac_bits: int = field(default=14, metadata={
+        "help": "stochastic: fraction bits of the fixed-point weights the update is rounded to (Gupta et al.: 14)"})
+    ptq_range: str = field(default="mse", metadata={
+        "help": "ptq: weight range rule, max (no clipping) | mse (least squared error) | sqnr-per-channel... see docs"})
+    ptq_cle: bool = field(default=True, metadata={"help": "ptq: cross-layer equalisation before quantising"})
+    ptq_bias_correction: bool = field(default=True, metadata={"help": "ptq: correct the bias for the weight error"})
     seed: int = field(default=0, metadata={"help": "seed for initialisation and shuffling"})
     init_from: str = field(default=None, metadata={"help": "run directory (or checkpoint) to start from, e.g. a float run"})
     golden: int = field(default=32, metadata={"help": "test images whose every layer output goes into the artifact"})
@@ -46,6 +64,7 @@ class TrainConfig:
         if self.method not in METHODS:
             raise UserError(f"unknown method {self.method!r}; choose --method from {', '.join(METHODS)}")
         arith.check_bits(wbits=self.wbits, abits=self.abits, terms=self.terms)
+        method_class(self.method).check(self)
         for name in ("epochs", "golden"):
             if getattr(self, name) < 0:
                 raise UserError(f"--{name.replace('_', '-')} must be >= 0, not {getattr(self, name)}")

@@ -16,7 +16,6 @@ from torch import nn
 from . import arith
 from .errors import UserError
 from .quantizers import ActQuant, quant_bias, quantize_input
-from .recipes import weight_quant_factory
 
 
 class QuantInput(nn.Module):
@@ -50,6 +49,7 @@ class _QuantWeighted:
         self.weight_quant = weight_quant
         self.bn = bn
         self.bn_frozen = False
+        self.bn_folded = False  # BatchNorm folded into the weight for good (quant.methods.base.fold_bn_for_good)
         self._input = None  # a one-element tuple: keeps the feeding quantiser out of submodules
 
     def link_input(self, quant):
@@ -81,6 +81,8 @@ class _QuantWeighted:
         bias = self.bias if self.bias is not None else torch.zeros(self.out_features_, device=self.weight.device)
         if self.bn is None:
             return self.weight, bias
+        if self.bn_folded:
+            return self.weight, self.bn.bias + bias
         inv_std = torch.rsqrt(self.bn.running_var + self.bn.eps)
         scale = self.bn.weight * inv_std
         w = self.weight * scale.view((-1,) + (1,) * (self.weight.dim() - 1))
@@ -230,7 +232,7 @@ class QuantNet(nn.Module):
             m.bn_frozen = frozen
 
 
-def quantize_model(model, config=None, *, make_weight_quant=None, abits=None):
+def quantize_model(model, config=None, *, make_weight_quant=None, make_act_quant=None, abits=None):
     """Convert a float ``nn.Sequential`` into a :class:`QuantNet`.
 
     Supported layers: ``Conv2d`` (groups 1, zero padding) and ``Linear``, each optionally
@@ -242,18 +244,23 @@ def quantize_model(model, config=None, *, make_weight_quant=None, abits=None):
     ----------
     model : nn.Sequential
         The float network.
-    config : object, optional
-        Anything with ``method``, ``wbits``, ``abits``, ``terms`` and ``per_channel``
-        (a :class:`quant.config.TrainConfig`); or give the two keywords instead:
+    config : quant.config.TrainConfig, optional
+        Its method (:mod:`quant.methods`) makes the quantisers; or give the keywords instead:
     make_weight_quant : callable
         Returns a fresh weight quantiser for each weighted layer.
+    make_act_quant : callable, optional
+        ``make_act_quant(bits)`` returns a fresh :class:`QuantReLU` (default: ``QuantReLU``).
     abits : int
         Activation bits (also the input's bits).
     """
     if config is not None:
-        make_weight_quant = weight_quant_factory(config.method, wbits=config.wbits, terms=config.terms,
-                                                 per_channel=config.per_channel)
-        abits = config.abits
+        from .methods import get_method  # the methods build on these layers
+
+        method = get_method(config)
+        make_weight_quant = method.weight_quant if method.quantized else None
+        make_act_quant, abits = method.act_quant, config.abits
+    if make_act_quant is None:
+        make_act_quant = lambda bits: QuantReLU(bits=bits)  # noqa: E731
     if make_weight_quant is None or abits is None:
         raise UserError("quantize_model needs a quantised config (method other than float), "
                         "or make_weight_quant and abits")
@@ -283,7 +290,7 @@ def quantize_model(model, config=None, *, make_weight_quant=None, abits=None):
             q.link_input(feeding)
             out.append(q)
         elif isinstance(m, nn.ReLU):
-            feeding = QuantReLU(bits=abits)
+            feeding = make_act_quant(abits)
             out.append(feeding)
         elif isinstance(m, nn.MaxPool2d):
             if m.padding not in (0, (0, 0)) or m.dilation not in (1, (1, 1)) or m.ceil_mode:

@@ -1,24 +1,20 @@
-"""Named quantisation recipes: which weight quantiser each ``--method`` builds.
+"""Weight quantiser factories by method name (kept for callers that build a network by hand).
 
-A recipe maps the typed training config to a factory of weight quantisers; the
-activation quantiser is the same unsigned power-of-two one for every recipe here.
+The methods themselves live in :mod:`quant.methods`.
 """
 
-import functools
+from .methods import METHODS, method_class
 
-from .errors import UserError
-from .quantizers import Pow2WeightQuant, UniformWeightQuant
-
-#: ``float`` trains the network unquantised (a starting point for ``--init-from``).
-METHODS = ("float", "pow2", "uniform")
+__all__ = ["METHODS", "weight_quant_factory"]
 
 
-def weight_quant_factory(method, *, wbits, terms, per_channel):
-    """A zero-argument callable making the weight quantiser of ``method`` (None for ``float``)."""
-    if method == "float":
-        return None
-    if method == "pow2":
-        return functools.partial(Pow2WeightQuant, wbits=wbits, terms=terms, per_channel=per_channel)
-    if method == "uniform":
-        return functools.partial(UniformWeightQuant, wbits=wbits, per_channel=per_channel)
-    raise UserError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+def weight_quant_factory(method, *, wbits, terms, per_channel, **options):
+    """A zero-argument callable making the weight quantiser of ``method`` (None for ``float``).
+
+    ``options`` are further config keys the method reads (defaults otherwise).
+    """
+    from .config import TrainConfig
+
+    cfg = TrainConfig(method=method, wbits=wbits, terms=terms, per_channel=per_channel, **options)
+    m = method_class(method)(cfg)
+    return m.weight_quant if m.quantized else None

@@ -8,6 +8,7 @@ from .config import TrainConfig
 from .errors import UserError
 from .fileio import write_atomic
 from .layers import QuantNet, quantize_model
+from .methods import get_method
 from .models import build_model
 
 CHECKPOINT = "checkpoint.pt"
@@ -17,13 +18,18 @@ SUMMARY = "summary.json"
 ARTIFACT = "artifact.npz"
 
 
-def build_network(cfg, image_shape, num_classes=10, *, float_model=None):
+def build_network(cfg, image_shape, num_classes=10, *, float_model=None, method=None):
     """The network ``cfg`` trains: a float ``nn.Sequential`` or a :class:`QuantNet` (quantising
-    ``float_model``, a trained float network, when given)."""
+    ``float_model``, a trained float network, when given) with ``method``'s quantisers
+    (default: the config's method, :mod:`quant.methods`)."""
     model = float_model if float_model is not None else build_model(cfg.model, image_shape, num_classes)
     if not cfg.quantized:
         return model
-    return quantize_model(model, cfg)
+    method = method or get_method(cfg)
+    net = quantize_model(model, make_weight_quant=method.weight_quant, make_act_quant=method.act_quant,
+                         abits=cfg.abits)
+    method.build(net)
+    return net
 
 
 def save_checkpoint(path, *, model, optimizer, scheduler, epoch, cfg, image_shape, extra=None):
@@ -61,10 +67,10 @@ def load_checkpoint(path):
     return state
 
 
-def load_network(path):
+def load_network(path, *, method=None):
     """Rebuild a run's network from its checkpoint; returns ``(network, state)``."""
     state = load_checkpoint(path)
-    net = build_network(state["config"], state["image_shape"])
+    net = build_network(state["config"], state["image_shape"], method=method)
     try:
         net.load_state_dict(state["model"])
     except RuntimeError as exc:

@@ -22,6 +22,7 @@ from .data import batches, load_dataset
 from .errors import UserError, cli_main
 from .export import export_network
 from .fileio import write_json
+from .methods import get_method
 from .verify import compare
 
 
@@ -44,11 +45,17 @@ def _check_compatible(cfg, src, path):
                             f"this run uses --{key} {getattr(cfg, key)}; they must match")
 
 
-def initial_network(cfg, dataset):
-    """The network to train: fresh, or from ``cfg.init_from``.  Returns ``(net, float_accuracy, source)``."""
+def initial_network(cfg, dataset, method):
+    """The network to train, set up by ``method``: fresh, or from ``cfg.init_from``.
+
+    Returns ``(net, float_accuracy, source)``.
+    """
     torch.manual_seed(cfg.seed)
     if not cfg.init_from:
-        return runs.build_network(cfg, dataset.image_shape, dataset.num_classes), None, None
+        net = runs.build_network(cfg, dataset.image_shape, dataset.num_classes, method=method)
+        if cfg.quantized:
+            method.setup(net, dataset, None)
+        return net, None, None
     src_net, state = runs.load_network(cfg.init_from)
     _check_compatible(cfg, state["config"], cfg.init_from)
     src_cfg = state["config"]
@@ -58,91 +65,140 @@ def initial_network(cfg, dataset):
             raise UserError(f"--init-from {cfg.init_from} is quantised ({src_cfg.method}); a float run starts from a float run")
         return src_net, float_acc, cfg.init_from
     if not src_cfg.quantized:
-        net = runs.build_network(cfg, dataset.image_shape, dataset.num_classes, float_model=src_net)
-        net.calibrate(dataset.train_x[:512])
+        net = runs.build_network(cfg, dataset.image_shape, dataset.num_classes, float_model=src_net, method=method)
+        method.setup(net, dataset, src_cfg)
         return net, float_acc, cfg.init_from
     # a quantised start (e.g. 3-bit from a 4-bit run): its latent float weights, BatchNorm and
     # activation exponents carry over; the new quantisers apply from the first step
-    net = runs.build_network(cfg, dataset.image_shape, dataset.num_classes)
+    net = runs.build_network(cfg, dataset.image_shape, dataset.num_classes, method=method)
     try:
         net.load_state_dict(src_net.state_dict())
     except RuntimeError:
         raise UserError(f"--init-from {cfg.init_from} ({src_cfg.method}) does not fit --method {cfg.method}; "
                         f"start from a float run") from None
-    if src_cfg.abits != cfg.abits:
-        net.calibrate(dataset.train_x[:512])
+    method.setup(net, dataset, src_cfg)
     return net, None, None
+
+
+def load_teacher(cfg, dataset):
+    """The float network a distilling method learns from (``--teacher``, else ``--init-from``)."""
+    path = cfg.teacher or cfg.init_from
+    if not path:
+        raise UserError(f"--method {cfg.method} distils from a float network: give --teacher RUN_DIR "
+                        f"(or --init-from a float run)")
+    teacher, state = runs.load_network(path)
+    _check_compatible(cfg, state["config"], path)
+    if state["config"].quantized:
+        raise UserError(f"--teacher {path} is quantised ({state['config'].method}); the teacher must be a float run")
+    teacher.eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
+
+
+class Trainer:
+    """The optimiser and learning-rate schedule of a run (Adam, cosine-annealed to zero).
+
+    A method may restart the schedule (INQ resets the learning rate at each partition step).
+    """
+
+    def __init__(self, net, cfg):
+        self.cfg = cfg
+        self.params = [p for p in net.parameters() if p.requires_grad]
+        self.opt = torch.optim.Adam(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=max(1, cfg.epochs))
+        self.restarts = False
+
+    def restart_lr(self, epochs):
+        """Back to ``--lr``, cosine-annealed to zero over the next ``epochs`` epochs; Adam's moments reset."""
+        self.restarts = True
+        self.opt.state.clear()
+        for g in self.opt.param_groups:
+            g["lr"] = g["initial_lr"] = self.cfg.lr
+        self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=max(1, epochs))
+
+    def load(self, state):
+        if state.get("optimizer"):
+            self.opt.load_state_dict(state["optimizer"])
+        if state.get("scheduler"):
+            self.sched.load_state_dict(state["scheduler"])
+            if not state["extra"].get("lr_restarts"):
+                self.sched.T_max = max(1, self.cfg.epochs)
 
 
 def train(cfg, *, resume=False, progress=True):
     """Train per ``cfg`` into ``cfg.out``; export and verify quantised models.  Returns the summary."""
     out = pathlib.Path(cfg.out)
     dataset = load_dataset(cfg.data, cfg.data_dir)
+    method = get_method(cfg)
     start_epoch, float_acc, float_source = 0, None, None
+    t_setup = time.perf_counter()
     if resume:
-        net, state = runs.load_network(out)
+        net, state = runs.load_network(out, method=method)
         start_epoch = state["epoch"]
         float_acc, float_source = state["extra"].get("float_accuracy"), state["extra"].get("float_source")
     else:
-        net, float_acc, float_source = initial_network(cfg, dataset)
-        if cfg.quantized and not cfg.init_from:
-            net.calibrate(dataset.train_x[:512])
+        net, float_acc, float_source = initial_network(cfg, dataset, method)
+    if method.needs_teacher:
+        method.teacher = load_teacher(cfg, dataset)
+    setup_seconds = time.perf_counter() - t_setup
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / runs.CONFIG, cfg.to_dict())
 
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, cfg.epochs))
+    trainer = Trainer(net, cfg)
     if resume:
-        if state.get("optimizer"):
-            opt.load_state_dict(state["optimizer"])
-        if state.get("scheduler"):
-            sched.load_state_dict(state["scheduler"])
-            sched.T_max = max(1, cfg.epochs)
+        trainer.load(state)
         torch.set_rng_state(state["rng"])
-    print(f"{dataset.describe()}; {cfg.model}, method {cfg.method}"
-          + (f" W{cfg.wbits}/A{cfg.abits}" if cfg.quantized else "")
-          + (f" terms={cfg.terms}" if cfg.method == "pow2" else "")
-          + f"; epochs {start_epoch}..{cfg.epochs}", file=sys.stderr)
+    epochs = cfg.epochs if method.trains else 0
+    print(f"{dataset.describe()}; {cfg.model}, method {method.describe()}; epochs {start_epoch}..{epochs}",
+          file=sys.stderr)
 
-    extra = {"float_accuracy": float_acc, "float_source": float_source}
+    extra = {"float_accuracy": float_acc, "float_source": float_source,
+             "setup_seconds": round(setup_seconds, 3) if not resume else state["extra"].get("setup_seconds")}
     epoch_seconds = []
     log_mode = "a" if resume else "w"
     with open(out / runs.LOG, log_mode) as log:
-        for epoch in range(start_epoch, cfg.epochs):
+        for epoch in range(start_epoch, epochs):
             if cfg.quantized:
-                net.freeze_bn(epoch >= cfg.epochs - cfg.bn_freeze_epochs)
+                net.freeze_bn(method.bn_frozen(epoch))
+                method.epoch_start(net, epoch, trainer)
+            extra["lr_restarts"] = trainer.restarts
             net.train()
             gen = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
             it = batches(dataset.train_x, dataset.train_y, cfg.batch_size, shuffle=True, generator=gen)
             steps = -(-dataset.train_x.shape[0] // cfg.batch_size)
-            bar = tqdm(it, total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
+            bar = tqdm(it, total=steps, desc=f"epoch {epoch + 1}/{epochs}", leave=False,
                        disable=not progress, file=sys.stderr)
             t0 = time.perf_counter()
             loss_sum, seen = 0.0, 0
             for xb, yb in bar:
-                loss = F.cross_entropy(net(xb), yb)
-                opt.zero_grad(set_to_none=True)
+                loss = method.loss(net(xb), yb, xb)
+                trainer.opt.zero_grad(set_to_none=True)
                 loss.backward()
-                opt.step()
+                method.before_step(net)
+                trainer.opt.step()
+                method.after_step(net)
                 loss_sum += loss.item() * xb.shape[0]
                 seen += xb.shape[0]
             seconds = time.perf_counter() - t0
             epoch_seconds.append(seconds)
-            sched.step()
+            trainer.sched.step()
             acc = evaluate(net, dataset.test_x, dataset.test_y)
             line = {"epoch": epoch + 1, "loss": round(loss_sum / seen, 5), "test_accuracy": acc,
-                    "lr": opt.param_groups[0]["lr"], "seconds": round(seconds, 3)}
-            print(f"epoch {epoch + 1}/{cfg.epochs}  loss {line['loss']:.4f}  test {100 * acc:.2f}%  {seconds:.1f}s",
+                    "lr": trainer.opt.param_groups[0]["lr"], "seconds": round(seconds, 3)}
+            print(f"epoch {epoch + 1}/{epochs}  loss {line['loss']:.4f}  test {100 * acc:.2f}%  {seconds:.1f}s",
                   file=sys.stderr)
-            runs.save_checkpoint(out / runs.CHECKPOINT, model=net, optimizer=opt, scheduler=sched,
+            runs.save_checkpoint(out / runs.CHECKPOINT, model=net, optimizer=trainer.opt, scheduler=trainer.sched,
                                  epoch=epoch + 1, cfg=cfg, image_shape=dataset.image_shape, extra=extra)
             # the log line only after the checkpoint holds the epoch, so a resume never repeats it
             log.write(json.dumps(line) + "\n")
             log.flush()
-    if cfg.epochs == 0 or start_epoch >= cfg.epochs:
-        runs.save_checkpoint(out / runs.CHECKPOINT, model=net, optimizer=opt, scheduler=sched,
-                             epoch=max(start_epoch, cfg.epochs), cfg=cfg, image_shape=dataset.image_shape,
-                             extra=extra)
+    if cfg.quantized:
+        method.finish(net)
+    if epochs == 0 or start_epoch >= epochs or cfg.quantized:
+        # the final state (after ``finish``) is what the checkpoint keeps and the artifact exports
+        runs.save_checkpoint(out / runs.CHECKPOINT, model=net, optimizer=trainer.opt, scheduler=trainer.sched,
+                             epoch=max(start_epoch, epochs), cfg=cfg, image_shape=dataset.image_shape, extra=extra)
     return finish(net, cfg, dataset, out, extra, epoch_seconds)
 
 
@@ -159,6 +215,7 @@ def finish(net, cfg, dataset, out, extra, epoch_seconds):
         "reference_accuracy": None, "logit_mismatches": None, "prediction_mismatches": None,
         "test_images": int(dataset.test_x.shape[0]),
         "seconds_per_epoch": round(sum(epoch_seconds) / len(epoch_seconds), 3) if epoch_seconds else None,
+        "train_seconds": round(sum(epoch_seconds) + (extra.get("setup_seconds") or 0.0), 3),
         "artifact": None,
     }
     if cfg.quantized:
