@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 SIM_RUN   ?= runs/demo-pow2
 MNIST_RUN ?= runs/mnist-pow2
 
-.PHONY: setup test test-all demo train sim sim-mnist bitstream sweep hls lint bench clean distclean help
+.PHONY: setup test test-all demo train sim sim-mnist bitstream sweep hls lint bench methods clean distclean help
 
 help:
 	@echo "make demo       train, export and verify a power-of-two CNN on the bundled digits"
@@ -24,6 +24,7 @@ help:
 	@echo "make hls        HLS C++ of the demo model, compiled with g++ and checked on its golden vectors"
 	@echo "make lint       verilator --lint-only of the generated engine (warnings that matter)"
 	@echo "make bench      benchmarks (QAT vs float step time, simulator speed)"
+	@echo "make methods    every quantisation method x bits on digits and MNIST: docs/results.md and its plot (~30 min)"
 	@echo "make setup      create $(VENV) with the pinned tool versions"
 	@echo "make clean      remove runs/ and build outputs; make distclean also removes $(VENV)"
 
@@ -84,6 +85,10 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/train_speed.py --data-dir $(MNIST)
 	$(PY) bench/sim_speed.py
+
+# the methods comparison (runs cached in runs/methods: a rerun trains only what is missing)
+methods: $(STAMP)
+	$(PY) bench/methods.py --data-dir $(MNIST) --jobs 2
 
 clean:
 	rm -rf runs build .pytest_cache .hypothesis

@@ -40,16 +40,25 @@ class TrainConfig:
     learn_points: bool = field(default=True, metadata={
         "help": "distill: learn the quantisation points (differentiable quantisation); false: fixed powers of two"})
     inq_schedule: str = field(default="auto", metadata={
-        "help": "inq: accumulated portions in percent, e.g. 50,75,87.5,100 (auto: the paper's schedule for --wbits)"})
-    ttq_threshold: float = field(default=0.05, metadata={"help": "ttq: ternary threshold as a fraction of max|w|"})
+        "help": "inq: accumulated portions in percent, e.g. 50,75,87.5,100; what is left is quantised at the end "
+                "(auto: the paper's schedule for --wbits)"})
+    ttq_threshold: float = field(default=0.05, metadata={
+        "help": "ttq: ternary threshold as a fraction of max|w| per output channel "
+                "(per layer with --per-channel false), in (0, 1)"})
     stochastic: str = field(default="weights,acts,update", metadata={
-        "help": "stochastic: what is rounded stochastically in training, a comma list of weights, acts, update"})
+        "help": "stochastic: what is rounded stochastically in training, a comma list of weights, acts, update "
+                "(or none); eval and export always round to nearest"})
     update_frac_bits: int = field(default=14, metadata={
-        "help": "stochastic: fraction bits of the fixed-point weights the update is rounded to (Gupta et al.: 14)"})
+        "help": "stochastic: fraction bits FL of the 16-bit fixed-point words <16-FL, FL> the weights are "
+                "rounded to after each update (Gupta et al.: 14)"})
     ptq_range: str = field(default="mse", metadata={
-        "help": "ptq: weight range rule, max (no clipping) | mse (least squared error) | sqnr-per-channel... see docs"})
-    ptq_cle: bool = field(default=True, metadata={"help": "ptq: cross-layer equalisation before quantising"})
-    ptq_bias_correction: bool = field(default=True, metadata={"help": "ptq: correct the bias for the weight error"})
+        "help": "ptq: weight window rule, max (no clipping) | mse (least squared weight error) | "
+                "gauss (least expected error for Gaussian weights of the channel's rms)"})
+    ptq_cle: bool = field(default=True, metadata={
+        "help": "ptq: cross-layer equalisation (DFQ) of layers joined by ReLU before quantising"})
+    ptq_bias_correction: bool = field(default=True, metadata={
+        "help": "ptq: correct each bias for the expected error of its quantised weights (DFQ; "
+                "input means from BatchNorm)"})
     seed: int = field(default=0, metadata={"help": "seed for initialisation and shuffling"})
     init_from: str = field(default=None, metadata={"help": "run directory (or checkpoint) to start from, e.g. a float run"})
     golden: int = field(default=32, metadata={"help": "test images whose every layer output goes into the artifact"})

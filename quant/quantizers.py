@@ -22,7 +22,13 @@ from . import arith
 
 
 def ste(x, q):
-    """Straight-through estimator: forward ``q``, backward identity to ``x``."""
+    """Straight-through estimator: forward ``q``, backward identity to ``x``.
+
+    Without a gradient to carry it returns ``q`` itself: ``x + (q - x)`` in floating point
+    need not equal ``q`` exactly, and the eval forward must be the exported integers.
+    """
+    if not (torch.is_grad_enabled() and x.requires_grad):
+        return q
     return x + (q - x).detach()
 
 
@@ -115,6 +121,15 @@ def pow2_codes(w, wbits, terms, per_channel=True, *, values_only=False):
     levels = arith.shift_levels(wbits)
     e0 = pow2_top_exponent(_channel_absmax(w, per_channel)) - (levels - 1)
     rest = w.detach() * _view_channels(torch.exp2(-e0), w)  # in units of 2**e0, exact
+    return pow2_sum_codes(rest, e0, levels, terms, values_only=values_only)
+
+
+def pow2_sum_codes(units, e0, levels, terms, *, values_only=False):
+    """Codes of ``units`` (values in units of ``2**e0``) as greedy sums of ``terms`` signed powers
+    of two ``2**k``, ``k in [0, levels - 1]``: each term is the nearest power of two (or zero)
+    to what the earlier terms left.  (``e0`` is only passed through; it may be None.)"""
+    rest = units
+    e0 = None if e0 is None else e0.long()
     signs, shifts, zeros = [], [], []
     value = None
     for _ in range(terms):
@@ -129,12 +144,12 @@ def pow2_codes(w, wbits, terms, per_channel=True, *, values_only=False):
         shifts.append(k.masked_fill(zero, 0).long())
         zeros.append(zero)
     if values_only:
-        return WeightCodes(sign=None, shift=None, zero=None, e0=e0.long(), value=value)
+        return WeightCodes(sign=None, shift=None, zero=None, e0=e0, value=value)
     return WeightCodes(
         sign=torch.stack(signs).long(),
         shift=torch.stack(shifts).long(),
         zero=torch.stack(zeros),
-        e0=e0.long(),
+        e0=e0,
         value=value,
     )
 

@@ -13,7 +13,6 @@ import sys
 import time
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import runs
@@ -102,10 +101,9 @@ class Trainer:
     A method may restart the schedule (INQ resets the learning rate at each partition step).
     """
 
-    def __init__(self, net, cfg):
+    def __init__(self, net, cfg, method):
         self.cfg = cfg
-        self.params = [p for p in net.parameters() if p.requires_grad]
-        self.opt = torch.optim.Adam(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.opt = torch.optim.Adam(method.param_groups(net), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=max(1, cfg.epochs))
         self.restarts = False
 
@@ -114,7 +112,7 @@ class Trainer:
         self.restarts = True
         self.opt.state.clear()
         for g in self.opt.param_groups:
-            g["lr"] = g["initial_lr"] = self.cfg.lr
+            g["lr"] = g["initial_lr"] = g.get("lr_scale", 1.0) * self.cfg.lr
         self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=max(1, epochs))
 
     def load(self, state):
@@ -145,7 +143,7 @@ def train(cfg, *, resume=False, progress=True):
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / runs.CONFIG, cfg.to_dict())
 
-    trainer = Trainer(net, cfg)
+    trainer = Trainer(net, cfg, method)
     if resume:
         trainer.load(state)
         torch.set_rng_state(state["rng"])

@@ -51,6 +51,8 @@ class Method:
     wbits_only = None
     #: True when the method needs a float teacher network (``--teacher``)
     needs_teacher = False
+    #: True when each weight is one shift by construction (``--terms`` must be 1)
+    single_shift = False
 
     def __init__(self, cfg):
         self.cfg = cfg
@@ -62,6 +64,8 @@ class Method:
         if cls.wbits_only is not None and cfg.wbits not in cls.wbits_only:
             raise UserError(f"--method {cfg.method} is defined for --wbits {' or '.join(map(str, cls.wbits_only))} "
                             f"only, not {cfg.wbits}")
+        if cls.single_shift and cfg.terms != 1:
+            raise UserError(f"--method {cfg.method} quantises each weight to one shift; use --terms 1, not {cfg.terms}")
 
     # -- what the network is made of -----------------------------------------------------------
     def weight_quant(self):
@@ -88,6 +92,12 @@ class Method:
     def bn_frozen(self, epoch):
         """Whether BatchNorm uses its running statistics in this epoch's training forward."""
         return epoch >= self.cfg.epochs - self.cfg.bn_freeze_epochs
+
+    def param_groups(self, net):
+        """Adam's parameter groups: default one group of every trainable parameter.  A group
+        may carry ``lr`` (its own learning rate) and ``lr_scale`` (its ratio to ``--lr``, kept
+        when the schedule restarts)."""
+        return [{"params": [p for p in net.parameters() if p.requires_grad]}]
 
     def epoch_start(self, net, epoch, trainer):
         """Per-epoch schedule; default none."""
@@ -147,6 +157,35 @@ class Uniform(Method):
         return f"{self.label} W{c.wbits}/A{c.abits}"
 
 
+class FoldedMethod(Method):
+    """A method whose weight quantiser holds per-weight state (INQ's masks, DeepShift's shifts,
+    TTQ's scales, direct's levels), with BatchNorm folded into the weights for good.
+
+    ``build`` sizes each quantiser's state from its layer (``weight_quant.allocate(weight)``)
+    before any checkpoint is loaded; ``setup`` folds BatchNorm and then calls
+    :meth:`init_layer` on each weighted layer.
+    """
+
+    def build(self, net):
+        for m in net.weighted_layers():
+            m.weight_quant.allocate(m.weight)
+        mark_bn_folded(net)
+
+    def bn_frozen(self, epoch):
+        return True
+
+    def setup(self, net, dataset, source):
+        fold_bn_for_good(net)
+        with torch.no_grad():
+            for m in net.weighted_layers():
+                self.init_layer(m)
+        super().setup(net, dataset, source)
+
+    def init_layer(self, layer):
+        """Initialise ``layer.weight_quant`` from the folded float ``layer.weight``."""
+        raise NotImplementedError
+
+
 # -- helpers shared by several methods ----------------------------------------------------------
 
 def fold_bn_for_good(net):
@@ -154,21 +193,25 @@ def fold_bn_for_good(net):
 
     For methods that parametrise the deployed weight directly (INQ, DeepShift, direct), a
     BatchNorm that keeps moving would change the weights after they are quantised.  The
-    running statistics are folded now: ``weight <- w * g/s``, the BatchNorm's bias holds the
-    folded bias, and the layer is marked (:func:`mark_bn_folded`) so BatchNorm no longer scales.
+    running statistics are folded now (call this once, in ``setup``): ``weight <- w * g/s``,
+    and the BatchNorm's bias holds the folded bias ``beta + (b - mean) * g/s``.  The layer is
+    marked (:func:`mark_bn_folded`), so from now on BatchNorm only adds that bias.
     """
     with torch.no_grad():
         for m in net.weighted_layers():
-            if m.bn is None or getattr(m, "bn_folded", False):
+            bn = m.bn
+            if bn is None:
                 continue
-            w, b = m.folded()
-            m.weight.copy_(w)
-            m.bn.bias.copy_(b)
+            scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+            bias = m.bias if m.bias is not None else torch.zeros_like(scale)
+            m.weight.mul_(channel_view(scale, m.weight))
+            bn.bias.copy_(bn.bias + (bias - bn.running_mean) * scale)
             if m.bias is not None:
                 m.bias.zero_()
-            m.bn.weight.fill_(1.0)
-            m.bn.running_mean.zero_()
-            m.bn.running_var.fill_(1.0)
+            # no longer read (the layer is marked folded); identity values for anyone who looks
+            bn.weight.fill_(1.0)
+            bn.running_mean.zero_()
+            bn.running_var.fill_(1.0)
     mark_bn_folded(net)
 
 

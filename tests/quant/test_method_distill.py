@@ -1,0 +1,65 @@
+"""distill: the soft-target loss, learned points with their gradients, and the teacher refusals."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from quant.config import TrainConfig
+from quant.errors import UserError
+from quant.methods.distill import Distill, PointsWeightQuant
+from quant.quantizers import Pow2WeightQuant
+from quant.train import main as train_main
+
+from tests.conftest import one_thread
+
+
+def test_loss_mixes_labels_and_soft_targets():
+    torch.manual_seed(0)
+    logits, y = torch.randn(8, 10), torch.randint(10, (8,))
+    m = Distill(TrainConfig(method="distill", distill_weight=0.7, temperature=3.0))
+    m.teacher = lambda x: logits * 1.0  # a teacher that agrees with the student: KL is zero
+    torch.testing.assert_close(m.loss(logits, y, None), 0.3 * F.cross_entropy(logits, y))
+    other = torch.randn(8, 10)
+    m.teacher = lambda x: other
+    kl = F.kl_div(F.log_softmax(logits / 3, 1), F.softmax(other / 3, 1), reduction="batchmean")
+    torch.testing.assert_close(m.loss(logits, y, None), 0.3 * F.cross_entropy(logits, y) + 0.7 * 9 * kl)
+
+
+def test_points_assignment_hardware_values_and_gradients():
+    wq = PointsWeightQuant(wbits=3, terms=1)  # points 1, 2, 4 in units of 2**e0
+    with torch.no_grad():
+        wq.points.copy_(torch.tensor([1.0, 2.6, 3.5]))  # learned; the hardware runs 1, 2, 4
+    # max 0.9: top level 2**0 (INQ's rule), unit 2**-2
+    w = torch.tensor([[0.9, 0.6, -0.2, 0.05, 0.14]], requires_grad=True)
+    q, e0 = wq(w)
+    assert e0.tolist() == [-2]
+    # in units 3.6, 2.4, -0.8, 0.2, 0.56: nearest points 3.5, 2.6, 1, 0, 1, run as 4, 2, 1, 0, 1
+    assert (q.detach() / 0.25).tolist() == [[4.0, 2.0, -1.0, 0.0, 1.0]]
+    (q * torch.tensor([[1.0, 2.0, 3.0, 4.0, 5.0]])).sum().backward()
+    # each point: the sum of its weights' upstream gradients times sign and unit
+    assert wq.points.grad.tolist() == [(-3.0 + 5.0) * 0.25, 2.0 * 0.25, 1.0 * 0.25]
+    assert w.grad.tolist() == [[1.0, 2.0, 3.0, 4.0, 5.0]]  # straight-through to the float weights
+    wq.eval()
+    with torch.no_grad():
+        c = wq.codes(w)
+        q2, _ = wq(w)
+    assert torch.equal(q2, c.value * 0.25)
+
+
+def test_learn_points_false_is_the_pow2_quantiser():
+    assert isinstance(Distill(TrainConfig(method="distill", learn_points=False)).weight_quant(), Pow2WeightQuant)
+
+
+def test_bad_options_and_a_missing_teacher(tmp_path, capsys, trained_runs):
+    with pytest.raises(UserError, match="--temperature"):
+        TrainConfig(method="distill", temperature=0).validate()
+    with pytest.raises(UserError, match="--distill-weight"):
+        TrainConfig(method="distill", distill_weight=1.5).validate()
+    with one_thread(), pytest.raises(SystemExit) as exc:
+        train_main(["--method", "distill", "--epochs", "1", "--out", str(tmp_path / "r"), "--no-progress"])
+    assert exc.value.code == 2
+    assert "--teacher" in capsys.readouterr().err
+    with one_thread(), pytest.raises(SystemExit):
+        train_main(["--method", "distill", "--epochs", "1", "--teacher", str(trained_runs.pow2),
+                    "--out", str(tmp_path / "r2"), "--no-progress"])
+    assert "teacher must be a float run" in capsys.readouterr().err
