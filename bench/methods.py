@@ -34,6 +34,8 @@ from quant.methods import METHODS, method_class  # noqa: E402
 QUANT_METHODS = [m for m in METHODS if m != "float"]
 #: terms each method runs with in the table (APoT's levels are sums of two powers of two)
 TERMS = {"apot": 2}
+#: the plot's accuracy axis spans this many points below float; lower results sit on its edge, labelled
+WINDOW = 12
 #: what the README's shared data folder is called, relative to the project
 DEFAULT_MNIST = REPO.parent / "shared" / "data" / "mnist-10k"
 
@@ -167,9 +169,10 @@ def goals(rows, data):
             continue
         best = max(cand, key=lambda r: r["integer"])
         gap = 100 * (flt - best["integer"])
+        where = (f"{gap:.2f} points below" if gap >= 0.005 else f"{-gap:.2f} points above" if gap <= -0.005
+                 else "level")
         out.append(f"- {label}: `{best['method']}` {_pct(best['integer'])} % against float {_pct(flt)} % "
-                   f"({gap:+.2f} points below; goal: within {limit} points: "
-                   f"{'met' if gap <= limit + 1e-9 else 'NOT met'})")
+                   f"({where}; goal: within {limit} points below: {'met' if gap <= limit + 1e-9 else 'NOT met'})")
     return out
 
 
@@ -187,9 +190,20 @@ def plot(rows, path, datasets, wbits_list, abits_list):
             sel = [r for r in rows if r["data"] == data and r["abits"] == abits]
             if not sel:
                 continue
-            for method in dict.fromkeys(r["method"] for r in sel):
+            floor = 100 * sel[0]["float"] - WINDOW
+            colors = plt.get_cmap("tab20").colors
+            pinned = {}  # x -> labels already written there
+            for k, method in enumerate(dict.fromkeys(r["method"] for r in sel)):
                 pts = sorted((r["wbits"], 100 * r["integer"]) for r in sel if r["method"] == method)
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=method)
+                xs, ys = [p[0] for p in pts], [max(p[1], floor) for p in pts]
+                style = dict(color=colors[k % len(colors)], marker="os^Dv<>ph*XP"[k % 12])
+                ax.plot(xs, ys, label=method, **style)
+                for x, (_, y) in zip(xs, pts):
+                    if y < floor:  # off the scale: pinned to the bottom edge and labelled
+                        n = pinned[x] = pinned.get(x, -1) + 1
+                        ax.annotate(f"{method} {y:.1f}", (x, floor), textcoords="offset points",
+                                    xytext=(6, 4 + 9 * n), fontsize=7, color=style["color"])
+            ax.set_ylim(floor - 0.3, 100 * sel[0]["float"] + 2.5)
             ax.axhline(100 * sel[0]["float"], color="black", linestyle="--", label="float")
             ax.set_xticks(wbits_list)
             ax.set_xlabel("weight bits")
@@ -211,7 +225,10 @@ def write_doc(args, rows, extra_sections):
              "run by the integer reference (`quant/reference.py`) on the whole test split; it is the accuracy "
              "that counts, and it equals the PyTorch quantised accuracy exactly in every row "
              "(logits differing: 0).  Weight-only rows use 8-bit activations, the hardware's widest.  "
-             "Training seconds include set-up, measured with runs two at a time on a shared 2-core machine.", ""]
+             "Training seconds include set-up, measured with runs two at a time on a shared 2-core machine.  "
+             "Each figure is one run with seed 0: on a test split of n images an accuracy p has a standard "
+             "error of sqrt(p (1 - p) / n), about 0.35 points at 97.5 % on MNIST's 2,000 and 0.7 points at "
+             "98 % on digits' 360, so differences of that size between methods are not significant.", ""]
     for data in args.datasets:
         sel = [r for r in rows if r["data"] == data]
         if not sel:

@@ -147,6 +147,13 @@ class TTQWeightQuant(nn.Module):
                 f"threshold={self.threshold}")
 
 
+#: The scales' learning rate as a fraction of ``--lr``.  Adam moves a scale by about the
+#: learning rate each step, a large fraction of a scale of ~0.01-0.1; each time a scale crosses
+#: a rounding boundary of its power-of-two form, its whole sign of the channel doubles or
+#: halves.  Digits CNN, 8 epochs: W3/A4 75.00 % at 1, 91.94 % at 0.1, 91.11 % at 0.01.
+SCALE_LR_SCALE = 0.1
+
+
 class TTQ(FoldedMethod):
     """Trained ternary quantisation with per-channel learned scales on the shift hardware."""
 
@@ -161,6 +168,13 @@ class TTQ(FoldedMethod):
     def weight_quant(self):
         c = self.cfg
         return TTQWeightQuant(wbits=c.wbits, terms=c.terms, per_channel=c.per_channel, threshold=c.ttq_threshold)
+
+    def param_groups(self, net):
+        scales = [p for m in net.weighted_layers() for p in (m.weight_quant.wp, m.weight_quant.wn)]
+        ids = {id(p) for p in scales}
+        rest = [p for p in net.parameters() if p.requires_grad and id(p) not in ids]
+        return [{"params": scales, "lr": SCALE_LR_SCALE * self.cfg.lr, "lr_scale": SCALE_LR_SCALE},
+                {"params": rest}]
 
     def init_layer(self, layer):
         # the learned scales are the deployed magnitudes: BatchNorm's factor goes into them once
