@@ -266,7 +266,11 @@ class ActQuant(nn.Module):
         cands = base + torch.arange(4, dtype=flat.dtype)
         scale = torch.exp2(cands)[:, None]
         err = ((flat * scale + 0.5).floor().clamp(0, self.qmax) / scale - flat.clamp(min=0)).pow(2).mean(dim=1)
-        best = cands[torch.argmin(err)]
+        self.record(cands[torch.argmin(err)])
+
+    @torch.no_grad()
+    def record(self, best):
+        """Fold one batch's best exponent into the running average (the first one sets it)."""
         if not self.calibrated:
             self.exp_avg.fill_(best)
             self.calibrated.fill_(True)

@@ -23,8 +23,8 @@ from torch import nn
 from .. import arith
 from ..layers import QuantReLU
 from ..quantizers import WeightCodes
-from .base import Method, channel_view, pow2_exponent_ste
-from .lsq import LearnedStepAct, exact, sync_acts
+from .base import channel_view, pow2_exponent_ste
+from .lsq import LearnedScaleMethod, LearnedStepAct, exact
 
 
 def term_exponents(bits, terms):
@@ -208,7 +208,7 @@ class APoTActQuant(LearnedStepAct):
         self.set_step(2.0 ** -int(self.exp))
 
 
-class APoT(Method):
+class APoT(LearnedScaleMethod):
     """Additive powers-of-two weights with learned clipping; learned-clip uniform activations."""
 
     label = "apot"
@@ -220,18 +220,8 @@ class APoT(Method):
     def act_quant(self, bits):
         return APoTActQuant(bits=bits)
 
-    def setup(self, net, dataset, source):
-        if source is None or source.method != self.label or source.wbits != self.cfg.wbits:
-            with torch.no_grad():
-                for m in net.weighted_layers():
-                    m.weight_quant.init_alpha(m.folded()[0])
-        super().setup(net, dataset, source)
-
-    def after_step(self, net):
-        sync_acts(net)
-
-    def finish(self, net):
-        sync_acts(net)
+    def init_layer(self, layer):
+        layer.weight_quant.init_alpha(layer.folded()[0])
 
     def describe(self):
         c = self.cfg

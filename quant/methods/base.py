@@ -88,6 +88,16 @@ class Method:
         if source is None or not source.quantized or source.abits != self.cfg.abits:
             net.calibrate(dataset.train_x[:512])
 
+    def init_layers(self, net):
+        """Call :meth:`init_layer` on every weighted layer (no gradient is recorded)."""
+        with torch.no_grad():
+            for m in net.weighted_layers():
+                self.init_layer(m)
+
+    def init_layer(self, layer):
+        """Initialise ``layer.weight_quant`` from the layer's float weight (``layer.folded()``)."""
+        raise NotImplementedError
+
     # -- training -------------------------------------------------------------------------------
     def bn_frozen(self, epoch):
         """Whether BatchNorm uses its running statistics in this epoch's training forward."""
@@ -176,14 +186,8 @@ class FoldedMethod(Method):
 
     def setup(self, net, dataset, source):
         fold_bn_for_good(net)
-        with torch.no_grad():
-            for m in net.weighted_layers():
-                self.init_layer(m)
+        self.init_layers(net)
         super().setup(net, dataset, source)
-
-    def init_layer(self, layer):
-        """Initialise ``layer.weight_quant`` from the folded float ``layer.weight``."""
-        raise NotImplementedError
 
 
 # -- helpers shared by several methods ----------------------------------------------------------

@@ -151,13 +151,7 @@ class ChannelAwareActQuant(QuantReLU):
             q = (per_channel * scale + 0.5).floor().clamp(0, self.qmax) / scale
             rel = (q - per_channel).pow(2).mean(dim=1)[live] / power[live]
             errs.append(rel.median())
-        best = cands[int(torch.argmin(torch.stack(errs)))]
-        if not self.calibrated:
-            self.exp_avg.fill_(best)
-            self.calibrated.fill_(True)
-        else:
-            self.exp_avg.mul_(1 - self.momentum).add_(self.momentum * best)
-        self.exp.fill_(int(torch.round(self.exp_avg)))
+        self.record(cands[int(torch.argmin(torch.stack(errs)))])
 
 
 class Direct(FoldedMethod):

@@ -164,7 +164,27 @@ def size_steps(net):
             wq.step = nn.Parameter(torch.ones(m.out_features_))
 
 
-class LSQ(Method):
+class LearnedScaleMethod(Method):
+    """A method with learned weight scales and learned-step activations (LSQ, APoT).
+
+    ``setup`` initialises each layer's scale (:meth:`init_layer`) unless the run starts from
+    one of the same method and width, whose learned scales carry over; after every optimiser
+    step the activations' integer exponents follow their learned steps.
+    """
+
+    def setup(self, net, dataset, source):
+        if source is None or source.method != self.label or source.wbits != self.cfg.wbits:
+            self.init_layers(net)
+        super().setup(net, dataset, source)
+
+    def after_step(self, net):
+        sync_acts(net)
+
+    def finish(self, net):
+        sync_acts(net)
+
+
+class LSQ(LearnedScaleMethod):
     """Learned power-of-two step sizes for weights (per channel) and activations (per tensor)."""
 
     label = "lsq"
@@ -179,19 +199,8 @@ class LSQ(Method):
     def build(self, net):
         size_steps(net)
 
-    def setup(self, net, dataset, source):
-        # a start from an lsq run of the same width keeps its learned steps
-        if source is None or source.method != self.label or source.wbits != self.cfg.wbits:
-            with torch.no_grad():
-                for m in net.weighted_layers():
-                    m.weight_quant.init_step(m.folded()[0])
-        super().setup(net, dataset, source)
-
-    def after_step(self, net):
-        sync_acts(net)
-
-    def finish(self, net):
-        sync_acts(net)
+    def init_layer(self, layer):
+        layer.weight_quant.init_step(layer.folded()[0])
 
     def describe(self):
         c = self.cfg
