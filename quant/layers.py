@@ -225,6 +225,13 @@ class QuantNet(nn.Module):
                 x = m(x)
         self.train(was)
 
+    def start_epoch(self, step):
+        """Set the training step count of every activation quantiser to ``step`` (the steps of the
+        epochs done), so their calibration cadence is the same in a resumed run."""
+        for m in self.modules():
+            if isinstance(m, ActQuant):
+                m._steps = step
+
     def freeze_bn(self, frozen=True):
         """Fold BatchNorm with its running statistics in training too, so the training forward is
         the deployed arithmetic exactly (the statistics stop updating)."""

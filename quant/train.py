@@ -157,14 +157,15 @@ def train(cfg, *, resume=False, progress=True):
     log_mode = "a" if resume else "w"
     with open(out / runs.LOG, log_mode) as log:
         for epoch in range(start_epoch, epochs):
+            steps = -(-dataset.train_x.shape[0] // cfg.batch_size)
             if cfg.quantized:
                 net.freeze_bn(method.bn_frozen(epoch))
+                net.start_epoch(epoch * steps)
                 method.epoch_start(net, epoch, trainer)
             extra["lr_restarts"] = trainer.restarts
             net.train()
             gen = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
             it = batches(dataset.train_x, dataset.train_y, cfg.batch_size, shuffle=True, generator=gen)
-            steps = -(-dataset.train_x.shape[0] // cfg.batch_size)
             bar = tqdm(it, total=steps, desc=f"epoch {epoch + 1}/{epochs}", leave=False,
                        disable=not progress, file=sys.stderr)
             t0 = time.perf_counter()
