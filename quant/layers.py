@@ -239,7 +239,7 @@ class QuantNet(nn.Module):
             m.bn_frozen = frozen
 
 
-def quantize_model(model, config=None, *, make_weight_quant=None, make_act_quant=None, abits=None):
+def quantize_model(model, config=None, *, method=None, make_weight_quant=None, make_act_quant=None, abits=None):
     """Convert a float ``nn.Sequential`` into a :class:`QuantNet`.
 
     Supported layers: ``Conv2d`` (groups 1, zero padding) and ``Linear``, each optionally
@@ -252,7 +252,10 @@ def quantize_model(model, config=None, *, make_weight_quant=None, make_act_quant
     model : nn.Sequential
         The float network.
     config : quant.config.TrainConfig, optional
-        Its method (:mod:`quant.methods`) makes the quantisers; or give the keywords instead:
+        Its method (:mod:`quant.methods`) makes the quantisers.
+    method : quant.methods.base.Method, optional
+        The method object itself (its config gives the bits); it makes the quantisers and
+        ``build`` s the network.  Or give the keywords instead:
     make_weight_quant : callable
         Returns a fresh weight quantiser for each weighted layer.
     make_act_quant : callable, optional
@@ -264,8 +267,9 @@ def quantize_model(model, config=None, *, make_weight_quant=None, make_act_quant
         from .methods import get_method  # the methods build on these layers
 
         method = get_method(config)
+    if method is not None:
         make_weight_quant = method.weight_quant if method.quantized else None
-        make_act_quant, abits = method.act_quant, config.abits
+        make_act_quant, abits = method.act_quant, method.cfg.abits
     if make_act_quant is None:
         make_act_quant = lambda bits: QuantReLU(bits=bits)  # noqa: E731
     if make_weight_quant is None or abits is None:
@@ -309,4 +313,7 @@ def quantize_model(model, config=None, *, make_weight_quant=None, make_act_quant
             raise UserError(f"layer {i} ({type(m).__name__}) has no quantised form; "
                             f"use Conv2d, Linear, BatchNorm, ReLU, MaxPool2d and Flatten")
         i += 1
-    return QuantNet(nn.Sequential(*out))
+    net = QuantNet(nn.Sequential(*out))
+    if method is not None:
+        method.build(net)
+    return net

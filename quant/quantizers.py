@@ -32,6 +32,17 @@ def ste(x, q):
     return x + (q - x).detach()
 
 
+def exact(q, fake):
+    """``q`` exactly in the forward pass, ``fake``'s gradient in the backward pass (and ``q``'s own).
+
+    ``fake - fake.detach()`` is exactly zero, so the eval forward is the exported integers
+    times their power-of-two unit, bit for bit.
+    """
+    if not torch.is_grad_enabled() or not fake.requires_grad:
+        return q
+    return q + (fake - fake.detach())
+
+
 _HALF = torch.tensor(0.5)  # 0-dim: takes the dtype of the tensor it is added to
 
 
@@ -66,7 +77,8 @@ def quantize_input(x, bits):
     return torch.clamp(torch.floor(x * 2.0**bits + 0.5), 0, arith.act_max(bits))
 
 
-def _channel_absmax(w, per_channel):
+def channel_absmax(w, per_channel):
+    """``max|w|`` per output channel (row of ``w``), or the layer's maximum repeated per channel."""
     if per_channel:
         return w.detach().abs().flatten(1).amax(dim=1)
     return w.detach().abs().max().expand(w.shape[0])
@@ -118,10 +130,20 @@ def pow2_codes(w, wbits, terms, per_channel=True, *, values_only=False):
     residual the same way, within the same shift window.  ``values_only`` skips the code
     stacks (``sign``/``shift``/``zero`` are None) for the training forward.
     """
-    levels = arith.shift_levels(wbits)
-    e0 = pow2_top_exponent(_channel_absmax(w, per_channel)) - (levels - 1)
-    rest = w.detach() * _view_channels(torch.exp2(-e0), w)  # in units of 2**e0, exact
-    return pow2_sum_codes(rest, e0, levels, terms, values_only=values_only)
+    return window_codes(w, pow2_window(w, wbits, per_channel), wbits, terms, values_only=values_only)
+
+
+def pow2_window(w, wbits, per_channel=True):
+    """INQ's window per output channel: the unit exponent ``e0`` whose top level
+    ``2**(e0 + levels - 1)`` is the power of two nearest to ``max|w|``."""
+    return pow2_top_exponent(channel_absmax(w, per_channel)) - (arith.shift_levels(wbits) - 1)
+
+
+def window_codes(w, e0, wbits, terms, *, values_only=False):
+    """Power-of-two codes of ``w`` in the window whose unit is ``2**e0`` (one per row of ``w``);
+    weights beyond the window's top level clip to it."""
+    units = w.detach() * _view_channels(torch.exp2(-e0.to(w.dtype)), w)  # exact: a power of two
+    return pow2_sum_codes(units, e0, arith.shift_levels(wbits), terms, values_only=values_only)
 
 
 def pow2_sum_codes(units, e0, levels, terms, *, values_only=False):
@@ -159,7 +181,7 @@ def uniform_codes(w, wbits, per_channel=True):
     the baseline.  The hardware runs them as canonical-signed-digit sums of powers of two
     (:func:`quant.arith.csd_codes`), so ``sign``/``shift``/``zero`` are filled at export."""
     qmax = 2 ** (wbits - 1) - 1
-    absmax = _channel_absmax(w, per_channel)
+    absmax = channel_absmax(w, per_channel)
     safe = torch.where(absmax > 0, absmax, torch.ones_like(absmax))
     e0 = torch.round(torch.log2(safe / qmax))
     value = torch.clamp(torch.round(w.detach() * _view_channels(torch.exp2(-e0), w)), -qmax, qmax)

@@ -25,11 +25,7 @@ def build_network(cfg, image_shape, num_classes=10, *, float_model=None, method=
     model = float_model if float_model is not None else build_model(cfg.model, image_shape, num_classes)
     if not cfg.quantized:
         return model
-    method = method or get_method(cfg)
-    net = quantize_model(model, make_weight_quant=method.weight_quant, make_act_quant=method.act_quant,
-                         abits=cfg.abits)
-    method.build(net)
-    return net
+    return quantize_model(model, method=method or get_method(cfg))
 
 
 def save_checkpoint(path, *, model, optimizer, scheduler, epoch, cfg, image_shape, extra=None):

@@ -79,7 +79,7 @@ def initial_network(cfg, dataset, method):
     return net, None, None
 
 
-def load_teacher(cfg, dataset):
+def load_teacher(cfg):
     """The float network a distilling method learns from (``--teacher``, else ``--init-from``)."""
     path = cfg.teacher or cfg.init_from
     if not path:
@@ -103,7 +103,10 @@ class Trainer:
 
     def __init__(self, net, cfg, method):
         self.cfg = cfg
-        self.opt = torch.optim.Adam(method.param_groups(net), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        groups = method.param_groups(net)
+        for g in groups:
+            g["lr"] = g.get("lr_scale", 1.0) * cfg.lr
+        self.opt = torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=max(1, cfg.epochs))
         self.restarts = False
 
@@ -138,7 +141,7 @@ def train(cfg, *, resume=False, progress=True):
     else:
         net, float_acc, float_source = initial_network(cfg, dataset, method)
     if method.needs_teacher:
-        method.teacher = load_teacher(cfg, dataset)
+        method.teacher = load_teacher(cfg)
     setup_seconds = time.perf_counter() - t_setup
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / runs.CONFIG, cfg.to_dict())

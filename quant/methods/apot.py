@@ -22,9 +22,9 @@ from torch import nn
 
 from .. import arith
 from ..layers import QuantReLU
-from ..quantizers import WeightCodes
+from ..quantizers import WeightCodes, exact
 from .base import channel_view, pow2_exponent_ste
-from .lsq import LearnedScaleMethod, LearnedStepAct, exact
+from .lsq import LearnedScaleMethod, LearnedStepAct
 
 
 def term_exponents(bits, terms):

@@ -5,13 +5,18 @@ A :class:`Method` is built from the typed config.  The training loop in
 
 ``build(net)``
     After the network is constructed, for a fresh run and for a checkpoint alike:
-    structural settings that are not in the state dict (e.g. BatchNorm folded for good).
+    structural settings that are not in the state dict.  By default each weight quantiser
+    with an ``allocate(weight)`` method sizes its per-channel or per-weight state from its
+    layer's weight there, before any checkpoint is loaded.
 ``setup(net, dataset, source)``
     Fresh runs only: numeric initialisation from the starting point ``source`` (a float
-    network, a quantised one, or None): calibration, learned scales, the whole of PTQ.
+    network, a quantised one, or None): calibration, learned scales (``init_layer`` per
+    layer), the whole of PTQ.
 ``epoch_start(net, epoch, trainer)``
     Before each epoch: schedules (DBS's eps, INQ's partition).  May call
     ``trainer.restart_lr(epochs)`` to reset the learning rate (INQ).
+``param_groups(net)``
+    Adam's parameter groups (a method may give some parameters their own learning rate).
 ``loss(logits, yb, xb)``, ``before_step(net)``, ``after_step(net)``
     Around each optimiser step.
 ``finish(net)``
@@ -78,7 +83,11 @@ class Method:
 
     # -- set-up ---------------------------------------------------------------------------------
     def build(self, net):
-        """Structural settings after construction (fresh run or checkpoint); default none."""
+        """Structural settings after construction (fresh run or checkpoint): size each weight
+        quantiser's state that depends on its layer (``allocate``)."""
+        for m in net.weighted_layers():
+            if hasattr(m.weight_quant, "allocate"):
+                m.weight_quant.allocate(m.weight)
 
     def setup(self, net, dataset, source):
         """Initialise a fresh quantised ``net``; default: activation exponents from 512 training images.
@@ -105,8 +114,7 @@ class Method:
 
     def param_groups(self, net):
         """Adam's parameter groups: default one group of every trainable parameter.  A group
-        may carry ``lr`` (its own learning rate) and ``lr_scale`` (its ratio to ``--lr``, kept
-        when the schedule restarts)."""
+        may carry ``lr_scale``, its learning rate as a fraction of ``--lr``."""
         return [{"params": [p for p in net.parameters() if p.requires_grad]}]
 
     def epoch_start(self, net, epoch, trainer):
@@ -177,8 +185,7 @@ class FoldedMethod(Method):
     """
 
     def build(self, net):
-        for m in net.weighted_layers():
-            m.weight_quant.allocate(m.weight)
+        super().build(net)
         mark_bn_folded(net)
 
     def bn_frozen(self, epoch):

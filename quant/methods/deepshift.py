@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .. import arith
-from ..quantizers import pow2_sum_codes, pow2_top_exponent
+from ..quantizers import pow2_sum_codes, pow2_window
 from .base import FoldedMethod, channel_view
 
 
@@ -59,7 +59,7 @@ class DeepShiftWeightQuant(nn.Module):
         self.register_buffer("e0", torch.zeros(0, dtype=torch.long))
 
     def allocate(self, weight):
-        """Size the state for ``weight`` (called by :meth:`DeepShift.build`, before any state is loaded)."""
+        """Size the state for ``weight`` (called by ``Method.build``, before any state is loaded)."""
         self.shift = nn.Parameter(torch.zeros(weight.shape))
         self.sign = nn.Parameter(torch.zeros(weight.shape))
         self.e0 = torch.zeros(weight.shape[0], dtype=torch.long)
@@ -68,10 +68,7 @@ class DeepShiftWeightQuant(nn.Module):
     def init_from(self, w):
         """``e0`` from the largest magnitude per channel (per layer); ``P = log2|w|`` in the window;
         ``S = w / 2**e0`` clipped to [-1, 1], so weights below half a unit start at zero."""
-        absmax = w.abs().flatten(1).amax(dim=1)
-        if not self.per_channel:
-            absmax = absmax.max().expand_as(absmax)
-        self.e0.copy_((pow2_top_exponent(absmax) - (self.levels - 1)).long())
+        self.e0.copy_(pow2_window(w, self.wbits, self.per_channel).long())
         unit = channel_view(torch.exp2(self.e0.to(w.dtype)), w)
         self.shift.copy_(torch.log2(w.abs().clamp_min(2.0**-126)))
         self.sign.copy_((w / unit).clamp(-1, 1))

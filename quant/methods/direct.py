@@ -20,12 +20,13 @@ from torch import nn
 
 from .. import arith
 from ..layers import QuantReLU
-from ..quantizers import pow2_sum_codes, pow2_top_exponent, ste
+from ..quantizers import exact, pow2_sum_codes, ste
 from .base import FoldedMethod, channel_view
+from .ptq import choose_window
 
 
-#: windows tried per channel when the weights are first quantised (INQ's and the ones below it)
-CLIP_CANDIDATES = 4
+#: windows tried below INQ's, per channel, when the weights are first quantised
+CLIP_STEPS = 3
 
 
 class DirectWeightQuant(nn.Module):
@@ -69,17 +70,7 @@ class DirectWeightQuant(nn.Module):
         three below it, with the least squared error: the weights never return to float, so
         the window is chosen once for the bulk of the weights rather than for the largest.
         """
-        n = arith.shift_levels(self.wbits)
-        absmax = w.abs().flatten(1).amax(dim=1) if self.per_channel else w.abs().max().expand(w.shape[0])
-        top = pow2_top_exponent(absmax) - (n - 1)
-        errs = []
-        for d in range(CLIP_CANDIDATES):
-            e0 = top - d
-            units = w / channel_view(torch.exp2(e0), w)
-            q = pow2_sum_codes(units, None, n, 1, values_only=True).value
-            err = ((q - units) * channel_view(torch.exp2(e0), w)).pow(2).flatten(1).sum(dim=1)
-            errs.append(err if self.per_channel else err.sum().expand(w.shape[0]))
-        self.e0.copy_((top - torch.stack(errs).argmin(dim=0)).long())
+        self.e0.copy_(choose_window(w, self.wbits, 1, "mse", self.per_channel, clip_steps=CLIP_STEPS))
         self.project(w, stochastic=False)
 
     @torch.no_grad()
@@ -113,9 +104,7 @@ class DirectWeightQuant(nn.Module):
     def forward(self, w):
         # the stored weight equals the looked-up one; the sum routes the gradient to both
         q = self._values(self.level_values()) * channel_view(torch.exp2(self.e0.to(w.dtype)), w)
-        if torch.is_grad_enabled() and w.requires_grad:
-            q = q + (w - w.detach())
-        return q, self.e0
+        return exact(q, w), self.e0
 
     def extra_repr(self):
         return f"wbits={self.wbits}, terms={self.terms}, per_channel={self.per_channel}"

@@ -15,7 +15,7 @@ from torch import nn
 
 from .. import arith
 from ..errors import UserError
-from ..quantizers import Pow2WeightQuant, _channel_absmax, pow2_sum_codes, pow2_top_exponent, ste
+from ..quantizers import Pow2WeightQuant, exact, pow2_sum_codes, pow2_window, ste
 from .base import Method, channel_view
 
 
@@ -37,8 +37,7 @@ class PointsWeightQuant(nn.Module):
         self.points = nn.Parameter(torch.exp2(torch.arange(n, dtype=torch.float32)))
 
     def _units(self, w):
-        n = arith.shift_levels(self.wbits)
-        e0 = pow2_top_exponent(_channel_absmax(w, self.per_channel)) - (n - 1)
+        e0 = pow2_window(w, self.wbits, self.per_channel)
         return w / channel_view(torch.exp2(e0), w), e0
 
     def _assign(self, units):
@@ -60,8 +59,7 @@ class PointsWeightQuant(nn.Module):
         units, e0 = self._units(w)
         q = torch.sign(units.detach()) * self._table()[self._assign(units)]
         # the point's value is the forward; the full-precision weight gets a straight-through gradient
-        q = ste(units, q.detach()) + (q - q.detach())
-        return q * channel_view(torch.exp2(e0), w), e0.long()
+        return exact(q, units) * channel_view(torch.exp2(e0), w), e0.long()
 
     def extra_repr(self):
         return f"wbits={self.wbits}, terms={self.terms}, per_channel={self.per_channel}"

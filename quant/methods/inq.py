@@ -16,7 +16,7 @@ from torch import nn
 
 from .. import arith
 from ..errors import UserError
-from ..quantizers import pow2_sum_codes, pow2_top_exponent
+from ..quantizers import channel_absmax, pow2_sum_codes, pow2_top_exponent
 from .base import FoldedMethod, channel_view
 
 #: accumulated portions (percent) per weight bits: the paper's ternary, 4-bit and 5-bit
@@ -95,7 +95,7 @@ class INQWeightQuant(nn.Module):
         self.register_buffer("frozen", torch.zeros(0))
 
     def allocate(self, weight):
-        """Size the buffers for ``weight`` (called by :meth:`INQ.build`, before any state is loaded)."""
+        """Size the buffers for ``weight`` (called by ``Method.build``, before any state is loaded)."""
         self.n1 = torch.zeros(weight.shape[0], dtype=torch.long)
         self.mask = torch.zeros(weight.shape, dtype=torch.bool)
         self.frozen = torch.zeros(weight.shape)
@@ -108,10 +108,7 @@ class INQWeightQuant(nn.Module):
     @torch.no_grad()
     def set_range(self, w):
         """Fix ``n1`` from ``w``'s largest magnitude per output channel (or per layer)."""
-        absmax = w.abs().flatten(1).amax(dim=1)
-        if not self.per_channel:
-            absmax = absmax.max().expand_as(absmax)
-        self.n1.copy_(pow2_top_exponent(absmax).long())
+        self.n1.copy_(pow2_top_exponent(channel_absmax(w, self.per_channel)).long())
 
     @torch.no_grad()
     def freeze(self, w, portion):

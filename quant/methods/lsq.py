@@ -17,7 +17,7 @@ from torch import nn
 
 from .. import arith
 from ..layers import QuantReLU
-from ..quantizers import WeightCodes, uniform_terms
+from ..quantizers import WeightCodes, exact, uniform_terms
 from .base import Method, channel_view, pow2_exponent_ste
 
 
@@ -40,17 +40,6 @@ def lsq_fake(v, step, qn, qp):
     return round_ste(torch.clamp(v / step, -qn, qp)) * step
 
 
-def exact(q, fake):
-    """``q`` exactly in the forward pass, ``fake``'s gradient in the backward pass.
-
-    ``fake - fake.detach()`` is exactly zero, so the eval forward is the exported integers
-    times their power-of-two unit, bit for bit.
-    """
-    if not torch.is_grad_enabled() or not fake.requires_grad:
-        return q
-    return q + (fake - fake.detach())
-
-
 def lsq_init(v, qp, dim=None):
     """The paper's initial step ``2 * mean|v| / sqrt(QP)`` (per row of ``v`` when ``dim`` is given)."""
     mean = v.abs().mean() if dim is None else v.abs().mean(dim=dim)
@@ -60,18 +49,23 @@ def lsq_init(v, qp, dim=None):
 class LSQWeightQuant(nn.Module):
     """Signed weights ``[-QP, QP]`` on a learned power-of-two step, one per output channel.
 
-    The step parameter has one entry per channel (``channels``) or one per layer; the
-    method's ``build`` gives each layer its channel count before a checkpoint is loaded.
+    The step parameter has one entry per output channel (sized by :meth:`allocate` before a
+    checkpoint is loaded) or one per layer.
     """
 
-    def __init__(self, *, wbits, per_channel=True, channels=1):
+    def __init__(self, *, wbits, per_channel=True):
         super().__init__()
         arith.check_bits(wbits=wbits)
         self.wbits, self.per_channel = wbits, per_channel
         self.terms = uniform_terms(wbits)
         # symmetric range: -2**(b-1) would need another code (and is no ternary weight at b = 2)
         self.qp = 2 ** (wbits - 1) - 1
-        self.step = nn.Parameter(torch.ones(channels if per_channel else 1))
+        self.step = nn.Parameter(torch.ones(1))
+
+    def allocate(self, weight):
+        """One step per output channel of ``weight`` (per layer: one step)."""
+        if self.per_channel:
+            self.step = nn.Parameter(torch.ones(weight.shape[0]))
 
     def _steps(self, w):
         """The step per output channel (gradient-scaled), its power of two and exponent."""
@@ -80,14 +74,16 @@ class LSQWeightQuant(nn.Module):
         s_pow2, e = pow2_exponent_ste(s)
         return s_pow2, e
 
-    def codes(self, w):
-        _, e = self._steps(w)
+    def _codes(self, w, e):
         value = torch.clamp(torch.floor(w.detach() * channel_view(torch.exp2(-e), w) + 0.5), -self.qp, self.qp)
         return WeightCodes(sign=None, shift=None, zero=None, e0=e.long(), value=value)
 
+    def codes(self, w):
+        return self._codes(w, self._steps(w)[1])
+
     def forward(self, w):
         s_pow2, e = self._steps(w)
-        c = self.codes(w)
+        c = self._codes(w, e)
         q = c.value * channel_view(torch.exp2(e), w)
         return exact(q, lsq_fake(w, channel_view(s_pow2, w), self.qp, self.qp)), c.e0
 
@@ -156,14 +152,6 @@ class LSQActQuant(LearnedStepAct):
         self.sync()
 
 
-def size_steps(net):
-    """Give each LSQ weight quantiser one step per output channel of its layer (``build``)."""
-    for m in net.weighted_layers():
-        wq = m.weight_quant
-        if isinstance(wq, LSQWeightQuant) and wq.per_channel and wq.step.numel() != m.out_features_:
-            wq.step = nn.Parameter(torch.ones(m.out_features_))
-
-
 class LearnedScaleMethod(Method):
     """A method with learned weight scales and learned-step activations (LSQ, APoT).
 
@@ -195,9 +183,6 @@ class LSQ(LearnedScaleMethod):
 
     def act_quant(self, bits):
         return LSQActQuant(bits=bits)
-
-    def build(self, net):
-        size_steps(net)
 
     def init_layer(self, layer):
         layer.weight_quant.init_step(layer.folded()[0])

@@ -27,7 +27,7 @@ from torch import nn
 from .. import arith
 from ..errors import UserError
 from ..layers import QuantReLU
-from ..quantizers import pow2_sum_codes, pow2_top_exponent
+from ..quantizers import pow2_window, window_codes
 from .base import Method, channel_view, fold_bn_for_good, mark_bn_folded
 
 #: weight range rules (``--ptq-range``)
@@ -40,38 +40,26 @@ _Z = torch.linspace(-8.0, 8.0, 4001, dtype=torch.float64)
 
 # -- power-of-two codes in a chosen window ------------------------------------------------------
 
-def window_codes(w, e0, wbits, terms, *, values_only=False):
-    """Power-of-two codes of ``w`` in the window whose unit is ``2**e0`` (one per row of ``w``).
-
-    Like :func:`quant.quantizers.pow2_codes`, but the window comes from the caller's range
-    rule instead of from ``max|w|``; weights beyond the window's top level clip to it.
-    """
-    units = w.detach() * channel_view(torch.exp2(-e0.to(w.dtype)), w)  # exact: a power of two
-    return pow2_sum_codes(units, e0, arith.shift_levels(wbits), terms, values_only=values_only)
-
-
 def window_values(w, e0, wbits, terms):
     """The quantised weights ``value * 2**e0`` of :func:`window_codes`."""
     value = window_codes(w, e0, wbits, terms, values_only=True).value
     return value * channel_view(torch.exp2(e0.to(w.dtype)), w)
 
 
-def choose_window(w, wbits, terms, rule, per_channel=True):
+def choose_window(w, wbits, terms, rule, per_channel=True, clip_steps=CLIP_STEPS):
     """The unit exponent ``e0`` per output channel of ``w`` that the range ``rule`` picks.
 
     ``max``: INQ's rule, the top level is the power of two nearest to ``max|w|`` (no clipping).
-    ``mse``: among that window and the ``CLIP_STEPS`` below it, the least squared error of the
+    ``mse``: among that window and the ``clip_steps`` below it, the least squared error of the
     weights themselves.  ``gauss``: the same candidates, the least expected squared error
     for weights drawn from ``N(0, rms(w)**2)`` (a parameter-driven rule that ignores where
     the individual outliers sit).  Ties go to the wider window.
     """
-    levels = arith.shift_levels(wbits)
     w = w.detach().double().flatten(1)  # (C, n)
-    absmax = w.abs().amax(1) if per_channel else w.abs().max().expand(w.shape[0])
-    widest = pow2_top_exponent(absmax) - (levels - 1)
+    widest = pow2_window(w, wbits, per_channel)
     if rule == "max":
         return widest.long()
-    cands = widest[None] - torch.arange(CLIP_STEPS + 1, dtype=w.dtype)[:, None]  # (J, C)
+    cands = widest[None] - torch.arange(clip_steps + 1, dtype=w.dtype)[:, None]  # (J, C)
     if rule == "mse":
         samples, prob = w, torch.ones(w.shape[1], dtype=w.dtype)
     elif rule == "gauss":
@@ -98,9 +86,9 @@ class PTQWeightQuant(nn.Module):
         arith.check_bits(wbits=wbits, terms=terms)
         self.wbits, self.terms, self.per_channel = wbits, terms, per_channel
 
-    def init_channels(self, channels):
-        """Make the ``e0`` buffer once the layer's output channels are known (at build)."""
-        self.register_buffer("e0", torch.zeros(channels, dtype=torch.long))
+    def allocate(self, weight):
+        """Make the ``e0`` buffer, one per output channel of ``weight`` (at build)."""
+        self.register_buffer("e0", torch.zeros(weight.shape[0], dtype=torch.long))
 
     def codes(self, w):
         return window_codes(w, self.e0, self.wbits, self.terms)
@@ -282,8 +270,7 @@ class PTQ(Method):
         return BNRangeReLU(bits=bits)
 
     def build(self, net):
-        for m in net.weighted_layers():
-            m.weight_quant.init_channels(m.out_features_)
+        super().build(net)
         mark_bn_folded(net)
 
     def setup(self, net, dataset, source):

@@ -16,7 +16,7 @@ from torch import nn
 
 from .. import arith
 from ..errors import UserError
-from ..quantizers import WeightCodes, pow2_sum_codes, pow2_top_exponent, ste
+from ..quantizers import WeightCodes, channel_absmax, pow2_sum_codes, pow2_top_exponent, ste
 from .base import FoldedMethod, channel_view
 
 
@@ -85,17 +85,14 @@ class TTQWeightQuant(nn.Module):
         self.wn = nn.Parameter(torch.ones(0))
 
     def allocate(self, weight):
-        """Size the scales for ``weight`` (called by :meth:`TTQ.build`, before any state is loaded)."""
+        """Size the scales for ``weight`` (called by ``Method.build``, before any state is loaded)."""
         n = weight.shape[0] if self.per_channel else 1
         self.wp = nn.Parameter(torch.ones(n))
         self.wn = nn.Parameter(torch.ones(n))
 
     def delta(self, w):
         """The threshold ``t * max|w|`` per output channel (per layer with ``per_channel`` false)."""
-        absmax = w.detach().abs().flatten(1).amax(dim=1)
-        if not self.per_channel:
-            absmax = absmax.max().expand_as(absmax)
-        return self.threshold * absmax
+        return self.threshold * channel_absmax(w, self.per_channel)
 
     @torch.no_grad()
     def init_scales(self, w):
@@ -173,8 +170,7 @@ class TTQ(FoldedMethod):
         scales = [p for m in net.weighted_layers() for p in (m.weight_quant.wp, m.weight_quant.wn)]
         ids = {id(p) for p in scales}
         rest = [p for p in net.parameters() if p.requires_grad and id(p) not in ids]
-        return [{"params": scales, "lr": SCALE_LR_SCALE * self.cfg.lr, "lr_scale": SCALE_LR_SCALE},
-                {"params": rest}]
+        return [{"params": scales, "lr_scale": SCALE_LR_SCALE}, {"params": rest}]
 
     def init_layer(self, layer):
         # the learned scales are the deployed magnitudes: BatchNorm's factor goes into them once

@@ -13,7 +13,7 @@ from quant.quantizers import ActQuantFn
 
 def test_step_gradient_is_the_papers():
     # one channel of five weights, 3 bits: QN = QP = 3; step 0.3 runs as 2**-2 = 0.25
-    wq = LSQWeightQuant(wbits=3, channels=1)
+    wq = LSQWeightQuant(wbits=3)
     with torch.no_grad():
         wq.step.fill_(0.3)
     w = torch.tensor([[-1.3, -0.2, 0.26, 0.7, 2.0]], requires_grad=True)
@@ -28,7 +28,8 @@ def test_step_gradient_is_the_papers():
 
 
 def test_weights_are_integers_on_a_power_of_two_step():
-    wq = LSQWeightQuant(wbits=4, channels=2)
+    wq = LSQWeightQuant(wbits=4)
+    wq.allocate(torch.zeros(2, 1))
     with torch.no_grad():
         wq.step.copy_(torch.tensor([0.3, 0.011]))
     w = torch.randn(2, 6, generator=torch.Generator().manual_seed(1)) * torch.tensor([[1.0], [0.05]])
@@ -41,7 +42,8 @@ def test_weights_are_integers_on_a_power_of_two_step():
 
 
 def test_initial_step_is_two_mean_abs_over_sqrt_qp():
-    wq = LSQWeightQuant(wbits=4, channels=2)
+    wq = LSQWeightQuant(wbits=4)
+    wq.allocate(torch.zeros(2, 1))
     w = torch.tensor([[0.5, -1.5], [0.25, 0.0]])
     wq.init_step(w)
     assert torch.allclose(wq.step, torch.tensor([2 * 1.0, 2 * 0.125]) / math.sqrt(7))

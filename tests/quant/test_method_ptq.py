@@ -121,8 +121,8 @@ def test_per_layer_window_is_shared():
 def test_quantiser_forward_is_its_codes():
     torch.manual_seed(1)
     q = ptq.PTQWeightQuant(wbits=3, terms=2)
-    q.init_channels(4)
     w = torch.randn(4, 3, 3, 3)
+    q.allocate(w)
     q.e0.copy_(ptq.choose_window(w, 3, 2, "mse"))
     codes = q.codes(w)
     fake, e0 = q(w)
@@ -134,7 +134,7 @@ def test_bias_correction_cancels_the_expected_error():
     torch.manual_seed(2)
     channels, block = 3, 4  # a linear layer after Flatten: each channel owns 4 inputs
     lin = QuantLinear(channels * block, 5, weight_quant=ptq.PTQWeightQuant(wbits=2))
-    lin.weight_quant.init_channels(5)
+    lin.weight_quant.allocate(lin.weight)
     lin.weight_quant.e0.copy_(ptq.choose_window(lin.weight, 2, 1, "max"))
     mean, std = torch.tensor([0.5, -0.2, 1.0], dtype=torch.float64), torch.tensor([1.0, 0.3, 2.0], dtype=torch.float64)
     link = ptq.Link(layer=None, mean=mean, std=std, act=None, nxt=lin)
