@@ -57,29 +57,44 @@ def coord_bits(cfg):
     return max(cfg.act_depth, cfg.out_depth, cfg.wgt_depth).bit_length() + 1
 
 
+#: The walker's levels, innermost first: across a pooling window, down it, to the next window
+#: of the row, to the next row of windows.  Without pooling the first two have one step.
+LEVELS = 4
+
+
 def descriptor_layout(cfg):
-    """The layer descriptor: the geometry and the address steps the controller adds."""
+    """The layer descriptor: the geometry and the address steps the controller adds.
+
+    Output positions are visited window by window of the fused max-pool (``pool_w`` x
+    ``pool_h``, stride equal to its size; 1 x 1 without pooling): ``(oy, ox) = (py * pool_h
+    + dy, px * pool_w + dx)`` with ``dx`` fastest, then ``dy``, ``px``, ``py``.  Moving on
+    at level ``L`` (the innermost one not at its end) adds ``step{L}_y``, ``step{L}_x`` and
+    ``step{L}_pos`` to the window origin ``(oy * stride_y - pad_y, ox * stride_x - pad_x)``
+    and to its activation address ``(oy * stride_y * in_w + ox * stride_x) * CB``.
+    """
     cw = coord_bits(cfg)
-    return data.StructLayout({
+    fields = {
         "relu": unsigned(1),
         "amax": unsigned(cfg.abits),  # clamp bound 2**out_bits - 1
         "in_h": unsigned(cw),
         "in_w": unsigned(cw),
-        "out_w": unsigned(cw),
-        "m_count": unsigned(cw),  # output positions out_h * out_w
+        "m_count": unsigned(cw),  # positions visited: pooled positions * pool_n
         "cb_n": unsigned(cw),  # input channel blocks CB
         "nb_n": unsigned(cw),  # output channel blocks NB
         "kh": unsigned(GEOM_BITS),
         "kw": unsigned(GEOM_BITS),
         "pad_y": unsigned(GEOM_BITS),
         "pad_x": unsigned(GEOM_BITS),
-        "stride_y": unsigned(GEOM_BITS),
-        "stride_x": unsigned(GEOM_BITS),
+        "pool_w": unsigned(GEOM_BITS),
+        "pool_h": unsigned(GEOM_BITS),
+        "pool_n": unsigned(2 * GEOM_BITS),  # pool_w * pool_h: results per output written
+        "px_n": unsigned(cw),  # windows per row (out_w // pool_w)
         "tap0": signed(cw + 1),  # act offset of tap (0, 0, 0): (-pad_y * W - pad_x) * CB
         "ky_jump": signed(cw + 1),  # from tap (ky, kw-1, CB-1) to (ky+1, 0, 0): (W - kw) * CB + 1
-        "x_step": signed(cw + 1),  # next position in a row: stride_x * CB
-        "y_jump": signed(cw + 1),  # first position of the next row: (stride_y * W - (out_w-1) * stride_x) * CB
-    })
+    }
+    for level in range(LEVELS):
+        fields |= {f"step{level}_{k}": signed(cw + 1) for k in ("y", "x", "pos")}
+    return data.StructLayout(fields)
 
 
 def par_layout(cfg):
@@ -101,6 +116,10 @@ class LayerEngine(wiring.Component):
         example ROMs a board top initialises from files.  Each one's write port ``<name>_w``
         is replaced by a read port ``<name>_r`` that the engine drives (address, enable) and
         whose data it reads one cycle later, exactly as from its own memory.
+    out_memory : bool
+        Whether the engine holds its output memory (and ``out_r``).  Without it the results
+        leave only on the ``res_*`` stream, for a network that writes them into its own
+        activation buffers.
 
     Notes
     -----
@@ -113,7 +132,7 @@ class LayerEngine(wiring.Component):
 
     INPUT_MEMORIES = ("act", "wgt", "par")
 
-    def __init__(self, cfg, *, external=()):
+    def __init__(self, cfg, *, external=(), out_memory=True):
         if not isinstance(cfg, HwConfig):
             raise TypeError(f"cfg must be an HwConfig, not {cfg!r}")
         unknown = set(external) - set(self.INPUT_MEMORIES)
@@ -121,6 +140,7 @@ class LayerEngine(wiring.Component):
             raise ValueError(f"external memories must be among {self.INPUT_MEMORIES}, not {sorted(unknown)}")
         self.cfg = cfg
         self.external = tuple(external)
+        self.out_memory = bool(out_memory)
         self.act_shape = data.ArrayLayout(cfg.abits, cfg.rows)
         self.wgt_shape = data.ArrayLayout(cfg.code_bits, cfg.cols)
         self.par_shape = par_layout(cfg)
@@ -138,8 +158,9 @@ class LayerEngine(wiring.Component):
                 members[f"{name}_r"] = In(ReadPort.Signature(**geometry))
             else:
                 members[f"{name}_w"] = Out(WritePort.Signature(**geometry))
+        if self.out_memory:
+            members["out_r"] = Out(ReadPort.Signature(addr_width=_abits(cfg.out_depth), shape=self.out_shape))
         super().__init__(members | {
-            "out_r": Out(ReadPort.Signature(addr_width=_abits(cfg.out_depth), shape=self.out_shape)),
             # every write into the output memory, as it happens (a result stream)
             "res_valid": Out(1),
             "res_addr": Out(_abits(cfg.out_depth)),
@@ -155,6 +176,30 @@ class LayerEngine(wiring.Component):
     def shape(self, name):
         """Word layout of memory ``name``."""
         return getattr(self, f"{name}_shape")
+
+    def _walk(self, m, pos, walk_ends):
+        """Step the position walker: the innermost level not at its end counts up, the ones
+        inside it start again, and the origin moves by that level's steps."""
+        d = self.desc
+        counters = [pos[f"c{i}"] for i in range(LEVELS - 1)]
+        at_end = [pos[f"end{i}"] for i in range(LEVELS - 1)]
+
+        def move(level):
+            m.d.sync += [pos[k].eq(pos[k] + getattr(d, f"step{level}_{key}"))
+                         for k, key in (("y0", "y"), ("x0", "x"), ("pos", "pos"))]
+            for i in range(level):
+                m.d.sync += [counters[i].eq(0), at_end[i].eq(walk_ends[i] == 0)]
+            if level < LEVELS - 1:
+                m.d.sync += [counters[level].eq(counters[level] + 1),
+                             at_end[level].eq(counters[level] + 1 == walk_ends[level])]
+
+        with m.If(~at_end[0]):
+            move(0)
+        for level in range(1, LEVELS - 1):
+            with m.Elif(~at_end[level]):
+                move(level)
+        with m.Else():
+            move(LEVELS - 1)
 
     def elaborate(self, platform):
         m = Module()
@@ -175,12 +220,16 @@ class LayerEngine(wiring.Component):
         act_rd, wgt_rd, par_rd = (readers[name] for name in self.INPUT_MEMORIES)
         m.submodules.psum_mem = psum_mem = Memory(shape=self.psum_shape, depth=cfg.psum_depth, init=[],
                                                   attrs=NO_RW_CHECK)
-        m.submodules.out_mem = out_mem = Memory(shape=self.out_shape, depth=cfg.out_depth, init=[],
-                                                attrs=NO_RW_CHECK)
-        wiring.connect(m, wiring.flipped(self.out_r), out_mem.read_port())
+        out_port = WritePort.Signature(addr_width=_abits(cfg.out_depth), shape=self.out_shape)
+        if self.out_memory:
+            m.submodules.out_mem = out_mem = Memory(shape=self.out_shape, depth=cfg.out_depth, init=[],
+                                                    attrs=NO_RW_CHECK)
+            wiring.connect(m, wiring.flipped(self.out_r), out_mem.read_port())
+            out_wr = out_mem.write_port()
+        else:
+            out_wr = out_port.create(path=("out_wr",))
         psum_rd = psum_mem.read_port()
         psum_wr = psum_mem.write_port()
-        out_wr = out_mem.write_port()
 
         # the array sums one pass (dot_bits); passes accumulate after it, in the drain
         m.submodules.array = array = SystolicArray(cfg, psum_bits=cfg.dot_bits)
@@ -191,9 +240,13 @@ class LayerEngine(wiring.Component):
         m_left = Signal(cw, name="m_left")
         t_len = Signal(cw, name="t_len")  # positions in this M tile
         t_last = Signal(cw, name="t_last")  # t_len - 1, registered off the STREAM exit test
-        # "end" is (ox == out_w - 1), kept beside ox so the row-end test starts at a flip-flop
-        tile = {k: Signal(1 if k == "end" else scoord, name=f"tile_{k}") for k in ("ox", "end", "y0", "x0", "pos")}
-        pos = {k: Signal(1 if k == "end" else scoord, name=f"run_{k}") for k in ("ox", "end", "y0", "x0", "pos")}
+        # the position walker (see descriptor_layout): counters c0..c2 of the first three
+        # levels, each with its "at the end" flag kept beside it so the level choice starts
+        # at flip-flops, and the window origin and its activation address
+        walker = {"c0": GEOM_BITS, "c1": GEOM_BITS, "c2": cw, "end0": 1, "end1": 1, "end2": 1,
+                  "y0": scoord, "x0": scoord, "pos": scoord}
+        tile = {k: Signal(shape, name=f"tile_{k}") for k, shape in walker.items()}
+        pos = {k: Signal(shape, name=f"run_{k}") for k, shape in walker.items()}
         # K tile (tap) and N block
         ky = Signal(GEOM_BITS, name="ky")
         kx = Signal(GEOM_BITS, name="kx")
@@ -211,10 +264,10 @@ class LayerEngine(wiring.Component):
         last_cb = Signal(name="last_cb")
         last_nb = Signal(name="last_nb")
         # the loops' last indices, registered from the (held) descriptor
-        ends = {k: Signal.like(getattr(d, k), name=f"{k}_end") for k in ("kh", "kw", "cb_n", "nb_n", "out_w")}
+        ends = {k: Signal.like(getattr(d, k), name=f"{k}_end")
+                for k in ("kh", "kw", "cb_n", "nb_n", "pool_w", "pool_h", "px_n", "pool_n")}
         m.d.sync += [ends[k].eq(getattr(d, k) - 1) for k in ends]
-        left_x = Signal(scoord, name="left_x")  # -pad_x: the first window column of a row
-        m.d.sync += left_x.eq(-d.pad_x)
+        walk_ends = (ends["pool_w"], ends["pool_h"], ends["px_n"])
         m.d.sync += [
             first_kt.eq((ky == 0) & (kx == 0) & (cb == 0)),
             last_cb.eq(cb == ends["cb_n"]),
@@ -276,23 +329,36 @@ class LayerEngine(wiring.Component):
             m.d.sync += j_ps.eq(j_ps + 1)
         out_valid = delay(m, total_valid, cfg.requant_stages, 1, name="out_valid")
         j_out = Signal(cw, name="j_out")  # position leaving the requantisers
-        out_m = Signal(cw, name="out_m")  # (m0 + j_out) * NB
+        out_m = Signal(cw, name="out_m")  # (pooled position) * NB
+        # the fused max-pool: the results of a window leave one after another; the first
+        # is taken as it is, later ones are compared as abits-bit codes (only ReLU layers
+        # pool, so every value is a code), and the window's last one writes the maximum
+        pool_count = Signal(2 * GEOM_BITS, name="pool_count")
+        window_end = Signal(name="window_end")
+        m.d.comb += window_end.eq(pool_count == ends["pool_n"])
+        with m.If(out_valid):
+            m.d.sync += pool_count.eq(Mux(window_end, 0, pool_count + 1))
         for n in range(cfg.cols):
             rq = Requantizer(cfg)
             m.submodules[f"requant_{n}"] = rq
+            best = Signal(cfg.abits, name=f"pool_max_{n}")
+            code = rq.out[:cfg.abits]
+            take = (pool_count == 0) | (code > best)
+            with m.If(out_valid & take):
+                m.d.sync += best.eq(code)
             m.d.comb += [
                 rq.acc.eq(total[n]),
                 rq.shift.eq(rq_shift[n]),
                 rq.relu.eq(d.relu),
                 rq.amax.eq(d.amax),
-                out_wr.data[n].eq(rq.out),
+                out_wr.data[n].eq(Mux(take, rq.out, best)),
                 psum_wr.data[n].eq(total[n]),
             ]
         m.d.comb += [
             psum_wr.addr.eq(j_ps),
             psum_wr.en.eq(total_valid & ~last_kt),
             out_wr.addr.eq(out_m + nb),
-            out_wr.en.eq(out_valid & last_kt),
+            out_wr.en.eq(out_valid & last_kt & window_end),
             self.res_valid.eq(out_wr.en),
             self.res_addr.eq(out_wr.addr),
             self.res_data.eq(out_wr.data),
@@ -301,7 +367,9 @@ class LayerEngine(wiring.Component):
         # fans out to most of the controller, starts at a flip-flop
         drained = Signal(name="drained")
         with m.If(out_valid):
-            m.d.sync += [j_out.eq(j_out + 1), out_m.eq(out_m + d.nb_n), drained.eq(j_out + 1 == t_len)]
+            m.d.sync += [j_out.eq(j_out + 1), drained.eq(j_out + 1 == t_len)]
+            with m.If(window_end):
+                m.d.sync += out_m.eq(out_m + d.nb_n)
 
         # --- controller -------------------------------------------------------------
         load_count = Signal(range(cfg.load_cycles + 1), name="load_count")
@@ -314,11 +382,10 @@ class LayerEngine(wiring.Component):
                         m_left.eq(d.m_count),
                         nb.eq(0), par_base.eq(0), ky.eq(0), kx.eq(0), cb.eq(0), tap.eq(d.tap0),
                         w_addr.eq(0), out_base.eq(0), out_m.eq(0),
-                        tile["ox"].eq(0), tile["end"].eq(d.out_w == 1), tile["pos"].eq(0),
-                        tile["y0"].eq(-d.pad_y), tile["x0"].eq(-d.pad_x),
-                        pos["ox"].eq(0), pos["end"].eq(d.out_w == 1), pos["pos"].eq(0),
-                        pos["y0"].eq(-d.pad_y), pos["x0"].eq(-d.pad_x),
                     ]
+                    first = {"c0": 0, "c1": 0, "c2": 0, "end0": d.pool_w == 1, "end1": d.pool_h == 1,
+                             "end2": d.px_n == 1, "y0": -d.pad_y, "x0": -d.pad_x, "pos": 0}
+                    m.d.sync += [r[k].eq(v) for r in (tile, pos) for k, v in first.items()]
                     m.next = "TILE"
             with m.State("TILE"):
                 tile_len = Mux(m_left > cfg.psum_depth, cfg.psum_depth, m_left)
@@ -344,23 +411,12 @@ class LayerEngine(wiring.Component):
                     ]
                 with m.If(load_count == cfg.load_cycles):
                     m.d.sync += [load_count.eq(0), par_count.eq(0), j.eq(0), j_rd.eq(0), j_ps.eq(0), j_out.eq(0),
-                                 drained.eq(0), out_m.eq(out_base)]
+                                 drained.eq(0), out_m.eq(out_base), pool_count.eq(0)]
                     m.next = "STREAM"
             with m.State("STREAM"):
                 m.d.comb += issue.eq(1)
                 m.d.sync += j.eq(j + 1)
-                with m.If(pos["end"]):
-                    m.d.sync += [
-                        pos["ox"].eq(0), pos["end"].eq(ends["out_w"] == 0), pos["x0"].eq(left_x),
-                        pos["y0"].eq(pos["y0"] + d.stride_y),
-                        pos["pos"].eq(pos["pos"] + d.y_jump),
-                    ]
-                with m.Else():
-                    m.d.sync += [
-                        pos["ox"].eq(pos["ox"] + 1), pos["end"].eq(pos["ox"] + 1 == ends["out_w"]),
-                        pos["x0"].eq(pos["x0"] + d.stride_x),
-                        pos["pos"].eq(pos["pos"] + d.x_step),
-                    ]
+                self._walk(m, pos, walk_ends)
                 with m.If(j == t_last):
                     m.next = "DRAIN"
             with m.State("DRAIN"):

@@ -14,7 +14,7 @@ from quant import arith
 from quant.errors import UserError
 
 from . import codes
-from .engine import GEOM_BITS, coord_bits, par_layout
+from .engine import GEOM_BITS, LEVELS, coord_bits, par_layout
 
 
 def ceil_div(a, b):
@@ -55,26 +55,50 @@ class Geometry:
 
 
 class LayerPlan:
-    """How one layer runs on an engine built from ``cfg``.
+    """How one layer runs on an engine built from ``cfg``, with the max-pool that follows it
+    fused in when ``pool`` (its ``(height, width)``, equal to its stride) is given.
 
     Raises :class:`UserError` (one line naming the layer, the limit and the fix) when the
     layer does not fit the design, unless ``check`` is false (for sizing a design).
+    ``nb_multiple`` rounds the output channel blocks up to a multiple (a network's
+    activation buffers hold ``rows`` channels a word).
     """
 
-    def __init__(self, layer, cfg, *, check=True):
+    def __init__(self, layer, cfg, *, pool=None, nb_multiple=1, check=True):
         self.layer, self.cfg = layer, cfg
         self.geom = g = Geometry.of(layer)
+        self.pool = (1, 1) if pool is None else tuple(int(v) for v in pool)
         self.cb = ceil_div(g.in_c, cfg.rows)  # input channel blocks
-        self.nb = ceil_div(g.out_c, cfg.cols)  # output channel blocks
+        self.nb = ceil_div(ceil_div(g.out_c, cfg.cols), nb_multiple) * nb_multiple  # output channel blocks
         self.kt = g.kh * g.kw * self.cb  # K tiles per output block
         if check:
             self._check()
 
     # --- derived numbers -----------------------------------------------------------
     @property
+    def pool_n(self):
+        """Results per output written: the pooling window's size (1 without pooling)."""
+        return self.pool[0] * self.pool[1]
+
+    @property
+    def out_hw(self):
+        """Height and width of the written output (after the fused pooling)."""
+        return self.geom.out_h // self.pool[0], self.geom.out_w // self.pool[1]
+
+    @property
+    def out_shape(self):
+        return (self.geom.out_c,) + self.out_hw
+
+    @property
+    def visited(self):
+        """Output positions the engine computes: every one inside a pooling window (a
+        pool in floor mode drops the last row or column of an odd map)."""
+        return self.out_hw[0] * self.out_hw[1] * self.pool_n
+
+    @property
     def m_tiles(self):
         """Lengths of the M tiles (output positions per partial-sum pass)."""
-        m, t = self.geom.positions, self.cfg.psum_depth
+        m, t = self.visited, self.cfg.psum_depth
         return [min(t, m - s) for s in range(0, m, t)]
 
     @property
@@ -87,7 +111,7 @@ class LayerPlan:
 
     @property
     def out_words(self):
-        return self.geom.positions * self.nb
+        return self.out_hw[0] * self.out_hw[1] * self.nb
 
     @property
     def pass_cycles(self):
@@ -114,7 +138,7 @@ class LayerPlan:
     def macs(self):
         """Multiply-accumulates the layer needs (not the array's padded work)."""
         g = self.geom
-        return g.positions * g.out_c * g.in_c * g.kh * g.kw
+        return self.visited * g.out_c * g.in_c * g.kh * g.kw
 
     def utilisation(self):
         """Useful shift-accumulates over the array's PE-cycles while the layer runs."""
@@ -145,8 +169,16 @@ class LayerPlan:
             refuse(f"fan-in {fan_in} needs more than the {cfg.acc_bits}-bit accumulator built for fan-in "
                    f"{cfg.max_fan_in}", f"regenerate with --max-fan-in {fan_in}")
         geom_max = 2**GEOM_BITS - 1
+        if self.pool_n > 1:
+            if not layer.relu:
+                refuse("only a layer with ReLU can have its max-pool fused", "put the ReLU before the pooling")
+            if cfg.psum_depth % self.pool_n:
+                refuse(f"its {self.pool_n}-value pooling windows do not divide the {cfg.psum_depth}-position "
+                       "M tiles", f"regenerate with a --psum-depth that is a multiple of {self.pool_n}")
+            if min(self.out_hw) < 1:
+                refuse(f"its {g.out_h}x{g.out_w} output is smaller than the {self.pool} pooling", "pool less")
         for what, v in (("kernel", max(g.kh, g.kw)), ("stride", max(g.stride_y, g.stride_x)),
-                        ("padding", max(g.pad_y, g.pad_x))):
+                        ("padding", max(g.pad_y, g.pad_x)), ("pooling", max(self.pool))):
             if v > geom_max:
                 refuse(f"{what} {v} is over the descriptor's {geom_max}", f"use a {what} of at most {geom_max}")
         rq = layer.arrays["requant"]
@@ -165,7 +197,7 @@ class LayerPlan:
         ):
             if words > depth:
                 refuse(f"its {what} need {words} words, the memory has {depth}", f"regenerate with {flag} {words}")
-        if max(self.act_words, self.out_words, self.wgt_words, g.positions) >= 2 ** (coord_bits(cfg) - 1):
+        if max(self.act_words, self.out_words, self.wgt_words, self.visited) >= 2 ** (coord_bits(cfg) - 1):
             refuse("its counters overflow", "regenerate with deeper memories")
 
     # --- what the engine reads -------------------------------------------------------
@@ -173,26 +205,40 @@ class LayerPlan:
         """Field values of :func:`hw.engine.descriptor_layout`."""
         g, cb = self.geom, self.cb
         layer = self.layer
-        return {
+        ph, pw = self.pool
+        px_n = self.out_hw[1]
+        desc = {
             "relu": int(bool(layer.relu)),
             "amax": arith.act_max(layer.out_bits) if layer.relu else 0,
             "in_h": g.in_h,
             "in_w": g.in_w,
-            "out_w": g.out_w,
-            "m_count": g.positions,
+            "m_count": self.visited,
             "cb_n": cb,
             "nb_n": self.nb,
             "kh": g.kh,
             "kw": g.kw,
             "pad_y": g.pad_y,
             "pad_x": g.pad_x,
-            "stride_y": g.stride_y,
-            "stride_x": g.stride_x,
+            "pool_w": pw,
+            "pool_h": ph,
+            "pool_n": ph * pw,
+            "px_n": px_n,
             "tap0": (-g.pad_y * g.in_w - g.pad_x) * cb,
             "ky_jump": (g.in_w - g.kw) * cb + 1,
-            "x_step": g.stride_x * cb,
-            "y_jump": (g.stride_y * g.in_w - (g.out_w - 1) * g.stride_x) * cb,
         }
+        # (d oy, d ox) of moving on at each walker level, the levels inside it starting again
+        moves = [(0, 1), (1, -(pw - 1)), (-(ph - 1), 1), (1, -(px_n * pw - 1))]
+        assert len(moves) == LEVELS
+        for level, (doy, dox) in enumerate(moves):
+            dy, dx = doy * g.stride_y, dox * g.stride_x
+            desc |= {f"step{level}_y": dy, f"step{level}_x": dx, f"step{level}_pos": (dy * g.in_w + dx) * cb}
+        return desc
+
+    def positions_visited(self):
+        """``(oy, ox)`` of every output position in the order the engine computes them."""
+        (ph, pw), (py_n, px_n) = self.pool, self.out_hw
+        return [(py * ph + dy, px * pw + dx) for py in range(py_n) for px in range(px_n)
+                for dy in range(ph) for dx in range(pw)]
 
     def act_image(self, x):
         """Input codes of one sample (the layer's ``in_shape``) as act-memory word fields,
@@ -243,35 +289,42 @@ class LayerPlan:
         """The words to store in the input memories for input codes ``x``, as integers:
         ``{"act": [...], "wgt": [...], "par": [...]}`` in address order."""
         cfg = self.cfg
-        bias, shift = self.par_image()
-        shift_at = par_layout(cfg)["shift"].offset
         return {
             "act": codes.pack(self.act_image(x), cfg.abits),
             "wgt": codes.pack(self.wgt_image(), cfg.code_bits),
-            "par": [b | (s << shift_at) for b, s in zip(codes.pack(bias.reshape(-1, 1), cfg.acc_bits),
-                                                         codes.pack(shift.reshape(-1, 1), cfg.rq_bits))],
+            "par": self.par_words(),
         }
 
+    def par_words(self):
+        """The parameter memory's words (integers), one output channel each, padded channels zero."""
+        cfg = self.cfg
+        bias, shift = self.par_image()
+        shift_at = par_layout(cfg)["shift"].offset
+        return [b | (s << shift_at) for b, s in zip(codes.pack(bias.reshape(-1, 1), cfg.acc_bits),
+                                                     codes.pack(shift.reshape(-1, 1), cfg.rq_bits))]
+
     def out_image(self, y):
-        """The layer's output ``y`` (``out_shape``) as output-memory word fields
+        """The output ``y`` (:attr:`out_shape`, pooled) as output-memory word fields
         ``(out_words, cols)``, zeros in padded channels: the inverse of :meth:`unpack_outputs`."""
-        g, cols = self.geom, self.cfg.cols
-        full = np.zeros((self.nb * cols, g.out_h, g.out_w), dtype=np.int64)
-        full[: g.out_c] = np.asarray(y, dtype=np.int64).reshape(g.out_c, g.out_h, g.out_w)
+        cols, (oh, ow) = self.cfg.cols, self.out_hw
+        full = np.zeros((self.nb * cols, oh, ow), dtype=np.int64)
+        full[: self.geom.out_c] = np.asarray(y, dtype=np.int64).reshape(self.out_shape)
         return full.transpose(1, 2, 0).reshape(-1, cols)
 
     def unpack_outputs(self, words):
-        """Output-memory word fields ``(out_words, cols)`` -> the layer's output ``out_shape``."""
-        g, cols = self.geom, self.cfg.cols
-        w = np.asarray(words, dtype=np.int64).reshape(g.out_h, g.out_w, self.nb * cols)[:, :, : g.out_c]
-        return w.transpose(2, 0, 1).reshape(self.layer.out_shape)
+        """Output-memory word fields ``(out_words, cols)`` -> the output :attr:`out_shape`
+        (the layer's ``out_shape``, pooled when a pool is fused)."""
+        cols, (oh, ow) = self.cfg.cols, self.out_hw
+        w = np.asarray(words, dtype=np.int64).reshape(oh, ow, self.nb * cols)[:, :, : self.geom.out_c]
+        shape = self.layer.out_shape if self.pool_n == 1 else self.out_shape
+        return w.transpose(2, 0, 1).reshape(shape)
 
     def locate(self, flat_index):
-        """Where output element ``flat_index`` (of ``out_shape``, row-major) was computed:
-        ``(m_tile, nb, position, column)``, for mismatch reports."""
-        g, cols = self.geom, self.cfg.cols
-        o, rest = divmod(int(flat_index), g.positions)
-        return rest // self.cfg.psum_depth, o // cols, rest, o % cols
+        """Where output element ``flat_index`` (of :attr:`out_shape`, row-major) was
+        computed: ``(m_tile, nb, written position, column)``, for mismatch reports."""
+        cols, (oh, ow) = self.cfg.cols, self.out_hw
+        o, rest = divmod(int(flat_index), oh * ow)
+        return rest * self.pool_n // self.cfg.psum_depth, o // cols, rest, o % cols
 
 
 def _pow2_at_least(n):

@@ -236,13 +236,12 @@ class EngineTestbench(Testbench):
         first_write = {}
         for cycle, addr, word in writes:
             first_write.setdefault(addr, (cycle, word))
-        g = plan.geom
         for idx, (e, v) in enumerate(zip(np.asarray(expected).ravel(), np.asarray(got).ravel())):
             tile, nb, position, col = plan.locate(idx)
             addr = position * plan.nb + nb
             cycle, word = first_write.get(addr, (None, None))
             streamed = None if word is None else codes.unpack(word, cfg.cols, cfg.out_bits, signed=True)[col]
-            oy, ox = divmod(position, g.out_w)
+            oy, ox = divmod(position, plan.out_hw[1])
             where = (f"{what}, M tile {tile}, block {nb}, position {position} (y {oy}, x {ox}), column {col}, "
                      f"written at cycle {cycle}")
             checker.compare(e, v, where)

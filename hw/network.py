@@ -1,0 +1,235 @@
+"""The network engine: the layer engine run step after step over a whole exported network.
+
+:class:`NetworkCore` holds
+
+* the layer engine (:class:`hw.engine.LayerEngine`), its results streamed out rather than
+  kept in an output memory;
+* read-only memories initialised from the program (:class:`hw.program.NetworkProgram`):
+  every layer's weights one after another, their channel parameters, and the descriptors,
+  one per step, which a sequencer hands to the engine in turn;
+* two activation buffers used in turn (A, B), each ``rows`` codes a word in
+  ``rows // cols`` write banks (the layer's output vectors are ``cols`` wide);
+* the input packer (:class:`InputPacker`), which writes the codes of an image into A as
+  they arrive, and the logit registers the last step writes.
+
+Nothing here depends on the model: the program is data.  The cycle count of a run is
+:meth:`hw.program.NetworkProgram.cycles`, asserted by every simulated run.
+"""
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from .engine import NO_RW_CHECK, LayerEngine, _abits, descriptor_layout
+from .program import NetworkProgram
+
+
+class InputPacker(wiring.Component):
+    """Writes an image's input codes into activation words as they arrive.
+
+    Codes come in ``(y, x, c)`` order (channel fastest), one per transfer
+    (``in_valid & in_ready``).  A shift register holds the last ``window`` pixels; once a
+    pixel is complete and at least ``lead`` pixels of the row have come, the register is
+    written as one word (lane ``kx * C + c``, oldest pixel lowest), and after each row
+    ``pad`` zero pixels are shifted in and written, during which ``in_ready`` is low.  Those
+    zeros are also the next row's left padding.  ``in_first`` (a pulse) starts an image.
+
+    The write is registered: ``w_en``/``w_addr``/``w_data`` come one cycle after the pixel
+    completes.  ``busy`` is high while a write or padding is pending.
+    """
+
+    def __init__(self, geometry, *, rows, abits, addr_width):
+        self.g = geometry
+        self.rows, self.abits = rows, abits
+        super().__init__({
+            "in_first": In(1),
+            "in_valid": In(1),
+            "in_data": In(abits),
+            "in_ready": Out(1),
+            "busy": Out(1),
+            "w_en": Out(1),
+            "w_addr": Out(addr_width),
+            "w_data": Out(rows * abits),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        g, ab = self.g, self.abits
+        lanes = g.window * g.channels
+        reg = Signal(lanes * ab, name="window")
+        chan = Signal(range(max(2, g.channels)), name="chan")
+        x = Signal(range(max(2, g.width)), name="x")
+        tail = Signal(range(g.pad + 1), name="tail")
+        padding = Signal(name="padding")  # shifting in the zero pixels after a row
+        write = Signal(name="write")
+        m.d.comb += [self.in_ready.eq(~padding), self.busy.eq(padding | write),
+                     self.w_en.eq(write), self.w_data.eq(reg)]
+        m.d.sync += write.eq(0)
+        with m.If(write):
+            m.d.sync += self.w_addr.eq(self.w_addr + 1)
+
+        shift_in = Signal(ab)
+        take = Signal()
+        m.d.comb += [take.eq(Mux(padding, 1, self.in_valid)), shift_in.eq(Mux(padding, 0, self.in_data))]
+        with m.If(self.in_first):
+            m.d.sync += [reg.eq(0), chan.eq(0), x.eq(0), tail.eq(0), padding.eq(0), self.w_addr.eq(0)]
+        with m.Elif(take):
+            m.d.sync += reg.eq(Cat(reg[ab:], shift_in) if lanes > 1 else shift_in)
+            with m.If(chan == g.channels - 1):
+                m.d.sync += chan.eq(0)
+                with m.If(padding):
+                    m.d.sync += write.eq(1)
+                    with m.If(tail == g.pad - 1):
+                        m.d.sync += [tail.eq(0), padding.eq(0)]
+                    with m.Else():
+                        m.d.sync += tail.eq(tail + 1)
+                with m.Else():
+                    m.d.sync += write.eq(x >= g.lead)
+                    with m.If(x == g.width - 1):
+                        m.d.sync += [x.eq(0), padding.eq(g.pad > 0)]
+                    with m.Else():
+                        m.d.sync += x.eq(x + 1)
+            with m.Else():
+                m.d.sync += chan.eq(chan + 1)
+        return m
+
+
+def core_layout(program):
+    """The per-step fields the network adds to the engine's descriptor."""
+    return data.StructLayout({
+        "wgt_base": unsigned(_abits(program.wgt_words) + 1),
+        "par_base": unsigned(_abits(program.par_words) + 1),
+        "src_b": unsigned(1),
+        "dst_b": unsigned(1),
+        "dst_logits": unsigned(1),
+    })
+
+
+class NetworkCore(wiring.Component):
+    """A whole network on the layer engine, from input codes to logits.
+
+    Ports (all synchronous):
+
+    * ``in_first`` (a pulse before an image), ``in_valid``/``in_data``/``in_ready``: the
+      image's input codes in ``(y, x, c)`` order, one per transfer, only while not ``busy``;
+    * ``start``: a one-cycle pulse, while ``busy`` is low, runs every step;
+    * ``busy``; ``done``: a one-cycle pulse in the run's last cycle;
+    * ``logit_addr``/``logit_data``: a combinational read of the last run's logits.
+
+    Parameters
+    ----------
+    program : NetworkProgram
+    """
+
+    def __init__(self, program):
+        if not isinstance(program, NetworkProgram):
+            raise TypeError(f"program must be a NetworkProgram, not {program!r}")
+        self.program = program
+        cfg = program.cfg
+        self.cfg = cfg
+        self.engine = LayerEngine(cfg, external=("act", "wgt", "par"), out_memory=False)
+        super().__init__({
+            "in_first": In(1),
+            "in_valid": In(1),
+            "in_data": In(cfg.abits),
+            "in_ready": Out(1),
+            "start": In(1),
+            "busy": Out(1),
+            "done": Out(1),
+            "logit_addr": In(range(program.num_classes)),
+            "logit_data": Out(signed(program.logit_bits)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        prog, cfg = self.program, self.cfg
+        banks, cols, ab = prog.banks, cfg.cols, cfg.abits
+
+        m.submodules.engine = engine = self.engine
+
+        # --- the program: descriptors by step, weights and parameters ---------------------
+        steps = prog.descriptors()
+        step = Signal(range(max(2, len(steps))), name="step")
+        layout, extra = descriptor_layout(cfg), core_layout(prog)
+        desc = Signal(extra, name="core_desc")
+        with m.Switch(step):
+            for i, fields in enumerate(steps):
+                with m.Case(i):
+                    m.d.comb += [
+                        engine.desc.eq(layout.const({k: fields[k] for k in layout.members})),
+                        desc.eq(extra.const({k: fields[k] for k in extra.members})),
+                    ]
+
+        wgt_rom = Memory(shape=unsigned(cfg.code_bits * cols), depth=prog.wgt_words, init=prog.wgt_rom())
+        par_rom = Memory(shape=unsigned(engine.par_shape.size), depth=prog.par_words, init=prog.par_rom())
+        m.submodules.wgt_rom, m.submodules.par_rom = wgt_rom, par_rom
+        for rom, port, base in ((wgt_rom, engine.wgt_r, desc.wgt_base), (par_rom, engine.par_r, desc.par_base)):
+            rd = rom.read_port()
+            m.d.comb += [rd.addr.eq(port.addr + base), port.data.eq(rd.data)]
+
+        # --- activation buffers ----------------------------------------------------------
+        m.submodules.packer = packer = InputPacker(prog.packer, rows=cfg.rows, abits=ab,
+                                                   addr_width=_abits(prog.buffer_words("A")))
+        res_word = engine.res_addr[banks.bit_length() - 1:]
+        res_bank = engine.res_addr[:banks.bit_length() - 1]
+        res_codes = Cat(engine.res_data[n][:ab] for n in range(cols))
+        act_data = {}
+        for name in ("A", "B"):
+            buf = Memory(shape=unsigned(cfg.rows * ab), depth=prog.buffer_words(name), init=[], attrs=NO_RW_CHECK)
+            m.submodules[f"buf_{name}"] = buf
+            wr = buf.write_port(granularity=cols * ab)
+            rd = buf.read_port()
+            mine = desc.dst_b if name == "B" else ~desc.dst_b & ~desc.dst_logits
+            m.d.comb += [
+                wr.addr.eq(res_word),
+                wr.data.eq(res_codes.replicate(banks)),
+                rd.addr.eq(engine.act_r.addr),
+            ]
+            for b in range(banks):
+                m.d.comb += wr.en[b].eq(engine.res_valid & mine & (res_bank == b))
+            if name == "A":  # the packer writes the input while the engine is idle
+                with m.If(packer.w_en):
+                    m.d.comb += [wr.addr.eq(packer.w_addr), wr.data.eq(packer.w_data), wr.en.eq(-1)]
+            act_data[name] = rd.data
+        m.d.comb += engine.act_r.data.eq(Mux(desc.src_b, act_data["B"], act_data["A"]))
+
+        # --- logits ----------------------------------------------------------------------
+        logits = [Signal(signed(prog.logit_bits), name=f"logit_{i}") for i in range(prog.num_classes)]
+        for i, reg in enumerate(logits):
+            with m.If(engine.res_valid & desc.dst_logits & (engine.res_addr == i // cols)):
+                m.d.sync += reg.eq(engine.res_data[i % cols])
+        with m.Switch(self.logit_addr):
+            for i, reg in enumerate(logits):
+                with m.Case(i):
+                    m.d.comb += self.logit_data.eq(reg)
+
+        # --- the sequencer -----------------------------------------------------------------
+        m.d.comb += [
+            packer.in_first.eq(self.in_first),
+            packer.in_valid.eq(self.in_valid),
+            packer.in_data.eq(self.in_data),
+            self.in_ready.eq(packer.in_ready),
+        ]
+        running = Signal(name="running")
+        m.d.comb += self.busy.eq(running | packer.busy)
+        with m.FSM(name="seq"):
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.sync += [step.eq(0), running.eq(1)]
+                    m.next = "SET"
+            with m.State("SET"):  # the engine's registers take the step's descriptor
+                m.next = "GO"
+            with m.State("GO"):
+                m.d.comb += engine.start.eq(1)
+                m.next = "RUN"
+            with m.State("RUN"):
+                with m.If(engine.done):
+                    with m.If(step == len(steps) - 1):
+                        m.d.comb += self.done.eq(1)
+                        m.d.sync += running.eq(0)
+                        m.next = "IDLE"
+                    with m.Else():
+                        m.d.sync += step.eq(step + 1)
+                        m.next = "SET"
+        return m

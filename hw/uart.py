@@ -1,0 +1,159 @@
+"""A UART receiver and transmitter: 8 data bits, no parity, one stop bit (8N1), LSB first, idle high.
+
+The bit rate is ``clocks_per_bit`` cycles of the design's clock, a parameter the caller
+works out once (:func:`clocks_per_bit` does it from the clock and the baud rate).
+"""
+
+from amaranth.hdl import Cat, Module, Signal
+from amaranth.lib import wiring
+from amaranth.lib.cdc import FFSynchronizer
+from amaranth.lib.wiring import In, Out
+
+from quant.errors import UserError
+
+#: The fewest clocks per bit the receiver samples reliably (mid-bit, with a glitch check).
+MIN_CLOCKS_PER_BIT = 4
+#: The largest baud-rate error :func:`clocks_per_bit` accepts (the receivers of both ends
+#: together tolerate about 4%, half a bit over the ten bits of a frame, less the sampling jitter).
+MAX_RATE_ERROR = 0.02
+
+
+def clocks_per_bit(clock_hz, baud):
+    """``round(clock_hz / baud)``, refused with a :class:`UserError` if it is below
+    :data:`MIN_CLOCKS_PER_BIT` or the rate it gives is off by more than :data:`MAX_RATE_ERROR`."""
+    if baud <= 0 or clock_hz <= 0:
+        raise UserError(f"baud rate {baud} and clock {clock_hz} Hz must be positive; pass --baud like 115200")
+    cpb = round(clock_hz / baud)
+    if cpb < MIN_CLOCKS_PER_BIT:
+        raise UserError(f"baud rate {baud} is too fast for a {clock_hz / 1e6:g} MHz clock (needs at least "
+                        f"{MIN_CLOCKS_PER_BIT} clocks per bit); use at most {clock_hz // MIN_CLOCKS_PER_BIT} baud")
+    error = abs(clock_hz / cpb - baud) / baud
+    if error > MAX_RATE_ERROR:
+        raise UserError(f"baud rate {baud} is {error:.1%} off with a {clock_hz / 1e6:g} MHz clock "
+                        f"({cpb} clocks per bit); choose a baud rate that divides the clock more evenly")
+    return cpb
+
+
+def _check_cpb(cpb):
+    if not isinstance(cpb, int) or cpb < MIN_CLOCKS_PER_BIT:
+        raise ValueError(f"clocks_per_bit must be an int >= {MIN_CLOCKS_PER_BIT}, not {cpb!r}")
+    return cpb
+
+
+class UartRx(wiring.Component):
+    """Receives 8N1 bytes on ``rx``.
+
+    ``rx`` is asynchronous: two flip-flops synchronise it (a fixed latency of 2 cycles,
+    left out below).  A start bit is taken when the line is seen low after idle; the line is
+    sampled ``(clocks_per_bit - 1) // 2`` cycles later, the middle of the start bit, and the
+    start is dropped as a glitch if the line is high again there.  Data bits and the stop bit
+    are then sampled every ``clocks_per_bit`` cycles, at their middles.
+
+    In the cycle after the stop bit's sample either ``valid`` (stop bit high) or ``error``
+    (stop bit low: a framing error, the byte is dropped) is high for one cycle.  ``data``
+    holds the byte from the ``valid`` cycle until the next byte's first data bit.  After a
+    framing error the receiver waits for the line to go high (a break) before looking for
+    the next start bit; after a good byte it looks from the middle of the stop bit on.
+
+    Parameters
+    ----------
+    clocks_per_bit : int
+        Clock cycles per bit, at least :data:`MIN_CLOCKS_PER_BIT`.
+    """
+
+    def __init__(self, clocks_per_bit):
+        self.clocks_per_bit = _check_cpb(clocks_per_bit)
+        super().__init__({
+            "rx": In(1, init=1),
+            "data": Out(8),
+            "valid": Out(1),
+            "error": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cpb = self.clocks_per_bit
+        half = (cpb - 1) // 2  # from the first low sample to the middle of the start bit
+
+        line = Signal(init=1)
+        m.submodules.sync = FFSynchronizer(self.rx, line, init=1)
+
+        timer = Signal(range(cpb))
+        bit = Signal(range(8))
+        shreg = Signal(8)
+        tick = timer == 0
+        m.d.comb += self.data.eq(shreg)
+        m.d.sync += [self.valid.eq(0), self.error.eq(0), timer.eq(timer - 1)]
+
+        with m.FSM():
+            with m.State("IDLE"):
+                m.d.sync += timer.eq(half - 1)
+                with m.If(~line):
+                    m.next = "START"
+            with m.State("START"):
+                with m.If(tick):
+                    m.d.sync += [timer.eq(cpb - 1), bit.eq(0)]
+                    m.next = "DATA"
+                    with m.If(line):  # high again at mid-bit: a glitch
+                        m.next = "IDLE"
+            with m.State("DATA"):
+                with m.If(tick):
+                    m.d.sync += [timer.eq(cpb - 1), shreg.eq(Cat(shreg[1:], line)), bit.eq(bit + 1)]
+                    with m.If(bit == 7):
+                        m.next = "STOP"
+            with m.State("STOP"):
+                with m.If(tick):
+                    with m.If(line):
+                        m.d.sync += self.valid.eq(1)
+                        m.next = "IDLE"
+                    with m.Else():
+                        m.d.sync += self.error.eq(1)
+                        m.next = "BREAK"
+            with m.State("BREAK"):
+                with m.If(line):
+                    m.next = "IDLE"
+        return m
+
+
+class UartTx(wiring.Component):
+    """Sends 8N1 bytes on ``tx`` (a register; high while idle).
+
+    A byte is taken in a cycle with ``valid`` and ``ready`` both high; from the next cycle
+    ``tx`` carries its start bit, 8 data bits (LSB first) and the stop bit, each for
+    ``clocks_per_bit`` cycles.  ``ready`` is high while idle and again in the last cycle of
+    the stop bit, so bytes offered back to back leave exactly ``10 * clocks_per_bit``
+    cycles apart.
+
+    Parameters
+    ----------
+    clocks_per_bit : int
+        Clock cycles per bit, at least :data:`MIN_CLOCKS_PER_BIT`.
+    """
+
+    def __init__(self, clocks_per_bit):
+        self.clocks_per_bit = _check_cpb(clocks_per_bit)
+        super().__init__({
+            "data": In(8),
+            "valid": In(1),
+            "ready": Out(1),
+            "tx": Out(1, init=1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cpb = self.clocks_per_bit
+
+        timer = Signal(range(cpb))
+        left = Signal(range(10))  # bits still to put on the line after the current one
+        shreg = Signal(9)  # the data bits, then the stop bit
+        tick = timer == 0
+        m.d.comb += self.ready.eq((left == 0) & tick)
+        m.d.sync += timer.eq(timer - 1)
+        with m.If(self.valid & self.ready):
+            m.d.sync += [self.tx.eq(0), shreg.eq(Cat(self.data, 1)), left.eq(9), timer.eq(cpb - 1)]
+        with m.Elif(tick):
+            with m.If(left != 0):
+                m.d.sync += [self.tx.eq(shreg[0]), shreg.eq(shreg[1:]), left.eq(left - 1), timer.eq(cpb - 1)]
+            with m.Else():
+                m.d.sync += timer.eq(0)  # idle: hold
+        return m
