@@ -111,3 +111,18 @@ def pins(b):
         "button": one("btn_rst", b.button),
         "leds": [dict(one(f"led_{signal}", resource), signal=signal) for signal, resource in b.leds],
     }
+
+
+def uart_pins(b):
+    """``{"rx": pin, "tx": pin}`` of board ``b``'s UART (the FTDI link's), like :func:`pins`."""
+    platform = b.platform()
+    r = platform.lookup("uart", 0)
+    found = {}
+    for sub in r.ios:
+        if sub.name not in ("rx", "tx"):
+            continue
+        attrs = tuple((k, str(v)) for k, v in dict(r.attrs).items() if k not in ("PULLUP", "GLOBAL"))
+        found[sub.name] = {"port": f"uart_{sub.name}", "pin": sub.ios[0].names[0], "invert": bool(sub.ios[0].invert),
+                           "attrs": attrs + ((("PULLMODE", "UP"),) if b.family == "ecp5" and sub.name == "rx" else ()),
+                           "pullup": sub.name == "rx" and b.family == "ice40"}
+    return found

@@ -6,10 +6,13 @@ nextpnr-ecp5, icepack or ecppack, each tool's log kept beside its output.  The r
 (:mod:`fpga.report`) goes to ``report.json`` and ``report.md``; the command exits 1 when
 the design does not fit, misses the target clock, or holds a DSP block or a multiplier.
 
-The design is the engine sized for ``--artifact`` (or for the HwConfig flags), wrapped in
-an on-board self-test of one layer on one golden sample (:mod:`hw.selftest`): the board's
-LEDs say whether the FPGA computed exactly what the golden model did.  Without an
-artifact, a random convolution that fills the array stands in for the layer.
+With ``--artifact`` the design is the whole network (``--design network``, the default):
+the network engine (:mod:`hw.network`) with every layer's weights in its ROMs, behind the
+UART host link that ``python -m fpga.run`` talks to.  ``--design selftest`` instead wraps
+the layer engine in an on-board self-test of one layer on one golden sample
+(:mod:`hw.selftest`): the board's LEDs say whether the FPGA computed exactly what the
+golden model did.  Without an artifact, a random convolution that fills the array stands
+in for the self-test's layer.
 """
 
 import dataclasses
@@ -30,7 +33,9 @@ from quant.reference import accumulate
 from quant.config import add_config_arguments, make_parser
 from quant.errors import UserError, cli_main
 from quant.fileio import write_atomic, write_json
+from hw.program import NetworkProgram
 from templates.board import SelfTestCase, write_board
+from templates.netboard import DEFAULT_BAUD, write_network_board
 
 from .boards import BOARDS, board as get_board
 from .report import build_report, markdown
@@ -92,18 +97,37 @@ def run_tools(folder):
     return seconds
 
 
+def network_program(art, flags, board):
+    """The network engine's program for the artifact: the board's defaults, then ``flags``."""
+    given = dict(board.defaults)
+    given.update({k: v for k, v in flags.items() if v is not None})
+    return NetworkProgram(art.network, **given)
+
+
 def build(board_name, *, out=None, artifact_path=None, layer=None, sample=0, target_mhz=None, given=None,
-          seed=0):
-    """Generate, build and report; returns the report dict (``report["passed"]``)."""
+          seed=0, design=None, baud=DEFAULT_BAUD):
+    """Generate, build and report; returns the report dict (``report["passed"]``).
+
+    ``design`` is ``"network"`` (needs ``artifact_path``; the default with one) or
+    ``"selftest"`` (the default without)."""
     board = get_board(board_name)
     art = load_artifact(artifact_path) if artifact_path else None
-    cfg = design_config(given or {}, art, board)
-    case = (SelfTestCase.from_artifact(art, cfg, layer=layer, sample=sample) if art is not None
-            else random_case(cfg, seed))
+    design = design or ("network" if art is not None else "selftest")
+    if design not in ("network", "selftest"):
+        raise UserError(f"unknown design {design!r}; choose network or selftest")
     folder = pathlib.Path(out or f"build/fpga/{board.name}")
     for stale in ("nextpnr_report.json", "yosys_stat.json", f"top{board.bitstream_suffix}"):
         (folder / stale).unlink(missing_ok=True)
-    files = write_board(folder, board, cfg, case, artifact=artifact_path)
+    if design == "network":
+        if art is None:
+            raise UserError("the network design needs --artifact (an exported model); or use --design selftest")
+        files = write_network_board(folder, board, network_program(art, given or {}, board), artifact=artifact_path,
+                                    baud=baud)
+    else:
+        cfg = design_config(given or {}, art, board)
+        case = (SelfTestCase.from_artifact(art, cfg, layer=layer, sample=sample) if art is not None
+                else random_case(cfg, seed))
+        files = write_board(folder, board, cfg, case, artifact=artifact_path)
     seconds = run_tools(folder)
     record = dict(files["record"], build_seconds=round(seconds, 1))
     report = build_report(folder, board, target_mhz=target_mhz or board.board_clock_mhz, record=record)
@@ -122,7 +146,12 @@ def main(argv=None):
     parser = make_parser("python -m fpga.build", __doc__.splitlines()[0],
                          epilog="example: python -m fpga.build --board icebreaker --artifact runs/demo-pow2/artifact.npz")
     parser.add_argument("--board", default="icebreaker", choices=sorted(BOARDS), help="target board")
-    parser.add_argument("--artifact", help="size the design for this artifact and self-test one of its layers")
+    parser.add_argument("--artifact", help="the exported model the design runs (artifact.npz)")
+    parser.add_argument("--design", choices=("network", "selftest"),
+                        help="network: the whole model behind the UART link (the default with --artifact); "
+                             "selftest: one layer checked on the board's LEDs (the default without)")
+    parser.add_argument("--baud", type=int, default=DEFAULT_BAUD,
+                        help=f"UART rate of the network design (default {DEFAULT_BAUD})")
     parser.add_argument("--layer", help="the weighted layer the self-test runs (default: the first)")
     parser.add_argument("--sample", type=int, default=0, help="the golden sample it runs (default: 0)")
     parser.add_argument("--out", help="build folder (default: build/fpga/<board>)")
@@ -133,7 +162,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(HwConfig)}
     report = build(args.board, out=args.out, artifact_path=args.artifact, layer=args.layer, sample=args.sample,
-                   target_mhz=args.target_mhz, given=given, seed=args.seed)
+                   target_mhz=args.target_mhz, given=given, seed=args.seed, design=args.design, baud=args.baud)
     print(markdown(report), end="")
     folder = pathlib.Path(args.out or f"build/fpga/{args.board}")
     print(f"report: {folder / 'report.md'} and report.json; logs: yosys.log, nextpnr.log; rebuild: {folder / 'build.sh'}")

@@ -151,6 +151,45 @@ def build_report(folder, board, *, target_mhz, record):
     }
 
 
+def network_figures(report):
+    """Cycles, PE use and images per second of a network design at the nextpnr Fmax and at
+    the board clock it runs at."""
+    d = report["design"]
+    cfg = d["config"]
+    conv = [s for s in d["steps"] if s["positions"] > 1]
+    pe_cycles = sum(s["cycles"] for s in conv) * cfg["rows"] * cfg["cols"]
+    fmax = min(report["fmax_mhz"].values(), default=None)
+    return {
+        "cycles_per_image": d["cycles"],
+        "conv_pe_use": (sum(s["pe_use"] * s["cycles"] for s in conv) * cfg["rows"] * cfg["cols"] / pe_cycles
+                        if pe_cycles else None),
+        "images_per_s_fmax": fmax * 1e6 / d["cycles"] if fmax else None,
+        "images_per_s_board": report["board_clock_mhz"] * 1e6 / d["cycles"],
+    }
+
+
+def design_lines(report):
+    d = report["design"]
+    if d.get("design") != "network":
+        return [f"Self-test: layer {d['layer']}, golden sample {d['sample']}, {d['cycles']} engine cycles, expected "
+                f"checksum 0x{d['expected_checksum']:08x}."]
+    f = network_figures(report)
+    lines = [f"Network engine behind a UART link at {d['baud']} baud ({d['clocks_per_bit']} clocks a bit); "
+             f"model {d['artifact']}.", "",
+             "| step | K tiles | N blocks | positions | cycles | PE use |", "|---|---:|---:|---:|---:|---:|"]
+    for s in d["steps"]:
+        lines.append(f"| {'+'.join(s['layers'])} | {s['k_tiles']} | {s['n_blocks']} | {s['positions']} | "
+                     f"{s['cycles']} | {s['pe_use']:.1%} |")
+    lines += ["", f"- cycles per image: **{f['cycles_per_image']}**; PE use over the conv layers: "
+              f"**{f['conv_pe_use']:.1%}**" if f["conv_pe_use"] is not None else
+              f"- cycles per image: **{f['cycles_per_image']}**"]
+    if f["images_per_s_fmax"]:
+        lines.append(f"- images per second at the nextpnr Fmax: **{f['images_per_s_fmax']:.0f}**; at the "
+                     f"{report['board_clock_mhz']:g} MHz board clock: {f['images_per_s_board']:.0f} (compute only; the "
+                     "UART carries the image and the reply)")
+    return lines
+
+
 def markdown(report):
     """The report as a Markdown table and a few lines."""
     d = report["design"]
@@ -159,8 +198,7 @@ def markdown(report):
         f"# {report['board']} ({report['device']}): {cfg['rows']}x{cfg['cols']} array, "
         f"A{cfg['abits']} W{cfg['wbits']}x{cfg['terms']}, {d['derived']['acc_bits']}-bit accumulators",
         "",
-        f"Self-test: layer {d['layer']}, golden sample {d['sample']}, {d['cycles']} engine cycles, expected "
-        f"checksum 0x{d['expected_checksum']:08x}.",
+        *design_lines(report),
         "",
         "| resource | used | available | use |",
         "|---|---:|---:|---:|",

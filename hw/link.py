@@ -44,14 +44,6 @@ def crc8_step(crc, byte):
     return Cat(*bits)
 
 
-def _rom(m, index, table, out):
-    """``out = table[index]`` (combinational), entries past the table 0."""
-    with m.Switch(index):
-        for i, v in enumerate(table):
-            with m.Case(i):
-                m.d.comb += out.eq(v)
-
-
 class HostLink(wiring.Component):
     """UART frames in, the network core run, UART frames out.
 
@@ -124,10 +116,17 @@ class HostLink(wiring.Component):
             "logit_data": In(signed(logit_bits)),
         })
 
-    def headers(self):
-        """The 4 header bytes of each reply the sequencer sends, by its reply number."""
+    def const_bytes(self):
+        """``{(kind, pos): byte}``: the reply bytes that are constants, by reply kind and position
+        in the frame (header at 0..3, then the INFO_REPLY payload).  Position 4 of a RESULT
+        is the class, of an ERROR the error code; the CRC follows the payload."""
         length = {_RESULT: 1 + P.LOGIT_BYTES * self.num_classes, _INFO: P.INFO_BYTES, _ERROR: 1}
-        return {k: P.encode(_REPLY_TYPE[k], bytes(length[k]))[:P.HEADER_BYTES] for k in _REPLY_TYPE}
+        table = {}
+        for kind, type_ in _REPLY_TYPE.items():
+            head = P.encode(type_, bytes(length[kind]))[:P.HEADER_BYTES]
+            table.update({(kind, i): b for i, b in enumerate(head)})
+        table.update({(_INFO, P.HEADER_BYTES + i): b for i, b in enumerate(self.info.payload())})
+        return table
 
     def elaborate(self, platform):
         m = Module()
@@ -135,109 +134,110 @@ class HostLink(wiring.Component):
         m.submodules.uart_tx = tx = UartTx(self.clocks_per_bit)
         m.d.comb += [rx.rx.eq(self.rx), self.tx.eq(tx.tx)]
         last_class = self.num_classes - 1
+        body = P.HEADER_BYTES  # position of the first payload byte
 
-        # the CRC register, shared: the receiver's while a frame comes in, the sequencer's after
+        # One CRC register and one CRC-8 step for both directions: ``byte`` is the received
+        # byte while a frame comes in and the byte being sent while the reply goes out.
         crc = Signal(8)
-        crc_in = Signal(8)
+        byte = Signal(8)
         crc_next = Signal(8)
-        m.d.comb += crc_next.eq(crc8_step(crc, crc_in))
+        m.d.comb += [crc_next.eq(crc8_step(crc, byte)), tx.data.eq(byte)]
+        sent = tx.valid & tx.ready
 
-        # --- receive state ------------------------------------------------------------
+        # receive: ``pos`` counts the fields (TYPE, LEN low, LEN high, then payload and CRC)
+        pos = Signal(range(P.HEADER_BYTES + P.INFO_BYTES))
         is_classify = Signal()
         is_info = Signal()
         length = Signal(16)  # LEN, then the payload bytes still to come
-        len_ok = Signal()
+        len_ok = Signal()  # LEN == n_inputs (CLASSIFY), no payload byte yet (INFO)
         bad_code = Signal()
         overrun = Signal()
-        stream = is_classify & len_ok  # codes go to the core
+        stream = is_classify & len_ok  # the codes go to the core
         full_len = Cat(length[:8], rx.data)
+        dec = Signal(17)
+        m.d.comb += dec.eq(length - 1)
+        none_left = dec[16]  # the borrow: length == 0, from the decrementer's carry chain
 
-        # --- transmit state -----------------------------------------------------------
-        reply = Signal(2)
-        err = Signal(3)
-        pos = Signal(range(max(P.HEADER_BYTES, P.INFO_BYTES)))
-        nib = Signal(2)  # byte of the logit being sent
-        best = Signal(signed(self.logit_bits))
-        diff = Signal(signed(self.logit_bits + 1))
-        m.d.comb += diff.eq(best - self.logit_data)  # cheaper than a comparator on iCE40
-        below = diff[-1]  # best < logit_data
-        cls = Signal(range(self.num_classes))
+        # transmit: ``failed`` and ``is_info`` say which reply; ``cls`` is the class of a
+        # RESULT or the error code of an ERROR, the byte after the header either way
+        failed = Signal()
+        cls = Signal(range(max(self.num_classes, 8)))
+        kind = Signal(2)
+        m.d.comb += kind.eq(Mux(failed, _ERROR, Mux(is_info, _INFO, _RESULT)))
+        nib = Signal(range(P.LOGIT_BYTES))  # byte of the logit being sent
         wide = Signal(signed(8 * P.LOGIT_BYTES))
         m.d.comb += wide.eq(self.logit_data)  # sign-extended
-        tx_byte = Signal(8)
-        sent = tx.valid & tx.ready
-        m.d.comb += tx.data.eq(tx_byte)
+
+        # the class, the first maximum, found a byte at a time through the byte selector the
+        # RESULT needs anyway: a candidate is compared with the class so far as the 32-bit
+        # sum ``candidate + ~best`` (``candidate - best - 1``), least significant byte first,
+        # each byte biased (sign bit flipped) into an unsigned compare: its last carry out
+        # says ``candidate > best``.  Per byte: ``keep = ~byte`` of the best (logit_addr = cls),
+        # then the candidate's byte is added (logit_addr = addr).
+        addr = Signal(range(self.num_classes))  # candidate; the logit being sent
+        reading_best = Signal()
+        keep = Signal(8)
+        carry = Signal()
+        biased = Signal(8)
+        m.d.comb += biased.eq(wide.word_select(nib, 8) ^ Mux(nib == P.LOGIT_BYTES - 1, 0x80, 0))
+        total = Signal(9)
+        m.d.comb += [total.eq(biased + keep + carry),
+                     self.logit_addr.eq(Mux(reading_best, cls, addr))]
 
         m.d.sync += [self.in_first.eq(0), self.start.eq(0)]
         with m.If(self.in_valid & self.in_ready):
             m.d.sync += self.in_valid.eq(0)
 
-        def answer(kind, code=0):
-            m.d.sync += [reply.eq(kind), err.eq(code), pos.eq(0)]
-            m.next = "T_HEAD"
-
-        def receive(next_state=None):
-            """Common to the states inside a frame: the CRC takes the byte; a framing error abandons the frame."""
-            m.d.comb += crc_in.eq(rx.data)
-            with m.If(rx.valid):
-                m.d.sync += crc.eq(crc_next)
-                if next_state:
-                    m.next = next_state
-            with m.If(rx.error):
-                answer(_ERROR, P.BAD_CHECKSUM)
-
         with m.FSM(name="link"):
             with m.State("R_SYNC"):
-                m.d.sync += crc.eq(0)
+                m.d.sync += [crc.eq(0), pos.eq(0), failed.eq(0), bad_code.eq(0), overrun.eq(0)]
                 with m.If(rx.valid & (rx.data == P.SYNC)):
-                    m.next = "R_TYPE"
-            with m.State("R_TYPE"):
-                receive("R_LEN0")
+                    m.next = "R_FRAME"
+            with m.State("R_FRAME"):
+                m.d.comb += byte.eq(rx.data)
                 with m.If(rx.valid):
-                    m.d.sync += [is_classify.eq(rx.data == P.CLASSIFY), is_info.eq(rx.data == P.INFO)]
-            with m.State("R_LEN0"):
-                receive("R_LEN1")
-                with m.If(rx.valid):
-                    m.d.sync += length[:8].eq(rx.data)
-            with m.State("R_LEN1"):
-                receive()
-                with m.If(rx.valid):
-                    good = Mux(is_classify, full_len == self.n_inputs, full_len == 0)
-                    m.d.sync += [length[8:].eq(rx.data), len_ok.eq(good), bad_code.eq(0), overrun.eq(0)]
-                    with m.If(is_classify & good):
-                        m.d.sync += [self.in_first.eq(1), self.in_valid.eq(0)]
-                    m.next = "R_PAYLOAD"
-                    with m.If(full_len == 0):
-                        m.next = "R_CRC"
-            with m.State("R_PAYLOAD"):
-                receive()
-                with m.If(rx.valid):
-                    m.d.sync += length.eq(length - 1)
-                    with m.If(stream):
-                        m.d.sync += [self.in_data.eq(rx.data), self.in_valid.eq(1)]
-                        with m.If(rx.data[self.input_bits:].any()):
-                            m.d.sync += bad_code.eq(1)
-                        with m.If(self.in_valid & ~self.in_ready):
-                            m.d.sync += overrun.eq(1)
-                    with m.If(length == 1):
-                        m.next = "R_CRC"
-            with m.State("R_CRC"):
-                receive()
-                with m.If(rx.valid):
-                    with m.If(crc_next != 0):
-                        answer(_ERROR, P.BAD_CHECKSUM)
-                    with m.Elif(~is_classify & ~is_info):
-                        answer(_ERROR, P.UNKNOWN_TYPE)
-                    with m.Elif(~len_ok):
-                        answer(_ERROR, P.BAD_LENGTH)
-                    with m.Elif(is_info):
-                        answer(_INFO)
-                    with m.Elif(bad_code):
-                        answer(_ERROR, P.BAD_CODE)
-                    with m.Elif(overrun):
-                        answer(_ERROR, P.BAD_CHECKSUM)
-                    with m.Else():
-                        m.next = "C_START"
+                    m.d.sync += crc.eq(crc_next)
+                    with m.Switch(pos):
+                        with m.Case(0):  # TYPE
+                            m.d.sync += [is_classify.eq(rx.data == P.CLASSIFY), is_info.eq(rx.data == P.INFO),
+                                         pos.eq(1)]
+                        with m.Case(1):  # LEN, low byte
+                            m.d.sync += [length[:8].eq(rx.data), pos.eq(2)]
+                        with m.Case(2):  # LEN, high byte
+                            good = Mux(is_classify, full_len == self.n_inputs, 1)
+                            m.d.sync += [length[8:].eq(rx.data), len_ok.eq(good), pos.eq(3)]
+                            with m.If(is_classify & good):
+                                m.d.sync += [self.in_first.eq(1), self.in_valid.eq(0)]
+                        with m.Default():  # payload, then the CRC
+                            with m.If(~none_left):
+                                m.d.sync += length.eq(dec)
+                                with m.If(is_info):
+                                    m.d.sync += len_ok.eq(0)
+                                with m.If(stream):
+                                    m.d.sync += [self.in_data.eq(rx.data), self.in_valid.eq(1)]
+                                    with m.If(rx.data[self.input_bits:].any()):
+                                        m.d.sync += bad_code.eq(1)
+                                    with m.If(self.in_valid & ~self.in_ready):
+                                        m.d.sync += overrun.eq(1)
+                            with m.Else():  # the verdict, first failure wins
+                                code = Signal(3)
+                                with m.If(crc_next != 0):
+                                    m.d.comb += code.eq(P.BAD_CHECKSUM)
+                                with m.Elif(~is_classify & ~is_info):
+                                    m.d.comb += code.eq(P.UNKNOWN_TYPE)
+                                with m.Elif(~len_ok):
+                                    m.d.comb += code.eq(P.BAD_LENGTH)
+                                with m.Elif(bad_code):
+                                    m.d.comb += code.eq(P.BAD_CODE)
+                                with m.Elif(overrun):
+                                    m.d.comb += code.eq(P.BAD_CHECKSUM)
+                                m.d.sync += [failed.eq(code != 0), cls.eq(code), pos.eq(0)]
+                                m.next = "T_CONST"
+                                with m.If((code == 0) & is_classify):
+                                    m.next = "C_START"
+                with m.If(rx.error):  # garbled on the line: abandon the frame
+                    m.d.sync += [failed.eq(1), cls.eq(P.BAD_CHECKSUM), pos.eq(0)]
+                    m.next = "T_CONST"
 
             # --- the core -------------------------------------------------------------
             with m.State("C_START"):
@@ -245,56 +245,49 @@ class HostLink(wiring.Component):
                     m.d.sync += self.start.eq(1)
                     m.next = "C_RUN"
             with m.State("C_RUN"):
-                m.d.sync += self.logit_addr.eq(0)
+                m.d.sync += [addr.eq(1), cls.eq(0), reading_best.eq(1)]
                 with m.If(self.done):
-                    m.next = "C_SCAN"
-            with m.State("C_SCAN"):  # first maximum: only a strictly larger logit replaces it
-                with m.If((self.logit_addr == 0) | below):
-                    m.d.sync += [best.eq(self.logit_data), cls.eq(self.logit_addr)]
-                m.d.sync += self.logit_addr.eq(self.logit_addr + 1)
-                with m.If(self.logit_addr == last_class):
-                    m.d.sync += self.logit_addr.eq(0)
-                    answer(_RESULT)
+                    m.next = "C_SCAN" if self.num_classes > 1 else "T_CONST"
+            with m.State("C_SCAN"):  # only a strictly larger logit replaces the first maximum
+                m.d.sync += reading_best.eq(~reading_best)
+                with m.If(reading_best):
+                    m.d.sync += keep.eq(~biased)
+                with m.Else():
+                    m.d.sync += [carry.eq(total[8]), nib.eq(nib + 1)]
+                    with m.If(nib == P.LOGIT_BYTES - 1):
+                        m.d.sync += [carry.eq(0), addr.eq(addr + 1)]
+                        with m.If(total[8]):
+                            m.d.sync += cls.eq(addr)
+                        with m.If(addr == last_class):
+                            m.d.sync += [addr.eq(0), reading_best.eq(0)]
+                            m.next = "T_CONST"
 
             # --- the reply ------------------------------------------------------------
-            with m.State("T_HEAD"):
-                m.d.comb += [tx.valid.eq(1), crc_in.eq(tx_byte)]
-                heads = self.headers()
-                with m.Switch(reply):
-                    for kind, head in heads.items():
-                        with m.Case(kind):
-                            _rom(m, pos, head, tx_byte)
+            with m.State("T_CONST"):  # header; INFO_REPLY payload; class; error code
+                m.d.comb += tx.valid.eq(1)
+                with m.Switch(Cat(pos, kind)):
+                    for (k, i), v in self.const_bytes().items():
+                        with m.Case(i | k << len(pos)):
+                            m.d.comb += byte.eq(v)
+                    with m.Case(body | _RESULT << len(pos), body | _ERROR << len(pos)):
+                        m.d.comb += byte.eq(cls)
                 with m.If(sent):
-                    m.d.sync += [pos.eq(pos + 1), crc.eq(Mux(pos == 0, 0, crc_next))]
-                    with m.If(pos == P.HEADER_BYTES - 1):
-                        m.d.sync += pos.eq(0)
-                        m.next = "T_BODY"
-            with m.State("T_BODY"):
-                m.d.comb += [tx.valid.eq(1), crc_in.eq(tx_byte)]
-                with m.Switch(reply):
-                    with m.Case(_RESULT):
-                        m.d.comb += tx_byte.eq(cls)
-                    with m.Case(_INFO):
-                        _rom(m, pos, self.info.payload(), tx_byte)
-                    with m.Case(_ERROR):
-                        m.d.comb += tx_byte.eq(err)
-                with m.If(sent):
-                    m.d.sync += [pos.eq(pos + 1), crc.eq(crc_next)]
-                    with m.If(reply == _RESULT):
+                    m.d.sync += [pos.eq(pos + 1), crc.eq(Mux(pos == 0, 0, crc_next))]  # not over SYNC
+                    with m.If((kind == _RESULT) & (pos == body)):
                         m.next = "T_LOGIT"
-                    with m.Elif((reply == _ERROR) | (pos == P.INFO_BYTES - 1)):
+                    with m.If((kind == _ERROR) & (pos == body) | (pos == body + P.INFO_BYTES - 1)):
                         m.next = "T_CRC"
             with m.State("T_LOGIT"):
-                m.d.comb += [tx.valid.eq(1), crc_in.eq(tx_byte), tx_byte.eq(wide.word_select(nib, 8))]
+                m.d.comb += [tx.valid.eq(1), byte.eq(wide.word_select(nib, 8))]
                 with m.If(sent):
                     m.d.sync += [nib.eq(nib + 1), crc.eq(crc_next)]
                     with m.If(nib == P.LOGIT_BYTES - 1):
-                        m.d.sync += self.logit_addr.eq(self.logit_addr + 1)
-                        with m.If(self.logit_addr == last_class):
-                            m.d.sync += self.logit_addr.eq(0)
+                        m.d.sync += addr.eq(addr + 1)
+                        with m.If(addr == last_class):
+                            m.d.sync += addr.eq(0)
                             m.next = "T_CRC"
             with m.State("T_CRC"):
-                m.d.comb += [tx.valid.eq(1), tx_byte.eq(crc)]
+                m.d.comb += [tx.valid.eq(1), byte.eq(crc)]
                 with m.If(sent):
                     m.next = "R_SYNC"
         return m

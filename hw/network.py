@@ -16,7 +16,7 @@ Nothing here depends on the model: the program is data.  The cycle count of a ru
 :meth:`hw.program.NetworkProgram.cycles`, asserted by every simulated run.
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, ClockSignal, Instance, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -95,6 +95,56 @@ class InputPacker(wiring.Component):
         return m
 
 
+#: iCE40 UP5K single-port RAM: 16384 words of 16 bits with a write mask per 4-bit nibble.
+SPRAM_WORDS, SPRAM_BITS, SPRAM_NIBBLE = 16384, 16, 4
+
+
+class ActBuffer(wiring.Component):
+    """An activation buffer: one read port (data a cycle after the address) and one write
+    port with a write enable per bank of ``bank_bits``.  It is never read and written in
+    one cycle (a buffer is either a step's source or its destination), so it can be the
+    UP5K's single-port SPRAM (``spram=True``: ``width / 16`` SB_SPRAM256KA side by side,
+    the banks' enables mapped onto their nibble write masks) or any block RAM.
+    """
+
+    def __init__(self, *, width, depth, banks, spram=False):
+        self.width, self.depth, self.banks, self.spram = width, depth, banks, spram
+        self.bank_bits = width // banks
+        if spram and (width % SPRAM_BITS or self.bank_bits % SPRAM_NIBBLE or depth > SPRAM_WORDS):
+            raise ValueError(f"a {width}-bit x {depth} buffer in {self.bank_bits}-bit banks does not map onto "
+                             f"{SPRAM_BITS}-bit SPRAMs of {SPRAM_WORDS} words")
+        aw = _abits(depth)
+        super().__init__({
+            "r_addr": In(aw),
+            "r_data": Out(width),
+            "w_addr": In(aw),
+            "w_data": In(width),
+            "w_en": In(banks),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        if not self.spram:
+            mem = Memory(shape=unsigned(self.width), depth=self.depth, init=[], attrs=NO_RW_CHECK)
+            m.submodules.mem = mem
+            wr, rd = mem.write_port(granularity=self.bank_bits), mem.read_port()
+            m.d.comb += [wr.addr.eq(self.w_addr), wr.data.eq(self.w_data), wr.en.eq(self.w_en),
+                         rd.addr.eq(self.r_addr), self.r_data.eq(rd.data)]
+            return m
+        writing = self.w_en.any()
+        addr = Signal(14, name="spram_addr")
+        m.d.comb += addr.eq(Mux(writing, self.w_addr, self.r_addr))
+        for i in range(self.width // SPRAM_BITS):
+            lo = i * SPRAM_BITS
+            mask = Cat(self.w_en[(lo + SPRAM_NIBBLE * j) // self.bank_bits] for j in range(SPRAM_BITS // SPRAM_NIBBLE))
+            m.submodules[f"spram_{i}"] = Instance(
+                "SB_SPRAM256KA",
+                i_ADDRESS=addr, i_DATAIN=self.w_data[lo:lo + SPRAM_BITS], i_MASKWREN=mask, i_WREN=writing,
+                i_CHIPSELECT=1, i_CLOCK=ClockSignal(), i_STANDBY=0, i_SLEEP=0, i_POWEROFF=1,
+                o_DATAOUT=self.r_data[lo:lo + SPRAM_BITS])
+        return m
+
+
 def core_layout(program):
     """The per-step fields the network adds to the engine's descriptor."""
     return data.StructLayout({
@@ -120,12 +170,15 @@ class NetworkCore(wiring.Component):
     Parameters
     ----------
     program : NetworkProgram
+    spram : bool
+        Hold the activation buffers in the iCE40 UP5K's SPRAM (see :class:`ActBuffer`).
     """
 
-    def __init__(self, program):
+    def __init__(self, program, *, spram=False):
         if not isinstance(program, NetworkProgram):
             raise TypeError(f"program must be a NetworkProgram, not {program!r}")
         self.program = program
+        self.spram = bool(spram)
         cfg = program.cfg
         self.cfg = cfg
         self.engine = LayerEngine(cfg, external=("act", "wgt", "par"), out_memory=False)
@@ -176,22 +229,20 @@ class NetworkCore(wiring.Component):
         res_codes = Cat(engine.res_data[n][:ab] for n in range(cols))
         act_data = {}
         for name in ("A", "B"):
-            buf = Memory(shape=unsigned(cfg.rows * ab), depth=prog.buffer_words(name), init=[], attrs=NO_RW_CHECK)
+            buf = ActBuffer(width=cfg.rows * ab, depth=prog.buffer_words(name), banks=banks, spram=self.spram)
             m.submodules[f"buf_{name}"] = buf
-            wr = buf.write_port(granularity=cols * ab)
-            rd = buf.read_port()
             mine = desc.dst_b if name == "B" else ~desc.dst_b & ~desc.dst_logits
             m.d.comb += [
-                wr.addr.eq(res_word),
-                wr.data.eq(res_codes.replicate(banks)),
-                rd.addr.eq(engine.act_r.addr),
+                buf.w_addr.eq(res_word),
+                buf.w_data.eq(res_codes.replicate(banks)),
+                buf.r_addr.eq(engine.act_r.addr),
             ]
             for b in range(banks):
-                m.d.comb += wr.en[b].eq(engine.res_valid & mine & (res_bank == b))
+                m.d.comb += buf.w_en[b].eq(engine.res_valid & mine & (res_bank == b))
             if name == "A":  # the packer writes the input while the engine is idle
                 with m.If(packer.w_en):
-                    m.d.comb += [wr.addr.eq(packer.w_addr), wr.data.eq(packer.w_data), wr.en.eq(-1)]
-            act_data[name] = rd.data
+                    m.d.comb += [buf.w_addr.eq(packer.w_addr), buf.w_data.eq(packer.w_data), buf.w_en.eq(-1)]
+            act_data[name] = buf.r_data
         m.d.comb += engine.act_r.data.eq(Mux(desc.src_b, act_data["B"], act_data["A"]))
 
         # --- logits ----------------------------------------------------------------------
@@ -232,4 +283,52 @@ class NetworkCore(wiring.Component):
                     with m.Else():
                         m.d.sync += step.eq(step + 1)
                         m.next = "SET"
+        return m
+
+
+class NetworkBoard(wiring.Component):
+    """What goes on the board: the host link (:class:`hw.link.HostLink`, UART frames in and
+    out) driving a :class:`NetworkCore`.
+
+    Ports: ``rx``, ``tx`` (the UART lines) and ``busy`` (for an LED).
+
+    Parameters
+    ----------
+    program : NetworkProgram
+    clocks_per_bit : int
+        The UART's bit time in clock cycles (:func:`hw.uart.clocks_per_bit`).
+    model_id : int
+        32 bits the link reports in its INFO reply, so a host can tell which model it talks to.
+    spram : bool
+        Activation buffers in SPRAM (iCE40 UP5K).
+    """
+
+    def __init__(self, program, *, clocks_per_bit, model_id=0, spram=False):
+        from .link import HostLink
+
+        self.program = program
+        self.core = NetworkCore(program, spram=spram)
+        p = program.packer
+        self.link = HostLink(n_inputs=program.n_inputs, input_bits=program.network.input_bits,
+                             num_classes=program.num_classes, logit_bits=program.logit_bits, model_id=model_id,
+                             input_shape=(p.channels, p.height, p.width), clocks_per_bit=clocks_per_bit)
+        super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1), "busy": Out(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.link, m.submodules.core = link, core = self.link, self.core
+        m.d.comb += [
+            link.rx.eq(self.rx),
+            self.tx.eq(link.tx),
+            self.busy.eq(core.busy),
+            core.in_first.eq(link.in_first),
+            core.in_valid.eq(link.in_valid),
+            core.in_data.eq(link.in_data),
+            link.in_ready.eq(core.in_ready),
+            core.start.eq(link.start),
+            link.busy.eq(core.busy),
+            link.done.eq(core.done),
+            core.logit_addr.eq(link.logit_addr),
+            link.logit_data.eq(core.logit_data),
+        ]
         return m

@@ -4,7 +4,7 @@ The bit rate is ``clocks_per_bit`` cycles of the design's clock, a parameter the
 works out once (:func:`clocks_per_bit` does it from the clock and the baud rate).
 """
 
-from amaranth.hdl import Cat, Module, Signal
+from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.cdc import FFSynchronizer
 from amaranth.lib.wiring import In, Out
@@ -46,14 +46,14 @@ class UartRx(wiring.Component):
     ``rx`` is asynchronous: two flip-flops synchronise it (a fixed latency of 2 cycles,
     left out below).  A start bit is taken when the line is seen low after idle; the line is
     sampled ``(clocks_per_bit - 1) // 2`` cycles later, the middle of the start bit, and the
-    start is dropped as a glitch if the line is high again there.  Data bits and the stop bit
-    are then sampled every ``clocks_per_bit`` cycles, at their middles.
+    start is dropped as a glitch if the line is high again there.  The 8 data bits and the
+    stop bit are then sampled every ``clocks_per_bit`` cycles, at their middles.
 
     In the cycle after the stop bit's sample either ``valid`` (stop bit high) or ``error``
     (stop bit low: a framing error, the byte is dropped) is high for one cycle.  ``data``
-    holds the byte from the ``valid`` cycle until the next byte's first data bit.  After a
-    framing error the receiver waits for the line to go high (a break) before looking for
-    the next start bit; after a good byte it looks from the middle of the stop bit on.
+    holds the byte from the ``valid`` cycle until the middle of the next start bit.  After a
+    framing error the receiver waits for the line to go high (the end of a break) before it
+    looks for the next start bit; after a good byte it looks from the middle of the stop bit on.
 
     Parameters
     ----------
@@ -78,12 +78,17 @@ class UartRx(wiring.Component):
         line = Signal(init=1)
         m.submodules.sync = FFSynchronizer(self.rx, line, init=1)
 
+        # ``timer`` counts down and the line is sampled when it is 0: from ``half - 1`` after
+        # the first low sample, then from ``cpb - 1`` on
         timer = Signal(range(cpb))
-        bit = Signal(range(8))
-        shreg = Signal(8)
-        tick = timer == 0
-        m.d.comb += self.data.eq(shreg)
-        m.d.sync += [self.valid.eq(0), self.error.eq(0), timer.eq(timer - 1)]
+        dec = Signal(len(timer) + 1)
+        m.d.comb += dec.eq(timer - 1)
+        tick = dec[-1]  # timer == 0, as the decrementer's borrow
+        m.d.sync += [self.valid.eq(0), self.error.eq(0), timer.eq(Mux(tick, cpb - 1, dec))]
+        # the data bits shift in from the top behind a marker 1: when the marker reaches
+        # bit 0, 8 bits are in and the next sample is the stop bit
+        shreg = Signal(9)
+        m.d.comb += self.data.eq(shreg[1:])
 
         with m.FSM():
             with m.State("IDLE"):
@@ -92,18 +97,16 @@ class UartRx(wiring.Component):
                     m.next = "START"
             with m.State("START"):
                 with m.If(tick):
-                    m.d.sync += [timer.eq(cpb - 1), bit.eq(0)]
-                    m.next = "DATA"
                     with m.If(line):  # high again at mid-bit: a glitch
                         m.next = "IDLE"
+                    with m.Else():
+                        m.d.sync += shreg.eq(1 << 8)
+                        m.next = "DATA"
             with m.State("DATA"):
                 with m.If(tick):
-                    m.d.sync += [timer.eq(cpb - 1), shreg.eq(Cat(shreg[1:], line)), bit.eq(bit + 1)]
-                    with m.If(bit == 7):
-                        m.next = "STOP"
-            with m.State("STOP"):
-                with m.If(tick):
-                    with m.If(line):
+                    with m.If(~shreg[0]):
+                        m.d.sync += shreg.eq(Cat(shreg[1:], line))
+                    with m.Elif(line):  # the stop bit
                         m.d.sync += self.valid.eq(1)
                         m.next = "IDLE"
                     with m.Else():
@@ -118,11 +121,12 @@ class UartRx(wiring.Component):
 class UartTx(wiring.Component):
     """Sends 8N1 bytes on ``tx`` (a register; high while idle).
 
-    A byte is taken in a cycle with ``valid`` and ``ready`` both high; from the next cycle
-    ``tx`` carries its start bit, 8 data bits (LSB first) and the stop bit, each for
-    ``clocks_per_bit`` cycles.  ``ready`` is high while idle and again in the last cycle of
-    the stop bit, so bytes offered back to back leave exactly ``10 * clocks_per_bit``
-    cycles apart.
+    The bit clock runs free: ``ready`` is high for one cycle in every ``clocks_per_bit``
+    while idle, and a byte is taken in a cycle with ``valid`` and ``ready`` both high (so a
+    byte may wait up to ``clocks_per_bit - 1`` cycles).  From the next cycle ``tx`` carries
+    its start bit, 8 data bits (LSB first) and the stop bit, each for ``clocks_per_bit``
+    cycles; ``ready`` comes again in the last cycle of the stop bit, so bytes offered back
+    to back leave exactly ``10 * clocks_per_bit`` cycles apart.
 
     Parameters
     ----------
@@ -144,16 +148,17 @@ class UartTx(wiring.Component):
         cpb = self.clocks_per_bit
 
         timer = Signal(range(cpb))
-        left = Signal(range(10))  # bits still to put on the line after the current one
-        shreg = Signal(9)  # the data bits, then the stop bit
-        tick = timer == 0
-        m.d.comb += self.ready.eq((left == 0) & tick)
-        m.d.sync += timer.eq(timer - 1)
-        with m.If(self.valid & self.ready):
-            m.d.sync += [self.tx.eq(0), shreg.eq(Cat(self.data, 1)), left.eq(9), timer.eq(cpb - 1)]
-        with m.Elif(tick):
-            with m.If(left != 0):
-                m.d.sync += [self.tx.eq(shreg[0]), shreg.eq(shreg[1:]), left.eq(left - 1), timer.eq(cpb - 1)]
-            with m.Else():
-                m.d.sync += timer.eq(0)  # idle: hold
+        dec = Signal(len(timer) + 1)
+        m.d.comb += dec.eq(timer - 1)
+        tick = dec[-1]  # timer == 0, as the decrementer's borrow
+        m.d.sync += timer.eq(Mux(tick, cpb - 1, dec))
+        # the data bits and the stop bit still to send; zeros shift in behind the stop bit,
+        # so the register is 0 once the stop bit is on the line
+        shreg = Signal(9)
+        m.d.comb += self.ready.eq(tick & (shreg == 0))
+        with m.If(tick):
+            with m.If(self.valid & (shreg == 0)):
+                m.d.sync += [self.tx.eq(0), shreg.eq(Cat(self.data, 1))]
+            with m.Elif(shreg != 0):
+                m.d.sync += [self.tx.eq(shreg[0]), shreg.eq(shreg[1:])]
         return m

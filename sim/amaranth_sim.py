@@ -84,3 +84,50 @@ def run_engine(cfg, plan, x):
     sim.add_testbench(bench)
     sim.run()
     return result["out"], result["cycles"]
+
+
+def run_network(program, inputs):
+    """Run input codes ``inputs`` ``(N, C, H, W)`` one image after another through a
+    :class:`hw.network.NetworkCore` for ``program``.  Returns ``(logits (N, classes),
+    cycles (N,))``, cycles counted as :meth:`hw.program.NetworkProgram.cycles` documents."""
+    from hw.network import NetworkCore
+
+    dut = NetworkCore(program)
+    logits, cycles = [], []
+
+    async def bench(ctx):
+        for x in inputs:
+            ctx.set(dut.in_first, 1)
+            await ctx.tick()
+            ctx.set(dut.in_first, 0)
+            ctx.set(dut.in_valid, 1)
+            for code in program.packer.stream(x):
+                ctx.set(dut.in_data, int(code))
+                while True:
+                    ready = ctx.get(dut.in_ready)
+                    await ctx.tick()
+                    if ready:
+                        break
+            ctx.set(dut.in_valid, 0)
+            while ctx.get(dut.busy):
+                await ctx.tick()
+            ctx.set(dut.start, 1)
+            await ctx.tick()
+            ctx.set(dut.start, 0)
+            n = 1
+            while not ctx.get(dut.done):
+                await ctx.tick()
+                n += 1
+            await ctx.tick()
+            cycles.append(n)
+            row = []
+            for k in range(program.num_classes):
+                ctx.set(dut.logit_addr, k)
+                row.append(ctx.get(dut.logit_data))
+            logits.append(row)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    return np.array(logits, dtype=np.int64), np.array(cycles, dtype=np.int64)

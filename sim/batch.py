@@ -7,9 +7,13 @@ The core's Verilog ports (synchronous to ``clk``, active-high synchronous reset 
 drives them as ``sim/batch_main.cpp`` describes: per image an ``in_first`` cycle, the codes
 (honouring ``in_ready``), idle cycles until ``busy`` is low, the ``start`` cycle, cycles until
 ``done``, then the logits read combinationally (``logit_addr`` set, no clock edge) after the
-rising edge that ends the ``done`` cycle. The cycle count of an image runs from its ``start``
-cycle (cycle 1) to its ``done`` cycle, both included. The design is reset (``rst`` high for 4
-cycles) once per process, not per image.
+rising edge that ends the ``done`` cycle. The cycle count of an image is the number of rising
+edges from the one that ends its ``start`` cycle to the last one before ``done`` is high: with
+the ``start`` cycle as cycle 1, the cycles before the one in which ``done`` is high. A core whose
+``done`` is high in the cycle right after the ``start`` cycle counts 1. This is the count of
+:func:`sim.amaranth_sim.run_network` (which reads ``done`` after each tick) and of
+:meth:`hw.program.NetworkProgram.cycles`. The design is reset (``rst`` high for 4 cycles) once
+per process, not per image.
 
 File formats (little-endian), one pair per process:
 
@@ -195,7 +199,7 @@ def run_batch(build, codes, *, cycle_limit, jobs=None, progress=True, trace=None
     codes : array_like of int, shape (N, n_inputs)
         Each row is one image's input codes (0 .. 2**input_bits - 1), in the order the core takes them.
     cycle_limit : int
-        Most cycles an image may take from ``start`` to ``done`` (both included); also the most
+        Largest cycle count (as counted above) an image may take before ``done``; also the most
         consecutive cycles ``in_ready`` may stay low, and ``busy`` high before ``start``.
     jobs : int, optional
         Processes to split the images across (each on a contiguous share, its own reset);

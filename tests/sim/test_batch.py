@@ -5,6 +5,7 @@ import pytest
 from amaranth import Module, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
+from amaranth.sim import Simulator
 
 from quant.errors import UserError
 from sim import runner
@@ -15,7 +16,7 @@ NUM_CLASSES = 5
 LOGIT_BITS = 12
 N_INPUTS = 9
 K = 300  # logit[i] = sum * (i + 1) - K: negative for small sums
-WAIT_MASK = 7  # the run takes (sum & WAIT_MASK) + 3 cycles, start and done cycles included
+WAIT_MASK = 7  # a run counts (sum & WAIT_MASK) + 2 cycles (done is high in cycle (sum & 7) + 3, start = 1)
 
 
 class StubCore(wiring.Component):
@@ -25,7 +26,8 @@ class StubCore(wiring.Component):
     is high while codes are in the pipeline, so a ``start`` given too early would use a partial
     sum (and is ignored). ``in_ready`` is low one cycle in three (a free-running counter).
     ``start`` latches the sum and counts down ``sum & WAIT_MASK``; ``done`` is a registered pulse
-    after the count reaches 0, so an image takes ``(sum & WAIT_MASK) + 3`` cycles. A sum of 0
+    after the count reaches 0: high in cycle ``(sum & WAIT_MASK) + 3`` counting the ``start`` cycle
+    as 1, which the batch counts as ``(sum & WAIT_MASK) + 2`` (edges before ``done``). A sum of 0
     never ends (the hang). The logits are ``latched_sum * (logit_addr + 1) - K``.
     """
 
@@ -73,7 +75,51 @@ class StubCore(wiring.Component):
 def expected(codes):
     sums = codes.sum(axis=1)
     logits = sums[:, None] * np.arange(1, NUM_CLASSES + 1) - K
-    return logits, (sums & WAIT_MASK) + 3
+    return logits, (sums & WAIT_MASK) + 2
+
+
+def amaranth_run(codes):
+    """The stub on Amaranth's simulator, driven and counted as :func:`sim.amaranth_sim.run_network`
+    drives the network core (``done`` read after each tick)."""
+    dut = StubCore()
+    logits, cycles = [], []
+
+    async def bench(ctx):
+        for x in codes:
+            ctx.set(dut.in_first, 1)
+            await ctx.tick()
+            ctx.set(dut.in_first, 0)
+            ctx.set(dut.in_valid, 1)
+            for code in x:
+                ctx.set(dut.in_data, int(code))
+                while True:
+                    ready = ctx.get(dut.in_ready)
+                    await ctx.tick()
+                    if ready:
+                        break
+            ctx.set(dut.in_valid, 0)
+            while ctx.get(dut.busy):
+                await ctx.tick()
+            ctx.set(dut.start, 1)
+            await ctx.tick()
+            ctx.set(dut.start, 0)
+            n = 1
+            while not ctx.get(dut.done):
+                await ctx.tick()
+                n += 1
+            await ctx.tick()
+            cycles.append(n)
+            row = []
+            for k in range(NUM_CLASSES):
+                ctx.set(dut.logit_addr, k)
+                row.append(ctx.get(dut.logit_data))
+            logits.append(row)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    return np.array(logits), np.array(cycles)
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +144,16 @@ def test_logits_and_cycles_are_exact(stub_build, jobs):
     assert (want_logits < 0).any() and (want_logits > 0).any() and len(set(want_cycles)) > 3
     logits, cycles = run_batch(stub_build, codes, cycle_limit=20, jobs=jobs, progress=False)
     assert logits.dtype == np.int64 and cycles.dtype == np.int64
+    np.testing.assert_array_equal(logits, want_logits)
+    np.testing.assert_array_equal(cycles, want_cycles)
+
+
+def test_the_counts_are_amaranth_sims(stub_build):
+    codes = images(4, seed=6)
+    want_logits, want_cycles = amaranth_run(codes)
+    np.testing.assert_array_equal(want_logits, expected(codes)[0])
+    np.testing.assert_array_equal(want_cycles, expected(codes)[1])
+    logits, cycles = run_batch(stub_build, codes, cycle_limit=20, jobs=1, progress=False)
     np.testing.assert_array_equal(logits, want_logits)
     np.testing.assert_array_equal(cycles, want_cycles)
 
@@ -159,3 +215,41 @@ def test_port_mismatches_are_one_line():
         check_ports(runner.verilog_text(StubCore(), name="core"), input_bits=4, num_classes=5, logit_bits=12)
     with pytest.raises(UserError, match="cannot read the network core's Verilog"):
         build_batch("no/such/file.v", input_bits=4, num_classes=5, logit_bits=12)
+
+
+def test_a_waves_build_writes_a_trace(tmp_path):
+    text = runner.verilog_text(StubCore(), name="network_core")
+    build = build_batch(text, input_bits=INPUT_BITS, num_classes=NUM_CLASSES, logit_bits=LOGIT_BITS,
+                        build_root=tmp_path, waves=True)
+    codes = images(2, seed=5)
+    trace = tmp_path / "run.vcd"
+    logits, cycles = run_batch(build, codes, cycle_limit=20, jobs=2, progress=False, trace=trace)
+    np.testing.assert_array_equal(cycles, expected(codes)[1])
+    head = trace.read_text()[:20000]
+    assert "$scope module network_core" in head and " done " in head
+
+
+def test_tracing_needs_a_waves_build(stub_build, tmp_path):
+    with pytest.raises(UserError, match=r"waves=True"):
+        run_batch(stub_build, images(2), cycle_limit=20, trace=tmp_path / "x.vcd")
+
+
+def test_the_network_core_matches_amaranth_sim(trained_runs, tmp_path):
+    """The real core for the digits CNN: exact logits and cycles against sim.amaranth_sim."""
+    from hw.network import NetworkCore
+    from hw.program import NetworkProgram
+    from quant.artifact import load_artifact
+    from sim.amaranth_sim import run_network
+
+    network = load_artifact(trained_runs.artifact).network
+    program = NetworkProgram(network, rows=8, cols=4)
+    build = build_batch(runner.verilog_text(NetworkCore(program), name="network_core"),
+                        input_bits=program.cfg.abits, num_classes=program.num_classes,
+                        logit_bits=program.logit_bits, build_root=tmp_path)
+    x = np.random.default_rng(8).integers(0, 1 << program.cfg.abits, size=(5, *network.input_shape))
+    codes = np.stack([np.fromiter(program.packer.stream(xi), dtype=np.int64) for xi in x])
+    logits, cycles = run_batch(build, codes, cycle_limit=10 * program.cycles(), jobs=2, progress=False)
+    assert (cycles == program.cycles()).all()
+    want_logits, want_cycles = run_network(program, x[:2])
+    np.testing.assert_array_equal(logits[:2], want_logits)
+    np.testing.assert_array_equal(cycles[:2], want_cycles)

@@ -1,0 +1,144 @@
+"""``python -m sim.network ARTIFACT``: a whole test split through the cycle-accurate network engine.
+
+The network core (:class:`hw.network.NetworkCore`, the board's design less the UART link)
+is converted to Verilog and Verilated with a C++ harness (:mod:`sim.batch`) that loads each
+image through the input packer, runs it and reads the logits, with no Python in the
+per-cycle loop.  Every image's logits are compared with the integer reference's
+(:mod:`quant.reference`), and every cycle count with :meth:`hw.program.NetworkProgram.cycles`.
+The report gives hardware accuracy, the images whose prediction or logits differ from the
+reference (there must be none), cycles per image, PE use and images per second at a clock
+(``--mhz``, or the Fmax of a board build's ``report.json`` given with ``--fpga-report``).
+"""
+
+import json
+import pathlib
+import sys
+import time
+
+import numpy as np
+
+from hw.program import NetworkProgram
+from quant import reference
+from quant.artifact import load_artifact
+from quant.config import make_parser
+from quant.data import DATASETS, load_dataset
+from quant.errors import UserError, cli_main
+from quant.fileio import write_json
+from quant.quantizers import quantize_input
+
+from .batch import build_batch, run_batch
+from .runner import verilog_text
+
+
+def dataset_codes(network, name, data_dir=None, limit=None):
+    """Input codes and labels of a dataset's test split, quantised as the network's input is."""
+    ds = load_dataset(name, data_dir)
+    if tuple(ds.image_shape) != tuple(network.input_shape):
+        raise UserError(f"{name} images are {ds.image_shape}, the model takes {tuple(network.input_shape)}; "
+                        "use the dataset it was trained on")
+    x, y = ds.test_x, ds.test_y
+    if limit is not None:
+        x, y = x[:limit], y[:limit]
+    return quantize_input(x, network.input_bits).numpy().astype(np.int64), y.numpy().astype(np.int64)
+
+
+def run(program, inputs, *, jobs=None, progress=True):
+    """Logits and cycle counts of ``inputs`` ``(N, C, H, W)`` on the Verilated network core."""
+    from hw.network import NetworkCore
+
+    build = build_batch(verilog_text(NetworkCore(program), name="network_core"), input_bits=program.cfg.abits,
+                        num_classes=program.num_classes, logit_bits=program.logit_bits)
+    codes = np.stack([program.packer.stream(x) for x in inputs])
+    return run_batch(build, codes, cycle_limit=4 * program.cycles() + 1000, jobs=jobs, progress=progress)
+
+
+def check(program, inputs, labels=None, *, jobs=None, progress=True, mhz=None):
+    """Run ``inputs`` and compare with the reference; returns the report dict."""
+    t0 = time.monotonic()
+    logits, cycles = run(program, inputs, jobs=jobs, progress=progress)
+    seconds = time.monotonic() - t0
+    ref_pred, ref_logits = reference.predict(program.network, inputs)
+    pred = logits.argmax(axis=1)
+    conv = [s.plan for s in program.steps if s.plan.visited > 1]
+    cfg = program.cfg
+    conv_cycles = sum(p.cycles() for p in conv)
+    report = {
+        "images": int(len(inputs)),
+        "prediction_differences": int((pred != ref_pred).sum()),
+        "logit_differences": int((logits != ref_logits).any(axis=1).sum()),
+        "first_differing_images": np.flatnonzero((logits != ref_logits).any(axis=1))[:10].tolist(),
+        "cycles_per_image": int(cycles[0]) if len(set(cycles.tolist())) == 1 else cycles.tolist(),
+        "planned_cycles": program.cycles(),
+        "cycle_counts_as_planned": bool((cycles == program.cycles()).all()),
+        "conv_pe_use": sum(p.macs for p in conv) / (conv_cycles * cfg.rows * cfg.cols) if conv_cycles else None,
+        "steps": [{"layers": list(s.names), "cycles": s.plan.cycles(), "pe_use": s.plan.utilisation()}
+                  for s in program.steps],
+        "simulated_cycles": int(cycles.sum()),
+        "wall_seconds": round(seconds, 1),
+        "config": cfg.to_dict(),
+    }
+    if labels is not None:
+        report["hardware_accuracy"] = float((pred == labels).mean())
+        report["reference_accuracy"] = float((ref_pred == labels).mean())
+    if mhz:
+        report["mhz"] = mhz
+        report["images_per_s"] = mhz * 1e6 / program.cycles()
+    return report
+
+
+def print_report(r):
+    print("\n".join(r.pop("_table", [])))
+    if "hardware_accuracy" in r:
+        print(f"hardware accuracy {r['hardware_accuracy']:.2%} on {r['images']} images "
+              f"(integer reference {r['reference_accuracy']:.2%})")
+    print(f"predictions that differ from the integer reference: {r['prediction_differences']}; images with any "
+          f"logit different: {r['logit_differences']}")
+    print(f"cycles per image: {r['cycles_per_image']} (planned {r['planned_cycles']}); PE use over the conv layers: "
+          f"{r['conv_pe_use']:.1%}")
+    if "images_per_s" in r:
+        print(f"images per second at {r['mhz']:.2f} MHz: {r['images_per_s']:.0f}")
+    print(f"simulated {r['simulated_cycles']:,} cycles in {r['wall_seconds']} s")
+
+
+@cli_main
+def main(argv=None):
+    parser = make_parser("python -m sim.network", __doc__.splitlines()[0].split(": ", 1)[1],
+                         epilog="example: python -m sim.network runs/mnist-w2/artifact.npz --data mnist "
+                                "--data-dir ../shared/data/mnist-10k --rows 8 --cols 4")
+    parser.add_argument("artifact", help="artifact.npz written by python -m quant.train")
+    parser.add_argument("--data", choices=DATASETS, help="run this dataset's test split (default: the artifact's "
+                                                         "golden vectors)")
+    parser.add_argument("--data-dir", help="MNIST IDX folder for --data mnist")
+    parser.add_argument("--limit", type=int, help="only the first N test images")
+    parser.add_argument("--rows", type=int, default=8, help="array rows (default 8, the iCEBreaker build's)")
+    parser.add_argument("--cols", type=int, default=4, help="array columns (default 4, the iCEBreaker build's)")
+    parser.add_argument("--jobs", type=int, help="simulator processes (default: up to 2)")
+    parser.add_argument("--mhz", type=float, help="clock for the images-per-second figure")
+    parser.add_argument("--fpga-report", help="report.json of a board build: its Fmax is the clock")
+    parser.add_argument("--out", help="write the report as JSON here")
+    args = parser.parse_args(argv)
+    art = load_artifact(args.artifact)
+    program = NetworkProgram(art.network, rows=args.rows, cols=args.cols)
+    mhz = args.mhz
+    if args.fpga_report:
+        path = pathlib.Path(args.fpga_report)
+        if not path.is_file():
+            raise UserError(f"no board report {path}; build one with python -m fpga.build or drop --fpga-report")
+        fmax = json.loads(path.read_text()).get("fmax_mhz", {})
+        mhz = min(fmax.values()) if fmax else mhz
+    if args.data:
+        inputs, labels = dataset_codes(art.network, args.data, args.data_dir, args.limit)
+    else:
+        inputs, labels = art.golden.inputs[: args.limit], art.golden.labels[: args.limit]
+    print("\n".join(program.table()))
+    report = check(program, inputs, labels, jobs=args.jobs, mhz=mhz)
+    print_report(dict(report))
+    if args.out:
+        write_json(args.out, report)
+    ok = report["prediction_differences"] == 0 and report["logit_differences"] == 0 and report["cycle_counts_as_planned"]
+    print("ok: the engine matches the integer reference on every image" if ok else "FAILED")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

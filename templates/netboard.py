@@ -1,0 +1,68 @@
+"""Write a board build folder for the whole network: the engine behind its UART host link.
+
+``network.v`` (Amaranth: :class:`hw.network.NetworkBoard`, every ROM initialised from the
+artifact), ``top.v`` (this package's template: clock, reset synchroniser, UART pins, a busy
+LED), ``shiftnn_reset.v``, the board's constraint file, ``synth.ys`` and ``build.sh``;
+``design.json`` records the config, the steps and the cycle count of an image.
+"""
+
+import hashlib
+import pathlib
+import shutil
+
+from amaranth.back import verilog
+
+from fpga.boards import pins, uart_pins
+from hw.network import NetworkBoard
+from hw.uart import clocks_per_bit
+from quant.fileio import write_atomic, write_json
+
+from .board import GENERATOR, RESET_CYCLES_LOG2, TOP, write_flow
+from .render import TEMPLATE_ROOT, artifact_id, banner, write_rendered
+
+DESIGN = "network_board"
+LIBRARY = ("shiftnn_reset.v",)
+DEFAULT_BAUD = 115200
+
+
+def model_id(path):
+    """The 32-bit id the board reports: the first bytes of the artifact's sha256."""
+    return int.from_bytes(hashlib.sha256(pathlib.Path(path).read_bytes()).digest()[:4], "little")
+
+
+def write_network_board(out_dir, board, program, *, artifact, baud=DEFAULT_BAUD):
+    """Write the build folder for ``board`` running ``program`` (:class:`hw.program.NetworkProgram`)
+    from the artifact file ``artifact``; returns the file names keyed by role and the record."""
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    source = artifact_id(artifact)
+    cpb = clocks_per_bit(board.board_clock_mhz * 1e6, baud)
+    dut = NetworkBoard(program, clocks_per_bit=cpb, model_id=model_id(artifact), spram=board.family == "ice40")
+    text = banner("network.v", GENERATOR, source) + verilog.convert(dut, name=DESIGN)
+    write_atomic(out / "network.v", lambda tmp: pathlib.Path(tmp).write_text(text))
+    for name in LIBRARY:
+        shutil.copyfile(TEMPLATE_ROOT / "board" / name, out / name)
+
+    p, uart = pins(board), uart_pins(board)
+    led = p["leds"][0]
+    context = {"board": board.name, "top": TOP, "design": DESIGN, "baud": baud, "clock_mhz": board.board_clock_mhz,
+               "clocks_per_bit": cpb, "clock": p["clock"], "button": p["button"], "rx": uart["rx"],
+               "tx": uart["tx"], "led": led, "reset_cycles_log2": RESET_CYCLES_LOG2,
+               "steps": ", ".join("+".join(s.names) for s in program.steps)}
+    write_rendered(out / "top.v", "board/network_top.v.j2", context, generator=GENERATOR, source=source)
+    flow = write_flow(out, board, sources=[*LIBRARY, "network.v", "top.v"],
+                      pins=[p["clock"], p["button"], uart["rx"], uart["tx"], led], clock_port=p["clock"]["port"],
+                      source=source)
+    cfg = program.cfg
+    record = {
+        "board": board.name, "design": "network", "config": cfg.to_dict(), "derived": cfg.derived(),
+        "artifact": source, "baud": baud, "clocks_per_bit": cpb,
+        "steps": [{"layers": list(s.names), "src": s.src, "dst": s.dst, "k_tiles": s.plan.kt, "n_blocks": s.plan.nb,
+                   "positions": s.plan.visited, "cycles": s.plan.cycles(), "pe_use": round(s.plan.utilisation(), 4)}
+                  for s in program.steps],
+        "cycles": program.cycles(), "macs": program.macs,
+        "memory_words": {"wgt": program.wgt_words, "par": program.par_words,
+                         "A": program.buffer_words("A"), "B": program.buffer_words("B")},
+    }
+    write_json(out / "design.json", record)
+    return {**flow, "record": record}

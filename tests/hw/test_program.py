@@ -1,0 +1,91 @@
+"""The network program: its rewrites compute exactly what the network does, its refusals,
+and the network core on Amaranth's simulator against the integer reference."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from hw.program import NetworkProgram, flatten_linear, pack_input_layer
+from hw.random_layers import random_inputs, random_layer
+from quant import reference
+from quant.artifact import load_artifact
+from quant.errors import UserError
+from sim.amaranth_sim import run_network
+
+
+def _pool(y, pool):
+    ph, pw = pool
+    n, c, h, w = y.shape
+    h, w = h // ph * ph, w // pw * pw
+    return y[:, :, :h, :w].reshape(n, c, h // ph, ph, w // pw, pw).max(axis=(3, 5))
+
+
+@pytest.mark.parametrize("in_c,kernel,padding,stride,hw", [
+    (1, (3, 3), (1, 1), (1, 1), (6, 7)),
+    (2, (3, 3), (0, 1), (1, 2), (5, 6)),
+    (1, (2, 4), (1, 2), (2, 1), (7, 5)),
+])
+def test_input_packing_computes_the_same_layer(in_c, kernel, padding, stride, hw):
+    rng = np.random.default_rng(sum(kernel) + in_c)
+    layer = random_layer(rng, kind="conv2d", in_c=in_c, out_c=3, hw=hw, kernel=list(kernel), padding=list(padding),
+                         stride=list(stride), abits=4, wbits=3, terms=2, relu=True, name="conv0")
+    x = random_inputs(rng, layer, count=3)
+    packed = pack_input_layer(layer, kernel[1])
+    rows = in_c * kernel[1] + 1
+    from hw.program import PackerGeometry
+    g = PackerGeometry(channels=in_c, height=hw[0], width=hw[1], window=kernel[1], pad=padding[1])
+    words = np.stack([g.pack(xi, rows).reshape(hw[0], g.words_per_row, rows)[:, :, :in_c * kernel[1]]
+                      .transpose(2, 0, 1) for xi in x])
+    assert np.array_equal(reference.run_layer(packed, words), reference.run_layer(layer, x))
+
+
+def test_flatten_rewrite_reads_channel_blocked_words():
+    rng = np.random.default_rng(7)
+    c, h, w, rows = 5, 3, 2, 4
+    fc = random_layer(rng, kind="linear", in_c=c * h * w, out_c=6, abits=4, wbits=4, terms=1, relu=False, name="fc")
+    x = rng.integers(0, 16, size=(4, c, h, w))
+    rewritten = flatten_linear(fc, (c, h, w), rows)
+    cb = -(-c // rows)
+    blocked = np.zeros((4, cb * rows, h, w), dtype=np.int64)
+    blocked[:, :c] = x
+    words = blocked.transpose(0, 2, 3, 1).reshape(4, -1)  # (position, block, lane) as the buffer holds it
+    assert np.array_equal(reference.run_layer(rewritten, words), reference.run_layer(fc, x.reshape(4, -1)))
+
+
+def test_program_steps_and_buffers(trained_runs):
+    art = load_artifact(trained_runs.artifact)
+    prog = NetworkProgram(art.network, rows=8, cols=4)
+    assert [s.names for s in prog.steps] == [("conv0", "pool1"), ("conv2", "pool3"), ("flatten4", "fc5")]
+    assert [(s.src, s.dst) for s in prog.steps] == [("A", "B"), ("B", "A"), ("A", "logits")]
+    assert prog.steps[0].plan.kt == 3  # 3x3 over one channel, packed: one K tile a kernel row
+    assert prog.banks == 2 and all(s.plan.nb % 2 == 0 for s in prog.steps[:-1])
+    assert prog.wgt_words == sum(s.plan.wgt_words for s in prog.steps) == len(prog.wgt_rom())
+    assert prog.par_words == len(prog.par_rom())
+    # buffer A holds the packed 8x8 input; B the pooled 4x4x16 map, 8 channels a word
+    assert prog.buffer_words("A") == 64 and prog.buffer_words("B") == 4 * 4 * 2
+
+
+def test_refusals(trained_runs):
+    art = load_artifact(trained_runs.artifact)
+    with pytest.raises(UserError, match="rows a multiple of cols"):
+        NetworkProgram(art.network, rows=6, cols=4)
+    net = dataclasses.replace(art.network, layers=art.network.layers[1:])  # starts with a pool
+    with pytest.raises(UserError, match="start with a conv2d"):
+        NetworkProgram(net, rows=8, cols=4)
+    layers = list(art.network.layers)
+    pool = layers[1]
+    layers[1] = dataclasses.replace(pool, stride=(1, 1))
+    with pytest.raises(UserError, match="stride equal to its kernel"):
+        NetworkProgram(dataclasses.replace(art.network, layers=layers), rows=8, cols=4)
+
+
+@pytest.mark.parametrize("rows,cols", [(8, 4), (4, 4)])
+def test_network_core_on_amaranth_sim(trained_runs, rows, cols):
+    art = load_artifact(trained_runs.artifact)
+    prog = NetworkProgram(art.network, rows=rows, cols=cols, psum_depth=16)
+    x = art.golden.inputs[:2]
+    logits, cycles = run_network(prog, x)
+    assert np.array_equal(logits, reference.run(art.network, x)[-1])
+    assert np.array_equal(logits, art.golden.outputs[-1][:2])
+    assert list(cycles) == [prog.cycles()] * 2
