@@ -9,17 +9,23 @@ PYTEST_ARGS ?=
 
 SIM_RUN   ?= runs/demo-pow2
 MNIST_RUN ?= runs/mnist-pow2
+# the MNIST CNN the iCEBreaker runs: ternary weights (W2), 4-bit activations
+NET_RUN   ?= runs/mnist-w2
 
-.PHONY: setup test test-all demo train sim sim-mnist bitstream sweep hls lint bench methods clean distclean help
+.PHONY: setup test test-all demo train sim sim-mnist sim-network bitstream bitstream-mnist sweep hls lint bench methods \
+	clean distclean help
 
 help:
-	@echo "make demo       train, export and verify a power-of-two CNN on the bundled digits"
+	@echo "make demo       digits CNN: train, export, verify, run the test split on the simulated network engine,"
+	@echo "                build the iCEBreaker bitstream (engine + UART link) and print its report"
 	@echo "make test       the quick test suite (every stage on small cases)"
 	@echo "make test-all   the full suite, slow tests included (MNIST accuracy, long runs)"
 	@echo "make train ARGS='--method pow2 ...'   python -m quant.train with your flags"
 	@echo "make sim        RTL of the demo model's layers on Verilator (cocotb), checked against its golden vectors"
 	@echo "make sim-mnist  the same for a CNN trained on MNIST ($(MNIST))"
-	@echo "make bitstream  iCEBreaker bitstream + report (BOARD=ulx3s-85f|ulx3s-25f for ECP5), self-test of the demo model"
+	@echo "make bitstream  iCEBreaker bitstream of the demo model's network engine + report (BOARD=ulx3s-85f|ulx3s-25f)"
+	@echo "make sim-network the ternary MNIST CNN: all 2,000 mnist-10k test images on the cycle-accurate engine"
+	@echo "make bitstream-mnist  the iCEBreaker bitstream of that MNIST CNN (BOARD=... for ECP5)"
 	@echo "make sweep      array sizes x widths on BOARD: logic cells and Fmax table and plot"
 	@echo "make hls        HLS C++ of the demo model, compiled with g++ and checked on its golden vectors"
 	@echo "make lint       verilator --lint-only of the generated engine (warnings that matter)"
@@ -47,6 +53,8 @@ demo: $(STAMP)
 	$(PY) -m quant.train --data digits --model cnn --method pow2 --wbits 4 --abits 4 \
 		--init-from runs/demo-float --epochs 15 --out runs/demo-pow2
 	$(PY) -m quant.diverge runs/demo-pow2/artifact.npz
+	$(PY) -m sim.network runs/demo-pow2/artifact.npz --data digits
+	$(PY) -m fpga.build --board icebreaker --artifact runs/demo-pow2/artifact.npz --out build/fpga/demo-icebreaker
 
 train: $(STAMP)
 	$(PY) -m quant.train $(ARGS)
@@ -65,10 +73,25 @@ sim-mnist: $(STAMP)
 	$(PY) -m sim.layers $(MNIST_RUN)/artifact.npz --samples 4
 
 BOARD ?= icebreaker
-# trains-or-reuses the demo model and builds a bitstream whose self-test runs its first layer
+# trains-or-reuses the demo model and builds the bitstream of its network engine and UART link
+# (ARGS='--design selftest' for the one-layer self-test on the LEDs)
 bitstream: $(STAMP)
 	@test -f $(SIM_RUN)/artifact.npz || $(MAKE) --no-print-directory demo
 	$(PY) -m fpga.build --board $(BOARD) --artifact $(SIM_RUN)/artifact.npz $(ARGS)
+
+$(NET_RUN)/artifact.npz: | $(STAMP)
+	$(PY) -m quant.train --data mnist --data-dir $(MNIST) --model cnn --method float --epochs 8 \
+		--out $(NET_RUN)-float --no-progress
+	$(PY) -m quant.train --data mnist --data-dir $(MNIST) --model cnn --method pow2 --wbits 2 --abits 4 \
+		--init-from $(NET_RUN)-float --epochs 8 --out $(NET_RUN) --no-progress
+
+# every mnist-10k test image through the cycle-accurate engine (Verilator), against the reference
+sim-network: $(NET_RUN)/artifact.npz
+	$(PY) -m sim.network $(NET_RUN)/artifact.npz --data mnist --data-dir $(MNIST) \
+		$(if $(wildcard build/fpga/mnist-$(BOARD)/report.json),--fpga-report build/fpga/mnist-$(BOARD)/report.json) $(ARGS)
+
+bitstream-mnist: $(NET_RUN)/artifact.npz
+	$(PY) -m fpga.build --board $(BOARD) --artifact $(NET_RUN)/artifact.npz --out build/fpga/mnist-$(BOARD) $(ARGS)
 
 sweep: $(STAMP)
 	$(PY) -m fpga.sweep --board $(BOARD) $(ARGS)

@@ -144,6 +144,14 @@ class FrameDecoder:
         """Bytes held of a frame not yet complete."""
         return len(self._buf)
 
+    def wanted(self):
+        """How many more bytes complete the frame under way (the shortest frame when none is),
+        so a reader that asks for this many never reads past a frame's end."""
+        buf = self._buf
+        if len(buf) < HEADER_BYTES:
+            return HEADER_BYTES + TRAILER_BYTES - len(buf)
+        return HEADER_BYTES + (buf[2] | buf[3] << 8) + TRAILER_BYTES - len(buf)
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelInfo:
@@ -164,7 +172,7 @@ class ModelInfo:
         return c * h * w
 
     def payload(self):
-        """The INFO_REPLY payload (11 bytes)."""
+        """The INFO_REPLY payload (:data:`INFO_BYTES`, 13 bytes)."""
         try:
             return struct.pack(self.FORMAT, *self.input_shape, self.input_bits, self.num_classes,
                                self.logit_bits, self.model_id)

@@ -26,7 +26,7 @@ from amaranth.lib.wiring import In, Out
 
 from fpga import protocol as P
 
-from .uart import UartRx, UartTx
+from .uart import UartRx, UartTx, _check_cpb
 
 # what the sequencer sends
 _RESULT, _INFO, _ERROR = 0, 1, 2
@@ -101,7 +101,7 @@ class HostLink(wiring.Component):
             raise ValueError(f"logit_bits must be in 1..{8 * P.LOGIT_BYTES}, not {logit_bits}")
         self.info.payload()  # the fields fit their bytes
         self.n_inputs, self.input_bits, self.num_classes, self.logit_bits = n_inputs, input_bits, num_classes, logit_bits
-        self.clocks_per_bit = clocks_per_bit
+        self.clocks_per_bit = _check_cpb(clocks_per_bit)
         super().__init__({
             "rx": In(1, init=1),
             "tx": Out(1, init=1),

@@ -142,3 +142,45 @@ def main(argv=None):
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def simulate_board(artifact, program, testcase, *, samples=3, clocks_per_bit=8, spram=False, client_args=(),
+                   expect_lines=()):
+    """Run a test of :mod:`sim.cocotb_network` on the board's design (:class:`hw.network.NetworkBoard`)
+    for ``program`` on Verilator: ``classify_over_uart`` sends the artifact's first ``samples``
+    golden images over the simulated UART; ``host_client_over_pty`` runs ``python -m fpga.run
+    --port PTY *client_args`` against it and looks for ``expect_lines`` in its output.  With
+    ``spram`` the buffers are SB_SPRAM256KA cells, simulated with yosys's iCE40 models."""
+    import os
+    import tempfile
+
+    from hw import yosys
+    from hw.network import NetworkBoard
+    from templates.netboard import model_id
+
+    from . import runner
+    from .tb import CASE_ENV
+
+    art = load_artifact(artifact)
+    ident = model_id(artifact)
+    build = runner.build(
+        lambda: NetworkBoard(program, clocks_per_bit=clocks_per_bit, model_id=ident, spram=spram),
+        name="network_board", sources=[yosys.ice40_cells_sim()] if spram else (),
+        build_args=runner.ICE40_CELLS_ARGS["verilator"] if spram else (),
+        config={"design": "network_board", "model": ident, "cfg": program.cfg.to_dict(), "cpb": clocks_per_bit,
+                "spram": spram})
+    inputs = art.golden.inputs[:samples]
+    frame_cycles = (program.n_inputs + 8) * 10 * clocks_per_bit
+    case = {
+        "config": program.cfg.to_dict(), "clocks_per_bit": clocks_per_bit, "input_bits": art.network.input_bits,
+        "input_shape": list(art.network.input_shape),
+        "inputs": [program.packer.stream(x).tolist() for x in inputs],
+        "logits": reference.run(art.network, inputs)[-1].tolist(),
+        "limit": 2 * (program.cycles() + frame_cycles) + 10_000,
+        "client_args": [os.fspath(a) for a in client_args], "expect_lines": list(expect_lines),
+        "repo": os.fspath(runner.REPO_ROOT),
+    }
+    with tempfile.TemporaryDirectory(prefix="network-case-") as tmp:
+        path = pathlib.Path(tmp) / "case.json"
+        path.write_text(json.dumps(case))
+        return runner.run(build, "sim.cocotb_network", testcase=testcase, extra_env={CASE_ENV: os.fspath(path)})

@@ -3,9 +3,12 @@ the tx line decoded back into frames (fpga.protocol.FrameDecoder), and a fake ne
 testbench that collects the codes, answers ``done`` a few cycles after ``start`` and serves logits."""
 
 import dataclasses
+import gc
+import warnings
 
 import numpy as np
 import pytest
+from amaranth.hdl import UnusedElaboratable
 from amaranth.sim import Simulator
 
 from fpga import protocol as P
@@ -76,12 +79,12 @@ class Run:
     cycles: int
 
 
-def run_link(dut, requests, logits=(), *, ready=lambda cycle: 1, busy_until=0, run_cycles=6, max_cycles=60_000):
+def run_link(dut, requests, logits=(), *, ready=lambda cycle, firsts: 1, busy_until=0, run_cycles=6, max_cycles=60_000):
     """Send ``requests`` into ``dut.rx`` like a host: each is ``(levels, replies)``, line levels
     (one a cycle) sent once the replies to the requests before it have all come back; it asks
     for ``replies`` (0 or 1) frames.  Runs until the last reply (and a while longer, to catch
-    anything extra).  The core's ``k``-th run serves ``logits[k]``; ``ready(cycle)`` is its
-    ``in_ready``; it is busy until cycle ``busy_until`` and for ``run_cycles`` cycles after
+    anything extra).  The core's ``k``-th run serves ``logits[k]``; ``ready(cycle, firsts)``
+    (``firsts``: the ``in_first`` pulses so far) is its ``in_ready``; it is busy until cycle ``busy_until`` and for ``run_cycles`` cycles after
     each ``start``, pulsing ``done`` in the last."""
     n = dut.num_classes
     line = LineDecoder(dut.clocks_per_bit)
@@ -106,7 +109,7 @@ def run_link(dut, requests, logits=(), *, ready=lambda cycle: 1, busy_until=0, r
             busy = cycle < busy_until or run_left > 0
             ctx.set(dut.busy, busy)
             ctx.set(dut.done, run_left == 1)
-            rdy = ready(cycle)
+            rdy = ready(cycle, state["firsts"])
             ctx.set(dut.in_ready, rdy)
             addr = ctx.get(dut.logit_addr)
             assert addr < n, f"logit_addr {addr} out of range"
@@ -252,7 +255,7 @@ def test_waits_for_busy_and_honours_in_ready():
     stalls = rng.random(100_000) < 0.5  # in_ready low about half the cycles, never for long
     stalls[2::3] = False
     request = ask(classify(codes))
-    run = run_link(make_link(), [request], [[5, 4, 3, 2, 1]], ready=lambda c: int(not stalls[c]),
+    run = run_link(make_link(), [request], [[5, 4, 3, 2, 1]], ready=lambda c, _: int(not stalls[c]),
                    busy_until=len(request[0]) + 500, run_cycles=40)
     check_result(run.frames[0], [5, 4, 3, 2, 1])
     assert run.images == [codes]
@@ -260,11 +263,15 @@ def test_waits_for_busy_and_honours_in_ready():
 
 def test_a_code_not_taken_in_time_fails_the_frame():
     # in_ready goes low once the 4th payload code is offered (frame byte 7; a byte and its
-    # gap take 11 bit times) and stays low over the next two bytes
+    # gap take 11 bit times) and stays low until the next frame's in_first, which drops the
+    # code left over
     t0 = (7 * 11 + 10) * CPB
-    run = run_link(make_link(), [ask(classify(range(12)))], [[0] * 5], ready=lambda c: int(not t0 <= c < t0 + 25 * CPB))
+    codes = [int(v) for v in np.arange(12) % 16]
+    run = run_link(make_link(), [ask(classify(range(12))), ask(classify(codes[::-1]))], [[0, 0, 0, 1, 0]],
+                   ready=lambda c, firsts: int(c < t0 or firsts > 1))
     assert error_code(run.frames[0]) == P.BAD_CHECKSUM
-    assert run.images == []
+    check_result(run.frames[1], [0, 0, 0, 1, 0])
+    assert run.images == [codes[::-1]]
 
 
 @pytest.mark.parametrize("shape,bits,classes,logit_bits", [((1, 1, 3), 8, 1, 32), ((3, 1, 1), 1, 3, 1)])
@@ -283,11 +290,23 @@ def test_other_sizes(shape, bits, classes, logit_bits):
     assert run.images == [codes, codes]
 
 
-@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+def refused(make):
+    """The message of the ValueError ``make()`` raises (the half-built component is collected
+    without its "never used" warning)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnusedElaboratable)
+        with pytest.raises(ValueError) as info:
+            make()
+        message = str(info.value)
+        del info
+        gc.collect()
+    return message
+
+
 def test_parameters_checked():
-    with pytest.raises(ValueError, match="input_shape"):
-        HostLink(n_inputs=12, input_bits=4, num_classes=5, logit_bits=12, model_id=0, input_shape=(2, 2, 2),
-                 clocks_per_bit=CPB)
-    for kwargs in (dict(bits=9), dict(classes=256), dict(logit_bits=33)):
-        with pytest.raises(ValueError):
-            make_link(**kwargs)
+    assert "input_shape" in refused(lambda: HostLink(n_inputs=12, input_bits=4, num_classes=5, logit_bits=12,
+                                                     model_id=0, input_shape=(2, 2, 2), clocks_per_bit=CPB))
+    assert "input_bits" in refused(lambda: make_link(bits=9))
+    assert "num_classes" in refused(lambda: make_link(classes=256))
+    assert "logit_bits" in refused(lambda: make_link(logit_bits=33))
+    assert "clocks_per_bit" in refused(lambda: make_link(cpb=3))

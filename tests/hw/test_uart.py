@@ -1,9 +1,12 @@
 """The UART on Amaranth's simulator: Tx->Rx loopback, exact Tx bit timing, the receiver against
 bit streams from Python (baud error, framing errors, glitches), and the baud-rate helper."""
 
+import gc
+import warnings
+
 import numpy as np
 import pytest
-from amaranth.hdl import Module
+from amaranth.hdl import Module, UnusedElaboratable
 from amaranth.sim import Simulator
 
 from hw.uart import UartRx, UartTx, clocks_per_bit
@@ -142,9 +145,19 @@ def test_clocks_per_bit():
         clocks_per_bit(12_000_000, 2_600_000)  # 4.6 clocks a bit: 4% off after rounding
 
 
-@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+def refused(make):
+    """The message of the ValueError ``make()`` raises, without the half-built component's
+    "never used" warning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnusedElaboratable)
+        with pytest.raises(ValueError) as info:
+            make()
+        message = str(info.value)
+        del info
+        gc.collect()
+    return message
+
+
 def test_clocks_per_bit_checked():
-    with pytest.raises(ValueError, match="clocks_per_bit"):
-        UartRx(3)
-    with pytest.raises(ValueError, match="clocks_per_bit"):
-        UartTx(4.5)
+    assert "clocks_per_bit" in refused(lambda: UartRx(3))
+    assert "clocks_per_bit" in refused(lambda: UartTx(4.5))
