@@ -26,7 +26,7 @@ from amaranth.lib.wiring import In, Out
 
 from fpga import protocol as P
 
-from .uart import UartRx, UartTx, _check_cpb
+from .uart import UartRx, UartTx, check_clocks_per_bit
 
 # what the sequencer sends
 _RESULT, _INFO, _ERROR = 0, 1, 2
@@ -66,25 +66,30 @@ class HostLink(wiring.Component):
 
     Notes
     -----
-    Ports: ``rx`` (UART in, asynchronous), ``tx`` (UART out), and towards the core, all
-    registered outputs (times in cycles; a byte "arrives" in the cycle the receiver's
-    ``valid`` is high):
+    Ports: ``rx`` (UART in, asynchronous), ``tx`` (UART out), and towards the core (times
+    in cycles; a byte "arrives" in the cycle the receiver's ``valid`` is high, see
+    :class:`hw.uart.UartRx`; a byte time is ``10 * clocks_per_bit``):
 
-    * ``in_first``: one-cycle pulse, the cycle after a CLASSIFY's second ``LEN`` byte arrives
-      when ``LEN == n_inputs``; ``in_valid`` is low then (a code a bad frame left behind is
-      dropped).  The first code follows a byte time (``10 * clocks_per_bit``) later.
-    * ``in_valid``/``in_data``/``in_ready``: each payload code is offered from the cycle
-      after its byte arrives, until a clock edge with ``in_valid & in_ready``.  Codes come
-      a byte time apart; one still not taken when the next arrives fails the frame.
-    * ``start``: one-cycle pulse after the CRC byte of a good CLASSIFY arrived, in the
-      cycle after the first cycle (from the CRC byte's on) in which ``busy`` and
-      ``in_valid`` were both low; so the core has every code before it starts.
-    * ``done``: watched from the cycle ``start`` is high; a one-cycle pulse.
-    * ``logit_addr``/``logit_data``: ``logit_data`` is read in the cycle ``logit_addr``
-      names it (combinational).  From the cycle after ``done`` the link scans addresses 0 to
-      ``num_classes - 1``, one a cycle, for the first maximum, then holds each address
-      while that logit is sent (``4 * 10 * clocks_per_bit`` cycles each).  The core must
-      keep its logits until the reply is sent, i.e. until the next ``start``.
+    * ``in_first`` (register): a one-cycle pulse in the cycle after the second ``LEN`` byte
+      of a CLASSIFY with ``LEN == n_inputs`` arrives; ``in_valid`` is low then (a code a bad
+      frame left behind is dropped).  The first code follows a byte time later.
+    * ``in_valid``/``in_data`` (registers), ``in_ready``: each payload code is offered from
+      the cycle after its byte arrives until a clock edge with ``in_valid & in_ready``.
+      Codes come a byte time apart; one still not taken when the next arrives fails the
+      frame (ERROR ``BAD_CHECKSUM``).
+    * ``start`` (register): a one-cycle pulse once a good CLASSIFY's CRC byte has arrived,
+      in the cycle after the first cycle (from the one after the CRC byte on) in which
+      ``busy`` and ``in_valid`` are both low, so the core has every code before it starts.
+      Never while ``busy`` was high in the cycle before.
+    * ``done``: a one-cycle pulse; watched from the cycle ``start`` is high.
+    * ``logit_addr`` (a multiplexer of two registers), ``logit_data``: a combinational read,
+      sampled in the cycle ``logit_addr`` names the logit.  From the cycle after ``done``
+      the link compares the logits a byte at a time: for each candidate ``k = 1 ..
+      num_classes - 1`` and each of its 4 bytes, one cycle reads the class so far, the next
+      reads ``k`` (``8 * (num_classes - 1)`` cycles in all).  Then the RESULT goes out, with
+      ``logit_addr = k`` while logit ``k``'s bytes are sent (4 byte times each).  The core
+      must keep its logits unchanged from ``done`` until the reply is sent (the next
+      ``start`` comes after that).
     """
 
     def __init__(self, *, n_inputs, input_bits, num_classes, logit_bits, model_id, input_shape, clocks_per_bit):
@@ -101,7 +106,7 @@ class HostLink(wiring.Component):
             raise ValueError(f"logit_bits must be in 1..{8 * P.LOGIT_BYTES}, not {logit_bits}")
         self.info.payload()  # the fields fit their bytes
         self.n_inputs, self.input_bits, self.num_classes, self.logit_bits = n_inputs, input_bits, num_classes, logit_bits
-        self.clocks_per_bit = _check_cpb(clocks_per_bit)
+        self.clocks_per_bit = check_clocks_per_bit(clocks_per_bit)
         super().__init__({
             "rx": In(1, init=1),
             "tx": Out(1, init=1),
@@ -245,9 +250,13 @@ class HostLink(wiring.Component):
                     m.d.sync += self.start.eq(1)
                     m.next = "C_RUN"
             with m.State("C_RUN"):
-                m.d.sync += [addr.eq(1), cls.eq(0), reading_best.eq(1)]
+                m.d.sync += [addr.eq(1), cls.eq(0)]
                 with m.If(self.done):
-                    m.next = "C_SCAN" if self.num_classes > 1 else "T_CONST"
+                    if self.num_classes > 1:
+                        m.d.sync += reading_best.eq(1)
+                        m.next = "C_SCAN"
+                    else:
+                        m.next = "T_CONST"
             with m.State("C_SCAN"):  # only a strictly larger logit replaces the first maximum
                 m.d.sync += reading_best.eq(~reading_best)
                 with m.If(reading_best):

@@ -13,8 +13,9 @@ from quant.errors import UserError
 
 #: The fewest clocks per bit the receiver samples reliably (mid-bit, with a glitch check).
 MIN_CLOCKS_PER_BIT = 4
-#: The largest baud-rate error :func:`clocks_per_bit` accepts (the receivers of both ends
-#: together tolerate about 4%, half a bit over the ten bits of a frame, less the sampling jitter).
+#: The largest baud-rate error :func:`clocks_per_bit` accepts: an 8N1 receiver sampling
+#: mid-bit stays within the stop bit up to about 4% of mismatch between the two ends, and
+#: the other end's clock needs its share.
 MAX_RATE_ERROR = 0.02
 
 
@@ -34,7 +35,8 @@ def clocks_per_bit(clock_hz, baud):
     return cpb
 
 
-def _check_cpb(cpb):
+def check_clocks_per_bit(cpb):
+    """``cpb``, if it is an int of at least :data:`MIN_CLOCKS_PER_BIT`; else a ValueError."""
     if not isinstance(cpb, int) or cpb < MIN_CLOCKS_PER_BIT:
         raise ValueError(f"clocks_per_bit must be an int >= {MIN_CLOCKS_PER_BIT}, not {cpb!r}")
     return cpb
@@ -62,7 +64,7 @@ class UartRx(wiring.Component):
     """
 
     def __init__(self, clocks_per_bit):
-        self.clocks_per_bit = _check_cpb(clocks_per_bit)
+        self.clocks_per_bit = check_clocks_per_bit(clocks_per_bit)
         super().__init__({
             "rx": In(1, init=1),
             "data": Out(8),
@@ -135,7 +137,7 @@ class UartTx(wiring.Component):
     """
 
     def __init__(self, clocks_per_bit):
-        self.clocks_per_bit = _check_cpb(clocks_per_bit)
+        self.clocks_per_bit = check_clocks_per_bit(clocks_per_bit)
         super().__init__({
             "data": In(8),
             "valid": In(1),

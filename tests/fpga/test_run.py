@@ -302,12 +302,15 @@ def test_cli_over_serial_ports(images, capsys):
         except OSError:  # the test closed the terminal
             pass
 
-    threading.Thread(target=serve, daemon=True).start()
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
     try:
         status = client.main(["--port", os.ttyname(slave), "--timeout", "2", str(files[0]), str(files[1])])
     finally:
-        os.close(slave)
+        os.close(slave)  # with every slave descriptor closed, the server's read fails and it ends
+        server.join(timeout=5)
         os.close(master)
+    assert not server.is_alive()
     assert status == 0
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 5 and out[-1].startswith("3 images in ")

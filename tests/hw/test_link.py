@@ -79,13 +79,16 @@ class Run:
     cycles: int
 
 
-def run_link(dut, requests, logits=(), *, ready=lambda cycle, firsts: 1, busy_until=0, run_cycles=6, max_cycles=60_000):
+def run_link(dut, requests, logits=(), *, ready=lambda cycle, firsts: 1, busy_until=0, run_cycles=6,
+             max_cycles=60_000):
     """Send ``requests`` into ``dut.rx`` like a host: each is ``(levels, replies)``, line levels
     (one a cycle) sent once the replies to the requests before it have all come back; it asks
     for ``replies`` (0 or 1) frames.  Runs until the last reply (and a while longer, to catch
-    anything extra).  The core's ``k``-th run serves ``logits[k]``; ``ready(cycle, firsts)``
-    (``firsts``: the ``in_first`` pulses so far) is its ``in_ready``; it is busy until cycle ``busy_until`` and for ``run_cycles`` cycles after
-    each ``start``, pulsing ``done`` in the last."""
+    anything extra).
+
+    The fake core: its ``k``-th run serves ``logits[k]``; ``ready(cycle, firsts)`` (``firsts``:
+    the ``in_first`` pulses so far) is its ``in_ready``; it is busy until cycle ``busy_until``
+    and for ``run_cycles`` cycles after each ``start``, pulsing ``done`` in the last."""
     n = dut.num_classes
     line = LineDecoder(dut.clocks_per_bit)
     decoder = P.FrameDecoder()
@@ -181,7 +184,8 @@ def test_classify_gives_result_and_the_core_gets_the_codes():
     images[0][:3] = [0, 15, 15]
     logits = [[-5, 7, -100, 7, 3],  # a tie for the maximum: the first wins
               [-2048, -2048, -3, -2047, -3]]  # all negative, the extreme code, a tie again
-    run = run_link(make_link(), [(idle(3), 0), ask(classify(images[0])), ask(classify(images[1]))], logits)
+    # the first frame's bytes back to back, the second's with an idle bit time after each
+    run = run_link(make_link(), [(idle(3), 0), ask(classify(images[0]), gap=0), ask(classify(images[1]))], logits)
     for frame, lg in zip(run.frames, logits):
         check_result(frame, lg)
     assert run.images == images

@@ -142,7 +142,7 @@ def test_clocks_per_bit():
     with pytest.raises(UserError, match="too fast"):
         clocks_per_bit(12_000_000, 6_000_000)
     with pytest.raises(UserError, match="off"):
-        clocks_per_bit(12_000_000, 2_600_000)  # 4.6 clocks a bit: 4% off after rounding
+        clocks_per_bit(12_000_000, 2_600_000)  # 4.6 clocks a bit, rounded to 5: 7.7% off
 
 
 def refused(make):
