@@ -155,14 +155,10 @@ def network_figures(report):
     """Cycles, PE use and images per second of a network design at the nextpnr Fmax and at
     the board clock it runs at."""
     d = report["design"]
-    cfg = d["config"]
-    conv = [s for s in d["steps"] if s["positions"] > 1]
-    pe_cycles = sum(s["cycles"] for s in conv) * cfg["rows"] * cfg["cols"]
     fmax = min(report["fmax_mhz"].values(), default=None)
     return {
         "cycles_per_image": d["cycles"],
-        "conv_pe_use": (sum(s["pe_use"] * s["cycles"] for s in conv) * cfg["rows"] * cfg["cols"] / pe_cycles
-                        if pe_cycles else None),
+        "conv_pe_use": d["conv_pe_use"],
         "images_per_s_fmax": fmax * 1e6 / d["cycles"] if fmax else None,
         "images_per_s_board": report["board_clock_mhz"] * 1e6 / d["cycles"],
     }

@@ -317,18 +317,9 @@ class NetworkBoard(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.link, m.submodules.core = link, core = self.link, self.core
-        m.d.comb += [
-            link.rx.eq(self.rx),
-            self.tx.eq(link.tx),
-            self.busy.eq(core.busy),
-            core.in_first.eq(link.in_first),
-            core.in_valid.eq(link.in_valid),
-            core.in_data.eq(link.in_data),
-            link.in_ready.eq(core.in_ready),
-            core.start.eq(link.start),
-            link.busy.eq(core.busy),
-            link.done.eq(core.done),
-            core.logit_addr.eq(link.logit_addr),
-            link.logit_data.eq(core.logit_data),
-        ]
+        m.d.comb += [link.rx.eq(self.rx), self.tx.eq(link.tx), self.busy.eq(core.busy)]
+        # the link drives the core's inputs and reads its outputs, port for port
+        m.d.comb += [getattr(core, name).eq(getattr(link, name))
+                     for name in ("in_first", "in_valid", "in_data", "start", "logit_addr")]
+        m.d.comb += [getattr(link, name).eq(getattr(core, name)) for name in ("in_ready", "busy", "done", "logit_data")]
         return m

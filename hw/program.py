@@ -278,6 +278,13 @@ class NetworkProgram:
     def macs(self):
         return sum(s.plan.macs for s in self.steps)
 
+    def conv_utilisation(self):
+        """Useful shift-accumulates over the array's PE-cycles of the steps with more than one
+        position (the convolutions); ``None`` without any."""
+        conv = [s.plan for s in self.steps if s.plan.visited > 1]
+        pe_cycles = sum(p.cycles() for p in conv) * self.cfg.rows * self.cfg.cols
+        return sum(p.macs for p in conv) / pe_cycles if pe_cycles else None
+
     # --- ROM contents ----------------------------------------------------------------------
     def wgt_rom(self):
         """Every step's weight words in order (integers, ``cols`` codes each)."""
@@ -289,11 +296,6 @@ class NetworkProgram:
 
     def descriptors(self):
         return [s.fields() for s in self.steps]
-
-    # --- what the reference computes, laid out as the hardware holds it ---------------------
-    def input_words(self, x):
-        """Buffer A's word fields after the packer took input codes ``x`` ``(C, H, W)``."""
-        return self.packer.pack(x, self.cfg.rows)
 
     def table(self):
         """One line per step, for reports."""

@@ -86,22 +86,21 @@ def run_engine(cfg, plan, x):
     return result["out"], result["cycles"]
 
 
-def run_network(program, inputs):
-    """Run input codes ``inputs`` ``(N, C, H, W)`` one image after another through a
-    :class:`hw.network.NetworkCore` for ``program``.  Returns ``(logits (N, classes),
-    cycles (N,))``, cycles counted as :meth:`hw.program.NetworkProgram.cycles` documents."""
-    from hw.network import NetworkCore
-
-    dut = NetworkCore(program)
+def run_core(dut, streams, num_classes):
+    """Drive a network core (ports of :class:`hw.network.NetworkCore`) on Amaranth's simulator:
+    per image an ``in_first`` cycle, its codes ``streams[i]`` honouring ``in_ready``, idle
+    cycles until ``busy`` is low, ``start``, cycles until ``done``; then the logits.
+    Returns ``(logits (N, num_classes), cycles (N,))``, cycles counted as
+    :meth:`hw.program.NetworkProgram.cycles` documents (``done`` read after each tick)."""
     logits, cycles = [], []
 
     async def bench(ctx):
-        for x in inputs:
+        for stream in streams:
             ctx.set(dut.in_first, 1)
             await ctx.tick()
             ctx.set(dut.in_first, 0)
             ctx.set(dut.in_valid, 1)
-            for code in program.packer.stream(x):
+            for code in stream:
                 ctx.set(dut.in_data, int(code))
                 while True:
                     ready = ctx.get(dut.in_ready)
@@ -121,7 +120,7 @@ def run_network(program, inputs):
             await ctx.tick()
             cycles.append(n)
             row = []
-            for k in range(program.num_classes):
+            for k in range(num_classes):
                 ctx.set(dut.logit_addr, k)
                 row.append(ctx.get(dut.logit_data))
             logits.append(row)
@@ -131,3 +130,11 @@ def run_network(program, inputs):
     sim.add_testbench(bench)
     sim.run()
     return np.array(logits, dtype=np.int64), np.array(cycles, dtype=np.int64)
+
+
+def run_network(program, inputs):
+    """Run input codes ``inputs`` ``(N, C, H, W)`` one image after another through a
+    :class:`hw.network.NetworkCore` for ``program`` (see :func:`run_core`)."""
+    from hw.network import NetworkCore
+
+    return run_core(NetworkCore(program), [program.packer.stream(x) for x in inputs], program.num_classes)

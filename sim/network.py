@@ -59,9 +59,7 @@ def check(program, inputs, labels=None, *, jobs=None, progress=True, mhz=None):
     seconds = time.monotonic() - t0
     ref_pred, ref_logits = reference.predict(program.network, inputs)
     pred = logits.argmax(axis=1)
-    conv = [s.plan for s in program.steps if s.plan.visited > 1]
     cfg = program.cfg
-    conv_cycles = sum(p.cycles() for p in conv)
     report = {
         "images": int(len(inputs)),
         "prediction_differences": int((pred != ref_pred).sum()),
@@ -70,7 +68,7 @@ def check(program, inputs, labels=None, *, jobs=None, progress=True, mhz=None):
         "cycles_per_image": int(cycles[0]) if len(set(cycles.tolist())) == 1 else cycles.tolist(),
         "planned_cycles": program.cycles(),
         "cycle_counts_as_planned": bool((cycles == program.cycles()).all()),
-        "conv_pe_use": sum(p.macs for p in conv) / (conv_cycles * cfg.rows * cfg.cols) if conv_cycles else None,
+        "conv_pe_use": program.conv_utilisation(),
         "steps": [{"layers": list(s.names), "cycles": s.plan.cycles(), "pe_use": s.plan.utilisation()}
                   for s in program.steps],
         "simulated_cycles": int(cycles.sum()),
@@ -87,7 +85,6 @@ def check(program, inputs, labels=None, *, jobs=None, progress=True, mhz=None):
 
 
 def print_report(r):
-    print("\n".join(r.pop("_table", [])))
     if "hardware_accuracy" in r:
         print(f"hardware accuracy {r['hardware_accuracy']:.2%} on {r['images']} images "
               f"(integer reference {r['reference_accuracy']:.2%})")

@@ -60,7 +60,7 @@ def write_network_board(out_dir, board, program, *, artifact, baud=DEFAULT_BAUD)
         "steps": [{"layers": list(s.names), "src": s.src, "dst": s.dst, "k_tiles": s.plan.kt, "n_blocks": s.plan.nb,
                    "positions": s.plan.visited, "cycles": s.plan.cycles(), "pe_use": round(s.plan.utilisation(), 4)}
                   for s in program.steps],
-        "cycles": program.cycles(), "macs": program.macs,
+        "cycles": program.cycles(), "macs": program.macs, "conv_pe_use": program.conv_utilisation(),
         "memory_words": {"wgt": program.wgt_words, "par": program.par_words,
                          "A": program.buffer_words("A"), "B": program.buffer_words("B")},
     }

@@ -3,16 +3,14 @@ the tx line decoded back into frames (fpga.protocol.FrameDecoder), and a fake ne
 testbench that collects the codes, answers ``done`` a few cycles after ``start`` and serves logits."""
 
 import dataclasses
-import gc
-import warnings
 
 import numpy as np
 import pytest
-from amaranth.hdl import UnusedElaboratable
 from amaranth.sim import Simulator
 
 from fpga import protocol as P
 from hw.link import HostLink
+from tests.hw.test_uart import refused
 
 CPB = 4  # clocks per bit: the smallest the UART takes, for quick simulations
 SHAPE = (2, 2, 3)  # C, H, W: 12 codes
@@ -292,19 +290,6 @@ def test_other_sizes(shape, bits, classes, logit_bits):
     assert error_code(run.frames[2]) == (P.BAD_CODE if bits < 8 else P.UNKNOWN_TYPE)
     check_result(run.frames[3], logits[1], classes)
     assert run.images == [codes, codes]
-
-
-def refused(make):
-    """The message of the ValueError ``make()`` raises (the half-built component is collected
-    without its "never used" warning)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UnusedElaboratable)
-        with pytest.raises(ValueError) as info:
-            make()
-        message = str(info.value)
-        del info
-        gc.collect()
-    return message
 
 
 def test_parameters_checked():

@@ -6,19 +6,12 @@ import dataclasses
 import numpy as np
 import pytest
 
-from hw.program import NetworkProgram, flatten_linear, pack_input_layer
+from hw.program import NetworkProgram, PackerGeometry, flatten_linear, pack_input_layer
 from hw.random_layers import random_inputs, random_layer
 from quant import reference
 from quant.artifact import load_artifact
 from quant.errors import UserError
 from sim.amaranth_sim import run_network
-
-
-def _pool(y, pool):
-    ph, pw = pool
-    n, c, h, w = y.shape
-    h, w = h // ph * ph, w // pw * pw
-    return y[:, :, :h, :w].reshape(n, c, h // ph, ph, w // pw, pw).max(axis=(3, 5))
 
 
 @pytest.mark.parametrize("in_c,kernel,padding,stride,hw", [
@@ -33,7 +26,6 @@ def test_input_packing_computes_the_same_layer(in_c, kernel, padding, stride, hw
     x = random_inputs(rng, layer, count=3)
     packed = pack_input_layer(layer, kernel[1])
     rows = in_c * kernel[1] + 1
-    from hw.program import PackerGeometry
     g = PackerGeometry(channels=in_c, height=hw[0], width=hw[1], window=kernel[1], pad=padding[1])
     words = np.stack([g.pack(xi, rows).reshape(hw[0], g.words_per_row, rows)[:, :, :in_c * kernel[1]]
                       .transpose(2, 0, 1) for xi in x])

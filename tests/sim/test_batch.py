@@ -5,10 +5,10 @@ import pytest
 from amaranth import Module, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
-from amaranth.sim import Simulator
 
 from quant.errors import UserError
 from sim import runner
+from sim.amaranth_sim import run_core
 from sim.batch import build_batch, check_ports, run_batch
 
 INPUT_BITS = 4
@@ -79,47 +79,8 @@ def expected(codes):
 
 
 def amaranth_run(codes):
-    """The stub on Amaranth's simulator, driven and counted as :func:`sim.amaranth_sim.run_network`
-    drives the network core (``done`` read after each tick)."""
-    dut = StubCore()
-    logits, cycles = [], []
-
-    async def bench(ctx):
-        for x in codes:
-            ctx.set(dut.in_first, 1)
-            await ctx.tick()
-            ctx.set(dut.in_first, 0)
-            ctx.set(dut.in_valid, 1)
-            for code in x:
-                ctx.set(dut.in_data, int(code))
-                while True:
-                    ready = ctx.get(dut.in_ready)
-                    await ctx.tick()
-                    if ready:
-                        break
-            ctx.set(dut.in_valid, 0)
-            while ctx.get(dut.busy):
-                await ctx.tick()
-            ctx.set(dut.start, 1)
-            await ctx.tick()
-            ctx.set(dut.start, 0)
-            n = 1
-            while not ctx.get(dut.done):
-                await ctx.tick()
-                n += 1
-            await ctx.tick()
-            cycles.append(n)
-            row = []
-            for k in range(NUM_CLASSES):
-                ctx.set(dut.logit_addr, k)
-                row.append(ctx.get(dut.logit_data))
-            logits.append(row)
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
-    return np.array(logits), np.array(cycles)
+    """The stub on Amaranth's simulator, driven and counted as the network core is."""
+    return run_core(StubCore(), codes, NUM_CLASSES)
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ def test_batch_matches_the_reference_on_the_digits_test_split(trained_runs, prog
     assert report["prediction_differences"] == 0 and report["logit_differences"] == 0
     assert report["cycle_counts_as_planned"] and report["cycles_per_image"] == program.cycles()
     assert report["hardware_accuracy"] == report["reference_accuracy"] > 0.5
-    assert report["images_per_s"] == pytest.approx(12e6 / program.cycles())
+    assert report["images_per_s"] == 12e6 / program.cycles()
 
 
 def test_board_design_over_the_uart_with_spram_cells(trained_runs, program):
