@@ -12,7 +12,7 @@ MNIST_RUN ?= runs/mnist-pow2
 # the MNIST CNN the iCEBreaker runs: ternary weights (W2), 4-bit activations
 NET_RUN   ?= runs/mnist-w2
 
-.PHONY: setup test test-all demo train sim sim-mnist sim-network bitstream bitstream-mnist sweep hls lint bench methods \
+.PHONY: setup test test-all demo train sim sim-mnist sim-network bitstream bitstream-mnist sweep explore calibrate hls lint bench methods \
 	clean distclean help
 
 help:
@@ -27,6 +27,9 @@ help:
 	@echo "make sim-network the ternary MNIST CNN: all 2,000 mnist-10k test images on the cycle-accurate engine"
 	@echo "make bitstream-mnist  the iCEBreaker bitstream of that MNIST CNN (BOARD=... for ECP5)"
 	@echo "make sweep      array sizes x widths on BOARD: logic cells and Fmax table and plot"
+	@echo "make explore    co-design sweep of the MNIST CNN (bits x array shapes) on the iCEBreaker and the ULX3S-85F:"
+	@echo "                accuracy, cycles, resources, Pareto front, recommended design built for real (build/explore)"
+	@echo "make calibrate  the real builds the explorer's resource model is fitted to (BOARD=...; sim/calibration)"
 	@echo "make hls        HLS C++ of the demo model, compiled with g++ and checked on its golden vectors"
 	@echo "make lint       verilator --lint-only of the generated engine (warnings that matter)"
 	@echo "make bench      benchmarks (QAT vs float step time, simulator speed)"
@@ -95,6 +98,16 @@ bitstream-mnist: $(NET_RUN)/artifact.npz
 
 sweep: $(STAMP)
 	$(PY) -m fpga.sweep --board $(BOARD) $(ARGS)
+
+# the co-design explorer on the MNIST CNN: trainings and builds cached in runs/explore
+explore: $(STAMP)
+	$(PY) -m sim.explore --model cnn --data mnist --data-dir $(MNIST) --board icebreaker \
+		--out build/explore/icebreaker $(ARGS)
+	$(PY) -m sim.explore --model cnn --data mnist --data-dir $(MNIST) --board ulx3s-85f \
+		--out build/explore/ulx3s-85f $(ARGS)
+
+calibrate: $(STAMP)
+	$(PY) -m sim.explore --calibrate --board $(BOARD) --model cnn --data mnist --data-dir $(MNIST) $(ARGS)
 
 # HLS C++ of the demo model and its g++ testbench on the golden vectors
 hls: $(STAMP)

@@ -16,11 +16,8 @@ Usage::
 """
 
 import argparse
-import concurrent.futures
-import json
 import pathlib
 import sys
-import time
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -30,6 +27,8 @@ from quant.config import TrainConfig  # noqa: E402
 from quant.errors import UserError, cli_main  # noqa: E402
 from quant.fileio import write_atomic  # noqa: E402
 from quant.methods import METHODS, method_class  # noqa: E402
+from quant.runs import finished as cached  # noqa: E402
+from quant.train import train_all as run_all  # noqa: E402
 
 QUANT_METHODS = [m for m in METHODS if m != "float"]
 #: terms each method runs with in the table (APoT's levels are sums of two powers of two)
@@ -44,44 +43,6 @@ def run_config(data, data_dir, method, wbits, abits, epochs, out, init_from=None
     return TrainConfig(data=data, data_dir=data_dir, model="cnn", method=method, wbits=wbits, abits=abits,
                        terms=TERMS.get(method, 1), epochs=epochs, init_from=init_from, golden=8, seed=seed,
                        out=str(out)).validate()
-
-
-def _train(cfg_dict):
-    """One run in a worker process (one intra-op thread, so two workers share two cores)."""
-    import torch
-
-    from quant.train import train
-
-    torch.set_num_threads(1)
-    cfg = TrainConfig.from_dict(cfg_dict, "bench").validate()
-    train(cfg, progress=False)
-    return cfg.out
-
-
-def cached(cfg):
-    """The run's summary if ``cfg.out`` already holds a finished run of exactly ``cfg``."""
-    out = pathlib.Path(cfg.out)
-    try:
-        same = json.loads((out / runs.CONFIG).read_text()) == cfg.to_dict()
-        return json.loads((out / runs.SUMMARY).read_text()) if same else None
-    except (OSError, ValueError):
-        return None
-
-
-def run_all(configs, jobs):
-    """Train every config not cached, ``jobs`` at a time; print progress."""
-    todo = [c for c in configs if cached(c) is None]
-    print(f"{len(configs) - len(todo)} runs cached, {len(todo)} to train", file=sys.stderr)
-    t0 = time.perf_counter()
-    if jobs == 1:
-        for i, c in enumerate(todo, 1):
-            _train(c.to_dict())
-            print(f"[{i}/{len(todo)}] {c.out}  ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
-        return
-    with concurrent.futures.ProcessPoolExecutor(max_workers=jobs) as pool:
-        futures = [pool.submit(_train, c.to_dict()) for c in todo]
-        for i, f in enumerate(concurrent.futures.as_completed(futures), 1):
-            print(f"[{i}/{len(todo)}] {f.result()}  ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
 
 
 def plan(args):

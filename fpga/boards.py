@@ -30,6 +30,8 @@ class Board:
     loader: tuple = ()
     #: HwConfig values this board's builds use unless a flag says otherwise
     defaults: tuple = ()
+    #: the device's resources as the build report names them, logic first: ``(name, count)``
+    capacity: tuple = ()
 
     @property
     def pnr(self):
@@ -60,17 +62,20 @@ BOARDS = {
         leds=(("passed", ("led", 1)), ("failed", ("led", 0))), button=("button", 0),
         bitstream_suffix=".bin", loader=(("pmod", 0), "1", "2"),
         # an 8x8 engine needs about 7,100 logic cells, 134 % of the UP5K (docs/fpga.md)
-        defaults=(("cols", 4),)),
+        defaults=(("cols", 4),),
+        capacity=(("logic cells", 5280), ("block RAM (4 kbit)", 30), ("SPRAM (256 kbit)", 4))),
     "ulx3s-85f": Board(
         name="ulx3s-85f", family="ecp5", platform=ULX3S_85F_Platform,
         pnr_device=("--85k", "--package", "CABGA381", "--speed", "6"), target_mhz=100.0,
         leds=_ULX3S_LEDS, button=("button", 1), bitstream_suffix=".bit", defaults=_ECP5_DEFAULTS,
-        loader=(("gpio", 0), "0+", "0-")),
+        loader=(("gpio", 0), "0+", "0-"),
+        capacity=(("logic cells (LUT4s + carry)", 83640), ("block RAM (DP16KD)", 208))),
     "ulx3s-25f": Board(
         name="ulx3s-25f", family="ecp5", platform=ULX3S_25F_Platform,
         pnr_device=("--25k", "--package", "CABGA381", "--speed", "6"), target_mhz=100.0,
         leds=_ULX3S_LEDS, button=("button", 1), bitstream_suffix=".bit", defaults=_ECP5_DEFAULTS,
-        loader=(("gpio", 0), "0+", "0-")),
+        loader=(("gpio", 0), "0+", "0-"),
+        capacity=(("logic cells (LUT4s + carry)", 24288), ("block RAM (DP16KD)", 56))),
 }
 
 

@@ -16,7 +16,7 @@ Nothing here depends on the model: the program is data.  The cycle count of a ru
 :meth:`hw.program.NetworkProgram.cycles`, asserted by every simulated run.
 """
 
-from amaranth.hdl import Cat, ClockSignal, Instance, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, ClockSignal, Const, Instance, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -103,16 +103,16 @@ class ActBuffer(wiring.Component):
     """An activation buffer: one read port (data a cycle after the address) and one write
     port with a write enable per bank of ``bank_bits``.  It is never read and written in
     one cycle (a buffer is either a step's source or its destination), so it can be the
-    UP5K's single-port SPRAM (``spram=True``: ``width / 16`` SB_SPRAM256KA side by side,
-    the banks' enables mapped onto their nibble write masks) or any block RAM.
+    UP5K's single-port SPRAM (``spram=True``: SB_SPRAM256KA cells side by side, the banks'
+    enables mapped onto their nibble write masks) or any block RAM.  In SPRAM each bank is
+    padded to whole 4-bit nibbles and the word to whole 16-bit cells (:func:`spram_layout`).
     """
 
     def __init__(self, *, width, depth, banks, spram=False):
         self.width, self.depth, self.banks, self.spram = width, depth, banks, spram
         self.bank_bits = width // banks
-        if spram and (width % SPRAM_BITS or self.bank_bits % SPRAM_NIBBLE or depth > SPRAM_WORDS):
-            raise ValueError(f"a {width}-bit x {depth} buffer in {self.bank_bits}-bit banks does not map onto "
-                             f"{SPRAM_BITS}-bit SPRAMs of {SPRAM_WORDS} words")
+        if spram and depth > SPRAM_WORDS:
+            raise ValueError(f"a {depth}-word buffer does not fit an SPRAM of {SPRAM_WORDS} words")
         aw = _abits(depth)
         super().__init__({
             "r_addr": In(aw),
@@ -134,15 +134,34 @@ class ActBuffer(wiring.Component):
         writing = self.w_en.any()
         addr = Signal(14, name="spram_addr")
         m.d.comb += addr.eq(Mux(writing, self.w_addr, self.r_addr))
-        for i in range(self.width // SPRAM_BITS):
+        pbank, cells = spram_layout(self.width, self.banks)
+        bb, total = self.bank_bits, cells * SPRAM_BITS
+        # bank b's bits sit at b * pbank of the padded word; the padding is written as zeros
+        w_pad = Cat(Cat(self.w_data[b * bb:(b + 1) * bb], Const(0, pbank - bb)) for b in range(self.banks))
+        w_pad = Cat(w_pad, Const(0, total - len(w_pad)))
+        r_pad = Signal(total, name="spram_rdata")
+        m.d.comb += self.r_data.eq(Cat(r_pad[b * pbank:b * pbank + bb] for b in range(self.banks)))
+
+        def nibble_en(bit):  # the write enable of the nibble at padded bit ``bit``
+            return self.w_en[bit // pbank] if bit // pbank < self.banks else Const(0, 1)
+
+        for i in range(cells):
             lo = i * SPRAM_BITS
-            mask = Cat(self.w_en[(lo + SPRAM_NIBBLE * j) // self.bank_bits] for j in range(SPRAM_BITS // SPRAM_NIBBLE))
+            mask = Cat(nibble_en(lo + SPRAM_NIBBLE * j) for j in range(SPRAM_BITS // SPRAM_NIBBLE))
             m.submodules[f"spram_{i}"] = Instance(
                 "SB_SPRAM256KA",
-                i_ADDRESS=addr, i_DATAIN=self.w_data[lo:lo + SPRAM_BITS], i_MASKWREN=mask, i_WREN=writing,
+                i_ADDRESS=addr, i_DATAIN=w_pad[lo:lo + SPRAM_BITS], i_MASKWREN=mask, i_WREN=writing,
                 i_CHIPSELECT=1, i_CLOCK=ClockSignal(), i_STANDBY=0, i_SLEEP=0, i_POWEROFF=1,
-                o_DATAOUT=self.r_data[lo:lo + SPRAM_BITS])
+                o_DATAOUT=r_pad[lo:lo + SPRAM_BITS])
         return m
+
+
+def spram_layout(width, banks):
+    """How a ``width``-bit buffer word of ``banks`` write banks sits in SPRAM cells: each
+    bank padded to whole nibbles (``pbank`` bits), the word to whole cells.  Returns
+    ``(pbank, cells)``."""
+    pbank = -(-(width // banks) // SPRAM_NIBBLE) * SPRAM_NIBBLE
+    return pbank, -(-(pbank * banks) // SPRAM_BITS)
 
 
 def core_layout(program):
@@ -165,6 +184,11 @@ class NetworkCore(wiring.Component):
       image's input codes in ``(y, x, c)`` order, one per transfer, only while not ``busy``;
     * ``start``: a one-cycle pulse, while ``busy`` is low, runs every step;
     * ``busy``; ``done``: a one-cycle pulse in the run's last cycle;
+    * ``step_done``: high in the last cycle of each step (the cycle in which the engine's
+      ``done`` is high), one pulse per step of :attr:`hw.program.NetworkProgram.steps`; the
+      last coincides with ``done``.  With the ``start`` cycle as cycle 0, step ``i``'s pulse
+      comes ``steps[i].plan.cycles() + STEP_OVERHEAD`` cycles after step ``i - 1``'s (after
+      the ``start`` cycle for step 0);
     * ``logit_addr``/``logit_data``: a combinational read of the last run's logits.
 
     Parameters
@@ -190,6 +214,7 @@ class NetworkCore(wiring.Component):
             "start": In(1),
             "busy": Out(1),
             "done": Out(1),
+            "step_done": Out(1),
             "logit_addr": In(range(program.num_classes)),
             "logit_data": Out(signed(program.logit_bits)),
         })
@@ -275,6 +300,7 @@ class NetworkCore(wiring.Component):
                 m.d.comb += engine.start.eq(1)
                 m.next = "RUN"
             with m.State("RUN"):
+                m.d.comb += self.step_done.eq(engine.done)
                 with m.If(engine.done):
                     with m.If(step == len(steps) - 1):
                         m.d.comb += self.done.eq(1)

@@ -1,5 +1,6 @@
 """Run directories: building a run's network from its config, and atomic checkpoints."""
 
+import json
 import pathlib
 
 import torch
@@ -77,3 +78,14 @@ def load_network(path, *, method=None):
 
 def is_quant(net):
     return isinstance(net, QuantNet)
+
+
+def finished(cfg):
+    """The summary of the run in ``cfg.out`` if it is a finished run of exactly ``cfg``
+    (its ``config.json`` equal to ``cfg.to_dict()``), else ``None``: what a sweep reuses."""
+    out = pathlib.Path(cfg.out)
+    try:
+        same = json.loads((out / CONFIG).read_text()) == cfg.to_dict()
+        return json.loads((out / SUMMARY).read_text()) if same else None
+    except (OSError, ValueError):
+        return None

@@ -204,6 +204,35 @@ def train(cfg, *, resume=False, progress=True):
     return finish(net, cfg, dataset, out, extra, epoch_seconds)
 
 
+def _train_quietly(cfg_dict):
+    """One run in a worker process, with one intra-op thread so that workers share the cores."""
+    from .config import TrainConfig
+
+    torch.set_num_threads(1)
+    cfg = TrainConfig.from_dict(cfg_dict, "sweep").validate()
+    train(cfg, progress=False)
+    return cfg.out
+
+
+def train_all(configs, jobs=1):
+    """Train every config whose run is not already finished (:func:`quant.runs.finished`),
+    ``jobs`` at a time, with a progress line per run on stderr."""
+    import concurrent.futures
+
+    todo = [c for c in configs if runs.finished(c) is None]
+    print(f"{len(configs) - len(todo)} runs cached, {len(todo)} to train", file=sys.stderr)
+    t0 = time.perf_counter()
+    if jobs <= 1 or len(todo) <= 1:
+        for i, c in enumerate(todo, 1):
+            _train_quietly(c.to_dict())
+            print(f"[{i}/{len(todo)}] {c.out}  ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+        return
+    with concurrent.futures.ProcessPoolExecutor(max_workers=jobs) as pool:
+        futures = [pool.submit(_train_quietly, c.to_dict()) for c in todo]
+        for i, f in enumerate(concurrent.futures.as_completed(futures), 1):
+            print(f"[{i}/{len(todo)}] {f.result()}  ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+
+
 def finish(net, cfg, dataset, out, extra, epoch_seconds):
     """Evaluate, export and verify; write and print ``summary.json``."""
     acc = evaluate(net, dataset.test_x, dataset.test_y)

@@ -86,16 +86,23 @@ def run_engine(cfg, plan, x):
     return result["out"], result["cycles"]
 
 
-def run_core(dut, streams, num_classes):
+def run_core(dut, streams, num_classes, steps=None):
     """Drive a network core (ports of :class:`hw.network.NetworkCore`) on Amaranth's simulator:
     per image an ``in_first`` cycle, its codes ``streams[i]`` honouring ``in_ready``, idle
     cycles until ``busy`` is low, ``start``, cycles until ``done``; then the logits.
     Returns ``(logits (N, num_classes), cycles (N,))``, cycles counted as
-    :meth:`hw.program.NetworkProgram.cycles` documents (``done`` read after each tick)."""
-    logits, cycles = [], []
+    :meth:`hw.program.NetworkProgram.cycles` documents (``done`` read after each tick): with
+    the ``start`` cycle as cycle 0, the cycle in which ``done`` is high.
+
+    With ``steps`` (the number of steps of the core's program) it also watches ``step_done``
+    and returns ``(logits, cycles, step_cycles (N, steps))``: per image the cycles of each step,
+    the differences between the cycles in which ``step_done`` is high (the first from the
+    ``start`` cycle), which sum to ``cycles``.  An image whose run has not exactly ``steps``
+    cycles with ``step_done`` high raises :class:`RuntimeError`."""
+    logits, cycles, step_cycles = [], [], []
 
     async def bench(ctx):
-        for stream in streams:
+        for image, stream in enumerate(streams):
             ctx.set(dut.in_first, 1)
             await ctx.tick()
             ctx.set(dut.in_first, 0)
@@ -113,12 +120,21 @@ def run_core(dut, streams, num_classes):
             ctx.set(dut.start, 1)
             await ctx.tick()
             ctx.set(dut.start, 0)
-            n = 1
-            while not ctx.get(dut.done):
+            n, marks = 1, []
+            while True:
+                if steps is not None and ctx.get(dut.step_done):
+                    marks.append(n)
+                if ctx.get(dut.done):
+                    break
                 await ctx.tick()
                 n += 1
             await ctx.tick()
             cycles.append(n)
+            if steps is not None:
+                if len(marks) != steps:
+                    raise RuntimeError(f"image {image}: step_done was high in {len(marks)} cycles of the run "
+                                       f"(cycles {marks}), expected {steps}")
+                step_cycles.append(np.diff([0, *marks]))
             row = []
             for k in range(num_classes):
                 ctx.set(dut.logit_addr, k)
@@ -129,12 +145,18 @@ def run_core(dut, streams, num_classes):
     sim.add_clock(1e-8)
     sim.add_testbench(bench)
     sim.run()
-    return np.array(logits, dtype=np.int64), np.array(cycles, dtype=np.int64)
+    result = np.array(logits, dtype=np.int64), np.array(cycles, dtype=np.int64)
+    if steps is None:
+        return result
+    return *result, np.array(step_cycles, dtype=np.int64).reshape(len(cycles), steps)
 
 
-def run_network(program, inputs):
+def run_network(program, inputs, per_step=False):
     """Run input codes ``inputs`` ``(N, C, H, W)`` one image after another through a
-    :class:`hw.network.NetworkCore` for ``program`` (see :func:`run_core`)."""
+    :class:`hw.network.NetworkCore` for ``program`` (see :func:`run_core`): ``(logits, cycles)``,
+    and with ``per_step`` also ``step_cycles`` ``(N, len(program.steps))``, each step's
+    ``plan.cycles() + hw.program.STEP_OVERHEAD``."""
     from hw.network import NetworkCore
 
-    return run_core(NetworkCore(program), [program.packer.stream(x) for x in inputs], program.num_classes)
+    return run_core(NetworkCore(program), [program.packer.stream(x) for x in inputs], program.num_classes,
+                    steps=len(program.steps) if per_step else None)

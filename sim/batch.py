@@ -3,7 +3,7 @@ a C++ harness (``sim/batch_main.cpp``), with no Python in the per-cycle loop.
 
 The core's Verilog ports (synchronous to ``clk``, active-high synchronous reset ``rst``):
 ``in_first``, ``in_valid``, ``in_data`` (``input_bits`` wide), ``start``, ``logit_addr`` in;
-``in_ready``, ``busy``, ``done``, ``logit_data`` (signed, ``logit_bits`` wide) out. The harness
+``in_ready``, ``busy``, ``done``, ``step_done``, ``logit_data`` (signed, ``logit_bits`` wide) out. The harness
 drives them as ``sim/batch_main.cpp`` describes: per image an ``in_first`` cycle, the codes
 (honouring ``in_ready``), idle cycles until ``busy`` is low, the ``start`` cycle, cycles until
 ``done``, then the logits read combinationally (``logit_addr`` set, no clock edge) after the
@@ -12,19 +12,27 @@ edges from the one that ends its ``start`` cycle to the last one before ``done``
 the ``start`` cycle as cycle 1, the cycles before the one in which ``done`` is high. A core whose
 ``done`` is high in the cycle right after the ``start`` cycle counts 1. This is the count of
 :func:`sim.amaranth_sim.run_network` (which reads ``done`` after each tick) and of
-:meth:`hw.program.NetworkProgram.cycles`. The design is reset (``rst`` high for 4 cycles) once
-per process, not per image.
+:meth:`hw.program.NetworkProgram.cycles`. ``step_done`` is read in the same cycles (after the
+``start`` cycle, up to and including the ``done`` cycle): the counts at which it is high end the
+program's steps, and an image's step cycles are their differences (the first from the ``start``
+cycle, counted 0), which sum to its cycle count; each step's is
+``plan.cycles() + hw.program.STEP_OVERHEAD``. An image with a number of such cycles other than
+``n_steps`` fails the run. The design is reset (``rst`` high for 4 cycles) once per process, not
+per image.
 
 File formats (little-endian), one pair per process:
 
-* input: ``b"NCBATCH1"``; uint32 ``n_images``, ``n_inputs``, ``num_classes``, ``logit_bits``,
-  ``input_bits``, ``first_image`` (the global index of the file's first image, for messages);
-  uint64 ``cycle_limit``; then ``n_images * n_inputs`` uint8 codes, image by image.
-* output: ``b"NCRESLT1"``; uint32 ``n_images``, ``num_classes``; then per image a uint64 cycle
-  count and ``num_classes`` int32 logits (sign-extended from ``logit_bits``).
+* input: ``b"NCBATCH2"``; uint32 ``n_images``, ``n_inputs``, ``num_classes``, ``logit_bits``,
+  ``input_bits``, ``first_image`` (the global index of the file's first image, for messages),
+  ``n_steps`` (``0xffffffff``: ``step_done`` is not watched); uint64 ``cycle_limit``; then
+  ``n_images * n_inputs`` uint8 codes, image by image.
+* output: ``b"NCRESLT2"``; uint32 ``n_images``, ``num_classes``, ``n_steps`` (0 when not
+  watched); then per image a uint64 cycle count, ``n_steps`` uint64 step cycle counts and
+  ``num_classes`` int32 logits (sign-extended from ``logit_bits``).
 
 The executable is ``<build_dir>/obj/batch``; run by hand it is ``batch INPUT OUTPUT [TRACE.vcd]``
-and exits 0, 2 (bad arguments or files) or 3 (a cycle limit was exceeded).
+and exits 0, 2 (bad arguments or files), 3 (a cycle limit was exceeded) or 4 (an image's number
+of ``step_done`` cycles was not ``n_steps``).
 """
 
 import collections
@@ -52,9 +60,11 @@ from sim import runner
 TOP = "network_core"
 HARNESS = pathlib.Path(__file__).resolve().with_name("batch_main.cpp")
 EXECUTABLE = "batch"
-IN_MAGIC = b"NCBATCH1"
-OUT_MAGIC = b"NCRESLT1"
+IN_MAGIC = b"NCBATCH2"
+OUT_MAGIC = b"NCRESLT2"
 HANG_STATUS = 3  # the harness's exit status when a cycle limit is exceeded
+STEPS_STATUS = 4  # ... when an image's number of step_done cycles is not n_steps
+NO_STEPS = 0xFFFFFFFF  # n_steps when step_done is not watched
 
 #: Verilator arguments of every batch build (``--trace-vcd`` is added for a waves build).
 VERILATOR_ARGS = ("--cc", "--exe", "--build", "-O3", "--x-assign", "fast", "--x-initial", "fast",
@@ -67,7 +77,7 @@ VERILATOR_ARGS = ("--cc", "--exe", "--build", "-O3", "--x-assign", "fast", "--x-
 CXX_OPT = ("OPT_FAST=-O2", "OPT_SLOW=-O0", "OPT_GLOBAL=-O2")
 
 _PORTS_1BIT = {"clk": "input", "rst": "input", "in_first": "input", "in_valid": "input", "in_ready": "output",
-               "start": "input", "busy": "output", "done": "output"}
+               "start": "input", "busy": "output", "done": "output", "step_done": "output"}
 _LOG_TAIL = 20
 
 log = logging.getLogger(__name__)
@@ -189,7 +199,7 @@ def build_batch(verilog, *, input_bits, num_classes, logit_bits, build_root=None
     return result
 
 
-def run_batch(build, codes, *, cycle_limit, jobs=None, progress=True, trace=None):
+def run_batch(build, codes, *, cycle_limit, steps=None, jobs=None, progress=True, trace=None):
     """Run images through a batch simulator.
 
     Parameters
@@ -201,6 +211,9 @@ def run_batch(build, codes, *, cycle_limit, jobs=None, progress=True, trace=None
     cycle_limit : int
         Largest cycle count (as counted above) an image may take before ``done``; also the most
         consecutive cycles ``in_ready`` may stay low, and ``busy`` high before ``start``.
+    steps : int, optional
+        The number of steps of the core's program: watch ``step_done``, require exactly this many
+        cycles with it high in every image's run and return the step cycles as well.
     jobs : int, optional
         Processes to split the images across (each on a contiguous share, its own reset);
         default ``min(2, os.cpu_count())``; never more than N.
@@ -213,12 +226,15 @@ def run_batch(build, codes, *, cycle_limit, jobs=None, progress=True, trace=None
     -------
     logits : numpy.ndarray of int64, shape (N, num_classes)
     cycles : numpy.ndarray of int64, shape (N,)
+    step_cycles : numpy.ndarray of int64, shape (N, steps)
+        Only with ``steps``: each step's cycles (see above); a row sums to the image's ``cycles``.
 
     Raises
     ------
     quant.errors.UserError
-        If a code is out of range, or an image exceeded ``cycle_limit`` (the message names the
-        image by its index in ``codes`` and what it waited for).
+        If a code is out of range, an image exceeded ``cycle_limit`` (the message names the
+        image by its index in ``codes`` and what it waited for), or (with ``steps``) an image's
+        run had another number of ``step_done`` cycles.
     RuntimeError
         If the harness failed otherwise (the message quotes its stderr).
     """
@@ -237,6 +253,10 @@ def run_batch(build, codes, *, cycle_limit, jobs=None, progress=True, trace=None
     n_images, n_inputs = codes.shape
     if n_images >= 1 << 32 or n_inputs >= 1 << 32:
         raise ValueError(f"too many images or codes per image: {codes.shape}")
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, (int, np.integer))
+                              or not 0 <= steps < NO_STEPS):
+        raise ValueError(f"steps must be a non-negative integer, not {steps!r}")
+    n_steps = NO_STEPS if steps is None else int(steps)
     jobs = min(2, os.cpu_count() or 1) if jobs is None else int(jobs)
     if jobs < 1:
         raise ValueError(f"jobs must be at least 1, not {jobs}")
@@ -246,7 +266,8 @@ def run_batch(build, codes, *, cycle_limit, jobs=None, progress=True, trace=None
         jobs = 1
     jobs = min(jobs, n_images)
     if n_images == 0:
-        return np.zeros((0, build.num_classes), np.int64), np.zeros(0, np.int64)
+        empty = np.zeros((0, build.num_classes), np.int64), np.zeros(0, np.int64)
+        return empty if steps is None else (*empty, np.zeros((0, n_steps), np.int64))
 
     bounds = np.linspace(0, n_images, jobs + 1).round().astype(int)
     data = np.ascontiguousarray(codes, dtype=np.uint8)
@@ -259,7 +280,7 @@ def run_batch(build, codes, *, cycle_limit, jobs=None, progress=True, trace=None
             for j in range(jobs):
                 first, stop = int(bounds[j]), int(bounds[j + 1])
                 in_path, out_path = tmp / f"in{j}.bin", tmp / f"out{j}.bin"
-                _write_input(in_path, data[first:stop], build, first, int(cycle_limit))
+                _write_input(in_path, data[first:stop], build, first, int(cycle_limit), n_steps)
                 command = [str(build.executable), str(in_path), str(out_path)]
                 if trace is not None:
                     command.append(str(pathlib.Path(trace).absolute()))
@@ -276,10 +297,13 @@ def run_batch(build, codes, *, cycle_limit, jobs=None, progress=True, trace=None
                 job.reader.join()
         if failed is not None:
             _raise_for(failed, cycle_limit)
-        parts = [_read_output(job.out_path, job.n_images, build.num_classes) for job in procs]
+        parts = [_read_output(job.out_path, job.n_images, build.num_classes, 0 if steps is None else n_steps)
+                 for job in procs]
     logits = np.concatenate([p[0] for p in parts]).astype(np.int64)
     cycles = np.concatenate([p[1] for p in parts]).astype(np.int64)
-    return logits, cycles
+    if steps is None:
+        return logits, cycles
+    return logits, cycles, np.concatenate([p[2] for p in parts]).astype(np.int64)
 
 
 def check_ports(text, *, input_bits, num_classes, logit_bits):
@@ -371,29 +395,32 @@ def _raise_for(job, cycle_limit):
     if job.proc.returncode == HANG_STATUS and errors:
         raise UserError(f"the network core hung: {errors[-1]}; raise cycle_limit (now {cycle_limit}) "
                         "if the core is only slow")
+    if job.proc.returncode == STEPS_STATUS and errors:
+        raise UserError(f"the network core ran another number of steps: {errors[-1]}")
     tail = "\n".join(job.tail) or "(no output)"
     raise RuntimeError(f"the batch simulator {job.proc.args[0]} failed (exit {job.proc.returncode}); "
                        f"its last lines:\n{tail}")
 
 
-def _write_input(path, codes, build, first_image, cycle_limit):
+def _write_input(path, codes, build, first_image, cycle_limit, n_steps):
     n_images, n_inputs = codes.shape
     header = IN_MAGIC + np.array([n_images, n_inputs, build.num_classes, build.logit_bits, build.input_bits,
-                                  first_image], "<u4").tobytes() + np.array([cycle_limit], "<u8").tobytes()
+                                  first_image, n_steps], "<u4").tobytes() + np.array([cycle_limit], "<u8").tobytes()
     with open(path, "wb") as f:
         f.write(header)
         f.write(codes.tobytes())
 
 
-def _read_output(path, n_images, num_classes):
+def _read_output(path, n_images, num_classes, n_steps):
     raw = pathlib.Path(path).read_bytes()
-    record = np.dtype([("cycles", "<u8"), ("logits", "<i4", (num_classes,))])
-    head = len(OUT_MAGIC) + 8
+    record = np.dtype([("cycles", "<u8"), ("steps", "<u8", (n_steps,)), ("logits", "<i4", (num_classes,))])
+    head = len(OUT_MAGIC) + 12
     if (raw[:len(OUT_MAGIC)] != OUT_MAGIC or len(raw) != head + n_images * record.itemsize
-            or tuple(np.frombuffer(raw[len(OUT_MAGIC):head], "<u4")) != (n_images, num_classes)):
+            or tuple(np.frombuffer(raw[len(OUT_MAGIC):head], "<u4")) != (n_images, num_classes, n_steps)):
         raise RuntimeError(f"the batch simulator's output {path} is malformed ({len(raw)} bytes)")
     out = np.frombuffer(raw, record, offset=head)
-    return out["logits"].reshape(n_images, num_classes), out["cycles"]
+    return (out["logits"].reshape(n_images, num_classes), out["cycles"],
+            out["steps"].reshape(n_images, n_steps))
 
 
 def _verilog_text(verilog):

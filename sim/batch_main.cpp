@@ -11,11 +11,16 @@
 //      is the number of rising edges from the start cycle's to the last one before done is
 //      seen (done high in the cycle right after the start cycle counts 1). This is the count
 //      of sim.amaranth_sim.run_network and hw.program.NetworkProgram.cycles(): their
-//      testbench reads done after each tick;
+//      testbench reads done after each tick. In every cycle of the run after the start cycle
+//      (done's included) step_done is read the same way: the counts at which it is high are
+//      the ends of the program's steps; the image records their differences (the first from
+//      the start cycle), and fails (exit 4) unless there are exactly n_steps of them;
 //   5. after the rising edge that ends the done cycle, with all inputs low, each logit is read
 //      by setting logit_addr and evaluating (no clock edge); the next image's in_first cycle
 //      follows.
-// Exit status: 0 done, 2 bad arguments or files, 3 a cycle limit was exceeded (hang).
+// Exit status: 0 done, 2 bad arguments or files, 3 a cycle limit was exceeded (hang), 4 an image
+// had a number of step_done cycles other than n_steps (n_steps 0xffffffff: step_done is not
+// watched and no step cycles are written).
 
 #include "Vnetwork_core.h"
 #include "verilated.h"
@@ -35,12 +40,13 @@
 
 namespace {
 
-const char kInMagic[8] = {'N', 'C', 'B', 'A', 'T', 'C', 'H', '1'};
-const char kOutMagic[8] = {'N', 'C', 'R', 'E', 'S', 'L', 'T', '1'};
+const char kInMagic[8] = {'N', 'C', 'B', 'A', 'T', 'C', 'H', '2'};
+const char kOutMagic[8] = {'N', 'C', 'R', 'E', 'S', 'L', 'T', '2'};
+const uint32_t kNoSteps = 0xffffffffu;  // n_steps: don't watch step_done
 const int kResetCycles = 4;
 
 struct Header {
-    uint32_t n_images, n_inputs, num_classes, logit_bits, input_bits, first_image;
+    uint32_t n_images, n_inputs, num_classes, logit_bits, input_bits, first_image, n_steps;
     uint64_t cycle_limit;
 };
 
@@ -155,11 +161,11 @@ int main(int argc, char** argv) {
 
     FILE* in = std::fopen(in_path, "rb");
     if (!in) fail(2, "cannot open input file %s", in_path);
-    unsigned char raw[40];
+    unsigned char raw[44];
     if (std::fread(raw, 1, sizeof raw, in) != sizeof raw || std::memcmp(raw, kInMagic, 8) != 0)
         fail(2, "%s is not a batch input file (bad header)", in_path);
     Header h{read_u32(raw + 8),  read_u32(raw + 12), read_u32(raw + 16), read_u32(raw + 20),
-             read_u32(raw + 24), read_u32(raw + 28), read_u64(raw + 32)};
+             read_u32(raw + 24), read_u32(raw + 28), read_u32(raw + 32), read_u64(raw + 36)};
     if (h.logit_bits < 1 || h.logit_bits > 32 || h.input_bits < 1 || h.input_bits > 8 || h.num_classes < 1 ||
         h.cycle_limit < 1)
         fail(2, "%s: bad header (logit_bits %u, input_bits %u, num_classes %u, cycle_limit %" PRIu64 ")", in_path,
@@ -179,6 +185,7 @@ int main(int argc, char** argv) {
     std::vector<unsigned char> buf(kOutMagic, kOutMagic + 8);
     put_u32(buf, h.n_images);
     put_u32(buf, h.num_classes);
+    put_u32(buf, h.n_steps == kNoSteps ? 0 : h.n_steps);
 
     const auto t0 = std::chrono::steady_clock::now();
     auto seconds = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
@@ -187,6 +194,8 @@ int main(int argc, char** argv) {
     const uint64_t limit = h.cycle_limit;
     const uint32_t mask = h.logit_bits == 32 ? 0xffffffffu : (1u << h.logit_bits) - 1;
     const uint32_t sign = 1u << (h.logit_bits - 1);
+    const bool watch_steps = h.n_steps != kNoSteps;
+    std::vector<uint64_t> step_ends(watch_steps ? h.n_steps : 0);
 
     Harness sim(trace_path);
     Vnetwork_core* top = sim.top();
@@ -233,17 +242,26 @@ int main(int argc, char** argv) {
         sim.edge();
         top->start = 0;
         uint64_t count = 1;
+        uint32_t steps_seen = 0;
         for (;;) {
             sim.settle();
+            if (watch_steps && top->step_done) {
+                if (steps_seen < h.n_steps) step_ends[steps_seen] = count;
+                ++steps_seen;
+            }
             if (top->done) break;
             sim.edge();
             if (++count > limit)
                 fail(3, "image %u: no done within %" PRIu64 " cycles of start (cycle limit)", image, limit);
         }
         sim.edge();  // ends the done cycle
+        if (watch_steps && steps_seen != h.n_steps)
+            fail(4, "image %u: step_done was high in %u cycles of the run, expected %u (n_steps)", image, steps_seen,
+                 h.n_steps);
 
         // 5. logits
         put_u64(buf, count);
+        for (size_t i = 0; i < step_ends.size(); ++i) put_u64(buf, step_ends[i] - (i ? step_ends[i - 1] : 0));
         for (uint32_t c = 0; c < h.num_classes; ++c) {
             top->logit_addr = c;
             top->eval();

@@ -4,9 +4,11 @@ The network core (:class:`hw.network.NetworkCore`, the board's design less the U
 is converted to Verilog and Verilated with a C++ harness (:mod:`sim.batch`) that loads each
 image through the input packer, runs it and reads the logits, with no Python in the
 per-cycle loop.  Every image's logits are compared with the integer reference's
-(:mod:`quant.reference`), and every cycle count with :meth:`hw.program.NetworkProgram.cycles`.
+(:mod:`quant.reference`), every cycle count with :meth:`hw.program.NetworkProgram.cycles`, and
+every step's (the cycles between the core's ``step_done`` pulses) with its
+``plan.cycles() + hw.program.STEP_OVERHEAD``.
 The report gives hardware accuracy, the images whose prediction or logits differ from the
-reference (there must be none), cycles per image, PE use and images per second at a clock
+reference (there must be none), cycles per image and per step, PE use and images per second at a clock
 (``--mhz``, or the Fmax of a board build's ``report.json`` given with ``--fpga-report``).
 """
 
@@ -17,7 +19,7 @@ import time
 
 import numpy as np
 
-from hw.program import NetworkProgram
+from hw.program import STEP_OVERHEAD, NetworkProgram
 from quant import reference
 from quant.artifact import load_artifact
 from quant.config import make_parser
@@ -43,21 +45,28 @@ def dataset_codes(network, name, data_dir=None, limit=None):
 
 
 def run(program, inputs, *, jobs=None, progress=True):
-    """Logits and cycle counts of ``inputs`` ``(N, C, H, W)`` on the Verilated network core."""
+    """Logits ``(N, num_classes)``, cycle counts ``(N,)`` and step cycle counts ``(N, steps)`` of
+    ``inputs`` ``(N, C, H, W)`` on the Verilated network core (:func:`sim.batch.run_batch`)."""
     from hw.network import NetworkCore
 
     build = build_batch(verilog_text(NetworkCore(program), name="network_core"), input_bits=program.cfg.abits,
                         num_classes=program.num_classes, logit_bits=program.logit_bits)
     codes = np.stack([program.packer.stream(x) for x in inputs])
-    return run_batch(build, codes, cycle_limit=4 * program.cycles() + 1000, jobs=jobs, progress=progress)
+    return run_batch(build, codes, cycle_limit=4 * program.cycles() + 1000, steps=len(program.steps), jobs=jobs,
+                     progress=progress)
 
 
 def check(program, inputs, labels=None, *, jobs=None, progress=True, mhz=None):
-    """Run ``inputs`` and compare with the reference; returns the report dict."""
+    """Run ``inputs`` and compare with the reference; returns the report dict.
+
+    ``cycle_counts_as_planned`` is true when every image's cycle count is ``program.cycles()``
+    and every step's is its ``plan.cycles() + STEP_OVERHEAD``; ``steps[i]["measured_cycles"]``
+    is ``[min, max]`` of step ``i``'s over the images."""
     t0 = time.monotonic()
-    logits, cycles = run(program, inputs, jobs=jobs, progress=progress)
+    logits, cycles, step_cycles = run(program, inputs, jobs=jobs, progress=progress)
     seconds = time.monotonic() - t0
     ref_pred, ref_logits = reference.predict(program.network, inputs)
+    planned = np.array([s.plan.cycles() + STEP_OVERHEAD for s in program.steps], dtype=np.int64)
     pred = logits.argmax(axis=1)
     cfg = program.cfg
     report = {
@@ -67,10 +76,11 @@ def check(program, inputs, labels=None, *, jobs=None, progress=True, mhz=None):
         "first_differing_images": np.flatnonzero((logits != ref_logits).any(axis=1))[:10].tolist(),
         "cycles_per_image": int(cycles[0]) if len(set(cycles.tolist())) == 1 else cycles.tolist(),
         "planned_cycles": program.cycles(),
-        "cycle_counts_as_planned": bool((cycles == program.cycles()).all()),
+        "cycle_counts_as_planned": bool((cycles == program.cycles()).all() and (step_cycles == planned).all()),
         "conv_pe_use": program.conv_utilisation(),
-        "steps": [{"layers": list(s.names), "cycles": s.plan.cycles(), "pe_use": s.plan.utilisation()}
-                  for s in program.steps],
+        "steps": [{"layers": list(s.names), "cycles": s.plan.cycles(), "planned_cycles": int(planned[i]),
+                   "measured_cycles": [int(step_cycles[:, i].min()), int(step_cycles[:, i].max())] if len(inputs)
+                   else None, "pe_use": s.plan.utilisation()} for i, s in enumerate(program.steps)],
         "simulated_cycles": int(cycles.sum()),
         "wall_seconds": round(seconds, 1),
         "config": cfg.to_dict(),
@@ -92,6 +102,11 @@ def print_report(r):
           f"logit different: {r['logit_differences']}")
     print(f"cycles per image: {r['cycles_per_image']} (planned {r['planned_cycles']}); PE use over the conv layers: "
           f"{r['conv_pe_use']:.1%}")
+    for i, s in enumerate(r["steps"]):
+        low, high = s["measured_cycles"] or (None, None)
+        mark = "ok" if low == high == s["planned_cycles"] else "DIFFERS"
+        print(f"  step {i} {'+'.join(s['layers'])}: measured min {low} max {high}, planned {s['cycles']} + "
+              f"{s['planned_cycles'] - s['cycles']} = {s['planned_cycles']} {mark}")
     if "images_per_s" in r:
         print(f"images per second at {r['mhz']:.2f} MHz: {r['images_per_s']:.0f}")
     print(f"simulated {r['simulated_cycles']:,} cycles in {r['wall_seconds']} s")

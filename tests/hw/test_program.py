@@ -6,7 +6,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from hw.program import NetworkProgram, PackerGeometry, flatten_linear, pack_input_layer
+from hw.program import STEP_OVERHEAD, NetworkProgram, PackerGeometry, flatten_linear, pack_input_layer
 from hw.random_layers import random_inputs, random_layer
 from quant import reference
 from quant.artifact import load_artifact
@@ -77,7 +77,8 @@ def test_network_core_on_amaranth_sim(trained_runs, rows, cols):
     art = load_artifact(trained_runs.artifact)
     prog = NetworkProgram(art.network, rows=rows, cols=cols, psum_depth=16)
     x = art.golden.inputs[:2]
-    logits, cycles = run_network(prog, x)
+    logits, cycles, step_cycles = run_network(prog, x, per_step=True)
     assert np.array_equal(logits, reference.run(art.network, x)[-1])
     assert np.array_equal(logits, art.golden.outputs[-1][:2])
     assert list(cycles) == [prog.cycles()] * 2
+    assert step_cycles.tolist() == [[s.plan.cycles() + STEP_OVERHEAD for s in prog.steps]] * 2

@@ -17,6 +17,7 @@ LOGIT_BITS = 12
 N_INPUTS = 9
 K = 300  # logit[i] = sum * (i + 1) - K: negative for small sums
 WAIT_MASK = 7  # a run counts (sum & WAIT_MASK) + 2 cycles (done is high in cycle (sum & 7) + 3, start = 1)
+STEPS = 2  # step_done is high in the cycle before done's and in done's
 
 
 class StubCore(wiring.Component):
@@ -28,7 +29,9 @@ class StubCore(wiring.Component):
     ``start`` latches the sum and counts down ``sum & WAIT_MASK``; ``done`` is a registered pulse
     after the count reaches 0: high in cycle ``(sum & WAIT_MASK) + 3`` counting the ``start`` cycle
     as 1, which the batch counts as ``(sum & WAIT_MASK) + 2`` (edges before ``done``). A sum of 0
-    never ends (the hang). The logits are ``latched_sum * (logit_addr + 1) - K``.
+    never ends (the hang). ``step_done`` is high in the cycle before ``done``'s and in ``done``'s:
+    two steps of ``(sum & WAIT_MASK) + 1`` and 1 cycles. The logits are
+    ``latched_sum * (logit_addr + 1) - K``.
     """
 
     in_first: In(1)
@@ -38,6 +41,7 @@ class StubCore(wiring.Component):
     start: In(1)
     busy: Out(1)
     done: Out(1)
+    step_done: Out(1)
     logit_addr: In(3)
     logit_data: Out(signed(LOGIT_BITS))
 
@@ -68,19 +72,21 @@ class StubCore(wiring.Component):
                 m.d.sync += count.eq(count - 1)
             with m.Elif(latched != 0):
                 m.d.sync += [running.eq(0), self.done.eq(1)]
+        m.d.comb += self.step_done.eq(self.done | (running & (count == 0) & (latched != 0)))
         m.d.comb += self.logit_data.eq(latched * (self.logit_addr + 1) - K)
         return m
 
 
 def expected(codes):
+    """Logits, cycles and step cycles of the stub."""
     sums = codes.sum(axis=1)
     logits = sums[:, None] * np.arange(1, NUM_CLASSES + 1) - K
-    return logits, (sums & WAIT_MASK) + 2
+    return logits, (sums & WAIT_MASK) + 2, np.stack([(sums & WAIT_MASK) + 1, np.ones_like(sums)], axis=1)
 
 
-def amaranth_run(codes):
+def amaranth_run(codes, steps=None):
     """The stub on Amaranth's simulator, driven and counted as the network core is."""
-    return run_core(StubCore(), codes, NUM_CLASSES)
+    return run_core(StubCore(), codes, NUM_CLASSES, steps=steps)
 
 
 @pytest.fixture(scope="module")
@@ -101,10 +107,15 @@ def images(n, seed=0):
 @pytest.mark.parametrize("jobs", [1, 2])
 def test_logits_and_cycles_are_exact(stub_build, jobs):
     codes = images(11)
-    want_logits, want_cycles = expected(codes)
+    want_logits, want_cycles, want_steps = expected(codes)
     assert (want_logits < 0).any() and (want_logits > 0).any() and len(set(want_cycles)) > 3
+    logits, cycles, steps = run_batch(stub_build, codes, cycle_limit=20, steps=STEPS, jobs=jobs, progress=False)
+    assert logits.dtype == np.int64 and cycles.dtype == np.int64 and steps.dtype == np.int64
+    np.testing.assert_array_equal(logits, want_logits)
+    np.testing.assert_array_equal(cycles, want_cycles)
+    np.testing.assert_array_equal(steps, want_steps)
+    # without steps, step_done is not watched and the result is (logits, cycles)
     logits, cycles = run_batch(stub_build, codes, cycle_limit=20, jobs=jobs, progress=False)
-    assert logits.dtype == np.int64 and cycles.dtype == np.int64
     np.testing.assert_array_equal(logits, want_logits)
     np.testing.assert_array_equal(cycles, want_cycles)
 
@@ -119,12 +130,36 @@ def test_the_counts_are_amaranth_sims(stub_build):
     np.testing.assert_array_equal(cycles, want_cycles)
 
 
+def test_the_step_counts_are_amaranth_sims(stub_build):
+    codes = images(5, seed=9)
+    want_logits, want_cycles, want_steps = amaranth_run(codes, steps=STEPS)
+    np.testing.assert_array_equal(want_steps, expected(codes)[2])
+    np.testing.assert_array_equal(want_steps.sum(axis=1), want_cycles)
+    assert len(set(want_steps[:, 0].tolist())) > 2
+    logits, cycles, steps = run_batch(stub_build, codes, cycle_limit=20, steps=STEPS, jobs=2, progress=False)
+    np.testing.assert_array_equal(logits, want_logits)
+    np.testing.assert_array_equal(cycles, want_cycles)
+    np.testing.assert_array_equal(steps, want_steps)
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_another_number_of_steps_fails(stub_build, jobs):
+    codes = images(4, seed=10)
+    with pytest.raises(UserError, match=r"^the network core ran another number of steps: image [02]: step_done was "
+                                        r"high in 2 cycles of the run, expected 3 \(n_steps\)$"):
+        run_batch(stub_build, codes, cycle_limit=20, steps=3, jobs=jobs, progress=False)
+    with pytest.raises(RuntimeError, match=r"image 0: step_done was high in 2 cycles of the run .*expected 1"):
+        amaranth_run(codes[:1], steps=1)
+
+
 def test_more_jobs_than_images_and_no_images(stub_build):
     codes = images(2, seed=1)
     logits, cycles = run_batch(stub_build, codes, cycle_limit=20, jobs=5, progress=False)
     np.testing.assert_array_equal(logits, expected(codes)[0])
     logits, cycles = run_batch(stub_build, codes[:0], cycle_limit=20)
     assert logits.shape == (0, NUM_CLASSES) and cycles.shape == (0,)
+    logits, cycles, steps = run_batch(stub_build, codes[:0], cycle_limit=20, steps=STEPS)
+    assert logits.shape == (0, NUM_CLASSES) and cycles.shape == (0,) and steps.shape == (0, STEPS)
 
 
 def test_progress_lines(stub_build, capfd):
@@ -172,6 +207,9 @@ def test_port_mismatches_are_one_line():
         check_ports(text, input_bits=INPUT_BITS, num_classes=NUM_CLASSES, logit_bits=16)
     with pytest.raises(UserError, match="logit_addr of at least 4 bits for num_classes=10"):
         check_ports(text, input_bits=INPUT_BITS, num_classes=10, logit_bits=LOGIT_BITS)
+    with pytest.raises(UserError, match="has no port step_done"):
+        check_ports(text.replace("step_done", "step_over"), input_bits=INPUT_BITS, num_classes=NUM_CLASSES,
+                    logit_bits=LOGIT_BITS)
     with pytest.raises(UserError, match="has no module network_core"):
         check_ports(runner.verilog_text(StubCore(), name="core"), input_bits=4, num_classes=5, logit_bits=12)
     with pytest.raises(UserError, match="cannot read the network core's Verilog"):
@@ -184,10 +222,11 @@ def test_a_waves_build_writes_a_trace(tmp_path):
                         build_root=tmp_path, waves=True)
     codes = images(2, seed=5)
     trace = tmp_path / "run.vcd"
-    logits, cycles = run_batch(build, codes, cycle_limit=20, jobs=2, progress=False, trace=trace)
+    logits, cycles, steps = run_batch(build, codes, cycle_limit=20, steps=STEPS, jobs=2, progress=False, trace=trace)
     np.testing.assert_array_equal(cycles, expected(codes)[1])
+    np.testing.assert_array_equal(steps, expected(codes)[2])
     head = trace.read_text()[:20000]
-    assert "$scope module network_core" in head and " done " in head
+    assert "$scope module network_core" in head and " done " in head and " step_done " in head
 
 
 def test_tracing_needs_a_waves_build(stub_build, tmp_path):
@@ -196,9 +235,9 @@ def test_tracing_needs_a_waves_build(stub_build, tmp_path):
 
 
 def test_the_network_core_matches_amaranth_sim(trained_runs, tmp_path):
-    """The real core for the digits CNN: exact logits and cycles against sim.amaranth_sim."""
+    """The real core for the digits CNN: exact logits, cycles and step cycles against sim.amaranth_sim."""
     from hw.network import NetworkCore
-    from hw.program import NetworkProgram
+    from hw.program import STEP_OVERHEAD, NetworkProgram
     from quant.artifact import load_artifact
     from sim.amaranth_sim import run_network
 
@@ -209,8 +248,11 @@ def test_the_network_core_matches_amaranth_sim(trained_runs, tmp_path):
                         logit_bits=program.logit_bits, build_root=tmp_path)
     x = np.random.default_rng(8).integers(0, 1 << program.cfg.abits, size=(5, *network.input_shape))
     codes = np.stack([np.fromiter(program.packer.stream(xi), dtype=np.int64) for xi in x])
-    logits, cycles = run_batch(build, codes, cycle_limit=10 * program.cycles(), jobs=2, progress=False)
+    logits, cycles, steps = run_batch(build, codes, cycle_limit=10 * program.cycles(), steps=len(program.steps),
+                                      jobs=2, progress=False)
     assert (cycles == program.cycles()).all()
-    want_logits, want_cycles = run_network(program, x[:2])
+    assert steps.tolist() == [[s.plan.cycles() + STEP_OVERHEAD for s in program.steps]] * len(x)
+    want_logits, want_cycles, want_steps = run_network(program, x[:2], per_step=True)
     np.testing.assert_array_equal(logits[:2], want_logits)
     np.testing.assert_array_equal(cycles[:2], want_cycles)
+    np.testing.assert_array_equal(steps[:2], want_steps)

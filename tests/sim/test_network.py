@@ -5,7 +5,7 @@ through a pseudo-terminal."""
 import numpy as np
 import pytest
 
-from hw.program import NetworkProgram
+from hw.program import STEP_OVERHEAD, NetworkProgram
 from quant.artifact import load_artifact
 from quant.data import load_dataset
 from quant.train import main as train_main
@@ -24,6 +24,9 @@ def test_batch_matches_the_reference_on_the_digits_test_split(trained_runs, prog
     assert report["images"] == 360
     assert report["prediction_differences"] == 0 and report["logit_differences"] == 0
     assert report["cycle_counts_as_planned"] and report["cycles_per_image"] == program.cycles()
+    planned = [s.plan.cycles() + STEP_OVERHEAD for s in program.steps]
+    assert [s["planned_cycles"] for s in report["steps"]] == planned
+    assert [s["measured_cycles"] for s in report["steps"]] == [[c, c] for c in planned]
     assert report["hardware_accuracy"] == report["reference_accuracy"] > 0.5
     assert report["images_per_s"] == 12e6 / program.cycles()
 

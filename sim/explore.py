@@ -1,0 +1,544 @@
+"""``python -m sim.explore``: which bit widths and array shape to use for a model on a board.
+
+Every point of the sweep is a quantisation (method, weight bits, activation bits, terms)
+and an array shape (rows x cols).  For each point:
+
+* **accuracy**: the integer reference's accuracy on the test split, from a training run
+  of that quantisation (``quant.train``; runs are cached in ``--cache``, and a rerun
+  trains only what is missing).  The array shape does not change it: the engine computes
+  exactly what the reference does.
+* **cycles** per image, per step and the array's use: the analytic performance model
+  (:mod:`sim.perf`), which the cycle-accurate simulations match exactly.
+* **logic cells, flip-flops, memory blocks, Fmax**: the resource model (:mod:`sim.resources`),
+  calibrated from real builds; a point that does not fit gets the reason.
+
+The points that fit and are not beaten on accuracy, images per second and logic cells at
+once form the Pareto front.  The recommended configuration is the fastest point within
+``--tolerance`` of the best accuracy (fewest logic cells on a tie).  It and further Pareto
+points (up to ``--max-builds``) are then built for real (yosys + nextpnr, cached), and the
+report sets each build's figures beside the model's.  Out: ``explore.md``, ``points.csv``,
+``explore.json``, ``accuracy_vs_logic.png`` and ``speed_vs_logic.png`` in ``--out``.
+
+``--calibrate`` instead builds the board family's calibration grid and writes
+``sim/calibration/<family>.json``, the measured builds the resource model is fitted to.
+"""
+
+import concurrent.futures
+import csv
+import dataclasses
+import hashlib
+import io
+import json
+import pathlib
+import sys
+import time
+from dataclasses import dataclass
+
+from quant import runs
+from quant.artifact import load_artifact
+from quant.config import TrainConfig, make_parser
+from quant.errors import UserError, cli_main
+from quant.fileio import write_atomic, write_json
+from quant.methods import method_class
+
+from .perf import performance
+from .resources import Calibration, capacity_problems, measured, record
+
+#: Array shapes swept by default, per board family (rows a multiple of cols).
+ARRAYS = {"ice40": "4x2,4x4,8x4,8x8", "ecp5": "8x8,16x8,16x16,32x16"}
+#: The builds a family's resource model is calibrated on: ``(rows, cols, wbits, abits, terms)``.
+CALIBRATION = {
+    "ice40": [(r, c, w, a, 1) for r, c in ((4, 4), (8, 4), (8, 8)) for w, a in ((2, 2), (2, 4), (4, 4))]
+    + [(8, 4, 3, 3, 1), (4, 4, 4, 4, 2)],
+    "ecp5": [(r, c, w, a, 1) for r, c in ((8, 8), (16, 8), (16, 16)) for w, a in ((2, 2), (2, 4), (4, 4))]
+    + [(16, 8, 3, 3, 1), (8, 8, 4, 4, 2), (32, 16, 4, 4, 1)],
+}
+
+
+@dataclass(frozen=True)
+class Quant:
+    """A quantisation point: what the training run is asked for."""
+
+    method: str
+    wbits: int
+    abits: int
+    terms: int = 1
+
+    @property
+    def label(self):
+        return f"{self.method} W{self.wbits}A{self.abits}" + (f"x{self.terms}" if self.terms > 1 else "")
+
+    @property
+    def slug(self):
+        return f"{self.method}-w{self.wbits}a{self.abits}t{self.terms}"
+
+
+def parse_arrays(text):
+    from fpga.sweep import parse_sizes
+
+    return parse_sizes(text)
+
+
+def parse_ints(text, what):
+    from fpga.sweep import parse_ints as ints
+
+    return ints(text, what)
+
+
+def _sha(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+def file_sha(path):
+    return _sha(pathlib.Path(path).read_bytes())
+
+
+# --- accuracy: training runs, cached ----------------------------------------------------
+class Trainer:
+    """The training runs of a sweep: one float run and one run per quantisation.
+
+    ``model`` is a model name (``cnn``, ``mlp``: trained on ``data``) or a run folder
+    (``quant.train --out``), whose config is the recipe every point follows and whose own
+    run stands for its own quantisation."""
+
+    def __init__(self, model, *, data, data_dir, epochs, float_epochs, cache, seed=0):
+        self.cache = pathlib.Path(cache)
+        self.run_dir, own = None, None
+        path = pathlib.Path(model)
+        if (path / runs.CONFIG).exists():
+            self.run_dir = path
+            own = TrainConfig.from_dict(json.loads((path / runs.CONFIG).read_text()), str(path / runs.CONFIG))
+            data, data_dir, model = own.data, own.data_dir, own.model
+            epochs = own.epochs if epochs is None else epochs
+        elif "/" in model or model.startswith("."):
+            raise UserError(f"--model {model}: no run there ({path / runs.CONFIG} is missing); give a run folder "
+                            "written by `python -m quant.train --out`, or a model name (cnn, mlp)")
+        self.own = own
+        self.data, self.data_dir, self.model = data, data_dir, model
+        self.epochs = 8 if epochs is None else epochs
+        self.seed = seed
+        self.folder = self.cache / f"{data}-{model}"
+        if own is not None and own.init_from:
+            self.float_out = own.init_from
+            self.float_cfg = None
+        else:
+            self.float_cfg = TrainConfig(data=data, data_dir=data_dir, model=model, method="float",
+                                         epochs=float_epochs, seed=seed, out=str(self.folder / "float")).validate()
+            self.float_out = self.float_cfg.out
+
+    def config(self, q):
+        """The training config of quantisation ``q`` (the run folder's own when it is its)."""
+        own = self.own
+        if own is not None and (own.method, own.wbits, own.abits, own.terms) == (q.method, q.wbits, q.abits, q.terms):
+            return own
+        base = dataclasses.asdict(own) if own is not None else {}
+        base.update(data=self.data, data_dir=self.data_dir, model=self.model, method=q.method, wbits=q.wbits,
+                    abits=q.abits, terms=q.terms, epochs=self.epochs, init_from=self.float_out, golden=8,
+                    seed=self.seed if own is None else own.seed,
+                    out=str(self.folder / f"{q.slug}-e{self.epochs}"))
+        return TrainConfig.from_dict(base, "explore").validate()
+
+    def run(self, quants, jobs):
+        """Train what is missing; ``{quant: (accuracy, artifact path, run folder)}``."""
+        from quant.train import train_all
+
+        if self.float_cfg is not None:
+            train_all([self.float_cfg], 1)
+        configs = {q: self.config(q) for q in quants}
+        train_all([c for c in configs.values() if c is not self.own], jobs)
+        out = {}
+        for q, c in configs.items():
+            folder = self.run_dir if c is self.own else pathlib.Path(c.out)
+            summary = _summary(folder) if c is self.own else runs.finished(c)
+            if summary is None or summary.get("reference_accuracy") is None:
+                raise UserError(f"the run in {folder} has no integer-reference accuracy in {runs.SUMMARY}; "
+                                "retrain it with `python -m quant.train`")
+            out[q] = (summary["reference_accuracy"], folder / summary.get("artifact", "artifact.npz"), folder)
+        return out
+
+
+def _summary(folder):
+    try:
+        return json.loads((pathlib.Path(folder) / runs.SUMMARY).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+# --- one point -----------------------------------------------------------------------------
+def program_for(art, rows, cols, board):
+    from fpga.build import network_program
+
+    return network_program(art, {"rows": rows, "cols": cols}, board)
+
+
+def evaluate(q, accuracy, art_path, art, rows, cols, board, calibration):
+    """One row of the sweep: the quantisation, the array, and every modelled figure."""
+    row = {"method": q.method, "wbits": q.wbits, "abits": q.abits, "terms": q.terms, "quant": q.label,
+           "rows": rows, "cols": cols, "array": f"{rows}x{cols}", "pes": rows * cols, "accuracy": accuracy,
+           "artifact": str(art_path)}
+    try:
+        program = program_for(art, rows, cols, board)
+    except UserError as exc:
+        return row | {"fits": False, "reason": str(exc)}
+    perf = performance(art.network, program, family=board.family)
+    pred = calibration.predict(program)
+    problems = capacity_problems(pred, board, program)
+    row |= {
+        "cycles": perf.cycles, "step_cycles": [s.cycles for s in perf.steps],
+        "utilisation": perf.utilisation, "conv_utilisation": perf.conv_utilisation,
+        "acc_bits": perf.acc_bits, "layer_acc_bits": [s.acc_bits for s in perf.steps],
+        "logic": round(pred.logic), "ff": round(pred.ff), "fmax_mhz": round(pred.fmax_mhz, 2),
+        "images_per_s": pred.fmax_mhz * 1e6 / perf.cycles, "blocks": pred.blocks,
+        "memory_logic_bits": perf.footprint.get("logic", 0),
+        "fits": not problems, "reason": "; ".join(problems),
+    }
+    return row
+
+
+def pareto(rows):
+    """The fitting rows no other fitting row beats: at least as accurate, as fast and as
+    small, and strictly better in one."""
+    fit = [r for r in rows if r["fits"]]
+
+    def beats(a, b):
+        ge = a["accuracy"] >= b["accuracy"] and a["images_per_s"] >= b["images_per_s"] and a["logic"] <= b["logic"]
+        gt = a["accuracy"] > b["accuracy"] or a["images_per_s"] > b["images_per_s"] or a["logic"] < b["logic"]
+        return ge and gt
+
+    return [r for r in fit if not any(beats(o, r) for o in fit if o is not r)]
+
+
+def recommend(rows, tolerance):
+    """The fastest fitting row within ``tolerance`` of the best fitting accuracy; fewer
+    logic cells, then higher accuracy, break ties.  ``None`` when nothing fits."""
+    fit = [r for r in rows if r["fits"]]
+    if not fit:
+        return None
+    best = max(r["accuracy"] for r in fit)
+    near = [r for r in fit if r["accuracy"] >= best - tolerance - 1e-12]
+    return max(near, key=lambda r: (r["images_per_s"], -r["logic"], r["accuracy"]))
+
+
+# --- builds, cached ----------------------------------------------------------------------------
+def build_folder(cache, board, art_path, rows, cols, label):
+    key = _sha(json.dumps({"artifact": file_sha(art_path), "rows": rows, "cols": cols, "board": board.name},
+                          sort_keys=True).encode())[:10]
+    return pathlib.Path(cache) / "builds" / board.name / f"{label}-{rows}x{cols}-{key}"
+
+
+def _build(board_name, folder, art_path, rows, cols):
+    """One network build in a worker process (cached: a folder with a report is reused)."""
+    from fpga.build import build
+
+    report_path = pathlib.Path(folder) / "report.json"
+    if report_path.exists():
+        return json.loads(report_path.read_text())
+    return build(board_name, out=folder, artifact_path=str(art_path), given={"rows": rows, "cols": cols},
+                 design="network")
+
+
+def build_all(jobs, items, board):
+    """Build ``items`` (``(label, folder, artifact, rows, cols)``), ``jobs`` at a time, with
+    a progress line each; returns ``{label: report}``."""
+    todo = [it for it in items if not (pathlib.Path(it[1]) / "report.json").exists()]
+    print(f"builds: {len(items) - len(todo)} cached, {len(todo)} to run on {board.name}", file=sys.stderr, flush=True)
+    out, t0 = {}, time.monotonic()
+    with concurrent.futures.ProcessPoolExecutor(max_workers=max(1, jobs)) as pool:
+        futures = {pool.submit(_build, board.name, f, a, r, c): label for label, f, a, r, c in items}
+        for i, fut in enumerate(concurrent.futures.as_completed(futures), 1):
+            label = futures[fut]
+            out[label] = fut.result()
+            print(f"[build {i}/{len(items)}] {label}  ({time.monotonic() - t0:.0f} s)", file=sys.stderr, flush=True)
+    return out
+
+
+# --- the report ---------------------------------------------------------------------------------
+def _pct(v):
+    return "-" if v is None else f"{100 * v:.2f}"
+
+
+def _int(v):
+    return "-" if v is None else f"{v:,.0f}"
+
+
+def plot(rows, front, rec, board, out):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fit = [r for r in rows if r["fits"]]
+    over = [r for r in rows if not r["fits"] and "logic" in r]
+    cap = dict(board.capacity)
+    logic_cap = next(iter(cap.values()))
+    for name, key, label in (("accuracy_vs_logic.png", "accuracy", "test accuracy (%)"),
+                             ("speed_vs_logic.png", "images_per_s", "images / s at the modelled Fmax")):
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        scale = 100 if key == "accuracy" else 1
+        for arr in sorted({r["array"] for r in rows}, key=lambda a: [int(v) for v in a.split("x")]):
+            pts = [r for r in fit if r["array"] == arr]
+            if pts:
+                ax.scatter([r["logic"] for r in pts], [scale * r[key] for r in pts], label=f"{arr}", alpha=0.7)
+        if over:
+            ax.scatter([r["logic"] for r in over], [scale * r[key] for r in over], marker="x", color="grey",
+                       label="does not fit")
+        fr = sorted(front, key=lambda r: r["logic"])
+        ax.scatter([r["logic"] for r in fr], [scale * r[key] for r in fr], facecolors="none", edgecolors="black",
+                   s=120, linewidths=1.5, label="Pareto front")
+        if rec is not None:
+            ax.scatter([rec["logic"]], [scale * rec[key]], marker="*", s=300, color="red", label="recommended")
+        ax.axvline(logic_cap, color="grey", linestyle="--", linewidth=1)
+        ax.set(xlabel="logic cells (model)", ylabel=label, title=f"{board.name}: {label} vs logic cells")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=100)
+        plt.close(fig)
+
+
+CSV_FIELDS = ("quant", "method", "wbits", "abits", "terms", "array", "rows", "cols", "pes", "accuracy", "cycles",
+              "utilisation", "conv_utilisation", "acc_bits", "logic", "ff", "fmax_mhz", "images_per_s", "blocks",
+              "fits", "pareto", "recommended", "built_logic", "built_ff", "built_fmax_mhz", "built_blocks", "reason")
+
+
+def write_csv(rows, path):
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: (json.dumps(r[k]) if isinstance(r.get(k), dict) else r.get(k)) for k in CSV_FIELDS})
+    write_atomic(path, lambda tmp: pathlib.Path(tmp).write_text(buf.getvalue()))
+
+
+def _blocks(b):
+    return ", ".join(f"{n} {k}" for k, n in sorted(b.items())) if b else "0"
+
+
+def simulate(rec, board, trainer, limit):
+    """The recommended design on the cycle-accurate engine (Verilator) over the first
+    ``limit`` test images: its accuracy, its logits against the reference, its cycles."""
+    from .network import check, dataset_codes
+
+    art = load_artifact(rec["artifact"])
+    program = program_for(art, rec["rows"], rec["cols"], board)
+    inputs, labels = dataset_codes(art.network, trainer.data, trainer.data_dir, limit=limit)
+    print(f"simulating {rec['quant']} {rec['array']} on {len(inputs)} test images (Verilator)", file=sys.stderr,
+          flush=True)
+    report = check(program, inputs, labels, progress=False)
+    return {k: report[k] for k in ("images", "prediction_differences", "logit_differences", "cycles_per_image",
+                                   "cycle_counts_as_planned", "hardware_accuracy", "reference_accuracy", "steps",
+                                   "wall_seconds")}
+
+
+def markdown(meta, rows, front, rec, built, calibration_errors, simulated=None):
+    board = meta["board"]
+    lines = [f"# Co-design sweep: {meta['model']} on {board}", "",
+             f"{len(rows)} points: {len(meta['quants'])} quantisations x {len(meta['arrays'])} array shapes "
+             f"({', '.join(meta['arrays'])}); accuracy on the {meta['data']} test split (integer reference); "
+             f"{sum(r['fits'] for r in rows)} fit the device; {len(front)} on the Pareto front.", ""]
+    if rec is not None:
+        b = built.get(key(rec))
+        lines += ["## Recommended", "",
+                  f"**{rec['quant']} on a {rec['array']} array**: {_pct(rec['accuracy'])} % accuracy, "
+                  f"{rec['cycles']:,} cycles an image, {rec['images_per_s']:,.0f} images/s at the modelled "
+                  f"{rec['fmax_mhz']} MHz, about {rec['logic']:,} logic cells (model)."]
+        if b:
+            lines += ["", f"Built: {b['logic']:,} logic cells, {b['ff']:,} flip-flops, {_blocks(b['blocks'])}, "
+                          f"Fmax {b['fmax_mhz']} MHz, so {b['fmax_mhz'] * 1e6 / rec['cycles']:,.0f} images/s "
+                          f"(build in `{b['folder']}`)."]
+        if simulated:
+            sim = simulated
+            same = "equal to" if sim["cycle_counts_as_planned"] else "NOT equal to"
+            lines += ["", f"Cycle-accurate simulation (Verilator) of the {sim['images']} test images: "
+                          f"{_pct(sim['hardware_accuracy'])} % accuracy, {sim['logit_differences']} images with a "
+                          f"logit different from the integer reference, {sim['cycles_per_image']:,} cycles an image "
+                          f"({same} the model's, step by step: "
+                          + ", ".join(f"{s['measured_cycles'][1]:,}" for s in sim["steps"]) + ")."]
+        lines.append("")
+    else:
+        lines += ["## Recommended", "", "Nothing fits this board; see the reasons below.", ""]
+    lines += ["## Pareto front", "", "| quantisation | array | accuracy % | cycles/image | PE use (conv) | logic cells "
+              "| flip-flops | memory blocks | Fmax MHz | images/s | built: logic (error) | built: Fmax (error) |",
+              "|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|"]
+    for r in sorted(front, key=lambda r: r["logic"]):
+        b = built.get(key(r))
+        bl = (f"{b['logic']:,} ({100 * (r['logic'] - b['logic']) / b['logic']:+.1f} %)" if b else "-")
+        bf = (f"{b['fmax_mhz']} ({100 * (r['fmax_mhz'] - b['fmax_mhz']) / b['fmax_mhz']:+.1f} %)"
+              if b and b["fmax_mhz"] else "-")
+        star = " **(recommended)**" if r is rec else ""
+        lines.append(f"| {r['quant']}{star} | {r['array']} | {_pct(r['accuracy'])} | {r['cycles']:,} | "
+                     f"{_pct(r['conv_utilisation'])} | {r['logic']:,} | {r['ff']:,} | {_blocks(r['blocks'])} | "
+                     f"{r['fmax_mhz']} | {r['images_per_s']:,.0f} | {bl} | {bf} |")
+    if built:
+        errs = [abs(r["logic"] - built[key(r)]["logic"]) / built[key(r)]["logic"] for r in rows if key(r) in built]
+        blocks_ok = sum(r["blocks"] == built[key(r)]["blocks"] for r in rows if key(r) in built)
+        lines += ["", f"Resource model against these {len(errs)} builds: logic cells within "
+                      f"{100 * max(errs):.1f} % (mean {100 * sum(errs) / len(errs):.1f} %); memory blocks exact on "
+                      f"{blocks_ok} of {len(errs)}."]
+    lines += ["", "## Every point", "", "| quantisation | array | accuracy % | cycles/image | logic cells | Fmax MHz "
+              "| images/s | fits |", "|---|---|---:|---:|---:|---:|---:|---|"]
+    for r in rows:
+        fits = "yes" if r["fits"] else f"no: {r['reason']}"
+        lines.append(f"| {r['quant']} | {r['array']} | {_pct(r['accuracy'])} | {_int(r.get('cycles'))} | "
+                     f"{_int(r.get('logic'))} | {r.get('fmax_mhz', '-')} | {_int(r.get('images_per_s'))} | {fits} |")
+    if calibration_errors:
+        lg = [abs(e["logic"]) for e in calibration_errors]
+        fm = [abs(e["fmax"]) for e in calibration_errors if e["fmax"] is not None]
+        lines += ["", "## Resource model", "",
+                  f"Calibrated on {len(calibration_errors)} builds (`sim/calibration/{meta['family']}.json`); each "
+                  f"build predicted by a fit without it: logic cells within {100 * max(lg):.1f} % (mean "
+                  f"{100 * sum(lg) / len(lg):.1f} %)" + (f", Fmax within {100 * max(fm):.1f} %" if fm else "") + "."]
+    lines += ["", "Cycles come from the performance model (`sim.perf`), equal to the cycle-accurate simulation's; "
+              "images/s are compute only, at the modelled Fmax (the board runs at its own clock).", ""]
+    return "\n".join(lines)
+
+
+def key(r):
+    return (r["quant"], r["array"])
+
+
+# --- the command -------------------------------------------------------------------------------
+def _sweep_quants(args):
+    quants = []
+    for method in args.methods.split(","):
+        only = method_class(method).wbits_only
+        for w in parse_ints(args.wbits, "--wbits"):
+            if only is not None and w not in only:
+                continue
+            for a in parse_ints(args.abits, "--abits"):
+                for t in parse_ints(args.terms, "--terms"):
+                    quants.append(Quant(method, w, a, t))
+    if not quants:
+        raise UserError("the sweep is empty: no --wbits the --methods accept")
+    return quants
+
+
+def calibrate(args, board, trainer):
+    grid = CALIBRATION[board.family]
+    quants = sorted({Quant(args.methods.split(",")[0], w, a, t) for _, _, w, a, t in grid},
+                    key=lambda q: (q.wbits, q.abits, q.terms))
+    acc = trainer.run(quants, args.jobs)
+    items = []
+    for r, c, w, a, t in grid:
+        q = Quant(args.methods.split(",")[0], w, a, t)
+        path = acc[q][1]
+        items.append((f"{q.slug}-{r}x{c}", build_folder(args.cache, board, path, r, c, q.slug), path, r, c))
+    reports = build_all(args.jobs, items, board)
+    records = []
+    for label, folder, path, r, c in items:
+        program = program_for(load_artifact(path), r, c, board)
+        records.append(record(program, reports[label], board.family, label))
+    cal = Calibration(board.family, records)
+    path = cal.save(args.calibration)
+    print(f"wrote {path}: {len(records)} builds", file=sys.stderr)
+    for e in cal.errors():
+        fm = "-" if e["fmax"] is None else f"{100 * e['fmax']:+.1f} %"
+        print(f"  {e['label']:<28} logic {100 * e['logic']:+.1f} %  ff {100 * e['ff']:+.1f} %  Fmax {fm}  "
+              f"blocks {'exact' if e['blocks_equal'] else 'differ'}")
+    return 0
+
+
+def explore(args, board, trainer):
+    calibration = Calibration.load(board.family, args.calibration)
+    quants = _sweep_quants(args)
+    arrays = parse_arrays(args.arrays or ARRAYS[board.family])
+    acc = trainer.run(quants, args.jobs)
+    rows, t0 = [], time.monotonic()
+    total = len(quants) * len(arrays)
+    for q in quants:
+        accuracy, path, _ = acc[q]
+        art = load_artifact(path)
+        for r, c in arrays:
+            rows.append(evaluate(q, accuracy, path, art, r, c, board, calibration))
+            if len(rows) % 10 == 0 or len(rows) == total:
+                print(f"points: {len(rows)}/{total} ({time.monotonic() - t0:.1f} s)", file=sys.stderr, flush=True)
+    front = pareto(rows)
+    rec = recommend(rows, args.tolerance)
+    for r in rows:
+        r["pareto"] = any(r is f for f in front)
+        r["recommended"] = r is rec
+    # real builds: the recommended point first, then the front spread over its logic range
+    to_build = []
+    if rec is not None and args.max_builds > 0:
+        to_build.append(rec)
+    others = sorted((r for r in front if r is not rec), key=lambda r: r["logic"])
+    room = max(0, args.max_builds - len(to_build))
+    if room and others:
+        step = max(1, len(others) / room)
+        to_build += [others[int(i * step)] for i in range(min(room, len(others)))]
+    items = [(f"{r['quant']} {r['array']}", build_folder(args.cache, board, r["artifact"], r["rows"], r["cols"],
+                                                         Quant(r["method"], r["wbits"], r["abits"], r["terms"]).slug),
+              r["artifact"], r["rows"], r["cols"]) for r in to_build]
+    built = {}
+    if items:
+        reports = build_all(args.jobs, items, board)
+        for (label, folder, *_), r in zip(items, to_build):
+            got = measured(reports[label], board.family)
+            got["folder"] = str(folder)
+            got["passed"] = reports[label]["passed"]
+            built[key(r)] = got
+            r.update(built_logic=got["logic"], built_ff=got["ff"], built_fmax_mhz=got["fmax_mhz"],
+                     built_blocks=got["blocks"])
+    verified = None
+    if rec is not None and args.simulate:
+        verified = simulate(rec, board, trainer, args.simulate)
+    out = pathlib.Path(args.out or f"build/explore/{board.name}")
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"model": args.model, "board": board.name, "family": board.family, "data": trainer.data,
+            "quants": [q.label for q in quants], "arrays": [f"{r}x{c}" for r, c in arrays],
+            "tolerance": args.tolerance}
+    text = markdown(meta, rows, front, rec, built, calibration.errors(), verified)
+    write_atomic(out / "explore.md", lambda tmp: pathlib.Path(tmp).write_text(text))
+    write_csv(rows, out / "points.csv")
+    write_json(out / "explore.json", {"meta": meta, "points": rows, "simulated": verified,
+                                      "built": {" ".join(k): v for k, v in built.items()}})
+    plot(rows, front, rec, board, out)
+    print(text)
+    print(f"wrote {out / 'explore.md'}, points.csv, explore.json, accuracy_vs_logic.png, speed_vs_logic.png")
+    return 0
+
+
+@cli_main
+def main(argv=None):
+    from fpga.boards import BOARDS, board as get_board
+
+    parser = make_parser("python -m sim.explore", __doc__.splitlines()[0],
+                         epilog="example: python -m sim.explore --model cnn --data mnist --data-dir DIR "
+                                "--board icebreaker --wbits 2,3,4 --abits 2,3,4")
+    parser.add_argument("--model", default="cnn",
+                        help="a model name (cnn, mlp), or a run folder whose recipe the sweep follows")
+    parser.add_argument("--board", default="icebreaker", choices=sorted(BOARDS))
+    parser.add_argument("--data", default="digits", help="dataset when --model is a name (digits, mnist)")
+    parser.add_argument("--data-dir", help="the dataset's folder (mnist)")
+    parser.add_argument("--methods", default="pow2", help="quantisation methods, comma-separated")
+    parser.add_argument("--wbits", default="2,3,4", help="weight bits, comma-separated")
+    parser.add_argument("--abits", default="2,3,4", help="activation bits, comma-separated")
+    parser.add_argument("--terms", default="1", help="powers of two per weight, comma-separated")
+    parser.add_argument("--arrays", help="array shapes ROWSxCOLS (default: "
+                                         + "; ".join(f"{k}: {v}" for k, v in ARRAYS.items()) + ")")
+    parser.add_argument("--epochs", type=int, help="QAT epochs of each run (default 8, or the run folder's)")
+    parser.add_argument("--float-epochs", type=int, default=8, help="epochs of the float run the points start from")
+    parser.add_argument("--tolerance", type=float, default=0.005,
+                        help="accuracy the recommendation may give up for speed (default 0.005, half a point)")
+    parser.add_argument("--max-builds", type=int, default=4,
+                        help="real builds: the recommended point, then Pareto points (default 4; 0 builds none)")
+    parser.add_argument("--simulate", type=int, default=2000, metavar="N",
+                        help="run the recommended design on the cycle-accurate engine over N test images "
+                             "(default 2000; 0: none)")
+    parser.add_argument("--jobs", type=int, default=2, help="trainings and builds at a time")
+    parser.add_argument("--cache", default="runs/explore", help="training runs and builds (reused by a rerun)")
+    parser.add_argument("--out", help="report folder (default build/explore/<board>)")
+    parser.add_argument("--calibrate", action="store_true",
+                        help="build the family's calibration grid and write the resource model's data")
+    parser.add_argument("--calibration", help="the calibration file (default sim/calibration/<family>.json)")
+    args = parser.parse_args(argv)
+    board = get_board(args.board)
+    if args.max_builds < 0 or args.simulate < 0 or args.jobs < 1 or not 0 <= args.tolerance < 1:
+        raise UserError("--max-builds and --simulate must be >= 0, --jobs >= 1 and --tolerance in [0, 1)")
+    trainer = Trainer(args.model, data=args.data, data_dir=args.data_dir, epochs=args.epochs,
+                      float_epochs=args.float_epochs, cache=args.cache)
+    return calibrate(args, board, trainer) if args.calibrate else explore(args, board, trainer)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

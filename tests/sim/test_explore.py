@@ -1,0 +1,90 @@
+"""The co-design explorer: a small real sweep (trained points, modelled hardware), its
+Pareto front and recommendation, the cache, and refusals."""
+
+import csv
+import json
+
+import pytest
+
+from sim import explore
+
+SWEEP = ["--model", "cnn", "--data", "digits", "--epochs", "1", "--float-epochs", "2", "--wbits", "2,4",
+         "--abits", "4", "--arrays", "4x4,8x4,8x8,6x4", "--board", "icebreaker", "--max-builds", "0", "--simulate", "40",
+         "--jobs", "1"]
+
+
+def _row(acc, speed, logic, fits=True):
+    return {"accuracy": acc, "images_per_s": speed, "logic": logic, "fits": fits}
+
+
+def test_pareto_front_and_recommendation():
+    a, b, c, d = _row(0.97, 100, 3000), _row(0.96, 300, 3000), _row(0.95, 200, 3500), _row(0.99, 900, 9000, False)
+    e = _row(0.968, 300, 2500)
+    rows = [a, b, c, d, e]
+    front = explore.pareto(rows)
+    assert a in front and e in front and b not in front and c not in front and d not in front
+    # within half a point of the best fitting accuracy (0.97), the fastest, then the smallest
+    assert explore.recommend(rows, 0.005) is e
+    assert explore.recommend(rows, 0.0) is a
+    assert explore.recommend([d], 0.005) is None
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    base = tmp_path_factory.mktemp("explore")
+    args = SWEEP + ["--cache", str(base / "cache"), "--out", str(base / "out")]
+    assert explore.main(args) == 0
+    return base, args
+
+
+def test_sweep_writes_the_report(sweep):
+    base, _ = sweep
+    out = base / "out"
+    for name in ("explore.md", "points.csv", "explore.json", "accuracy_vs_logic.png", "speed_vs_logic.png"):
+        assert (out / name).stat().st_size > 0, name
+    data = json.loads((out / "explore.json").read_text())
+    points = data["points"]
+    assert len(points) == 2 * 4
+    with open(out / "points.csv") as f:
+        assert len(list(csv.DictReader(f))) == len(points)
+    # the engine computes what the reference does: the array shape leaves accuracy unchanged
+    for q in {p["quant"] for p in points}:
+        assert len({p["accuracy"] for p in points if p["quant"] == q}) == 1
+    by = {(p["quant"], p["array"]): p for p in points}
+    # a shape the engine cannot run and one the board cannot hold: each with its reason
+    assert not by[("pow2 W4A4", "6x4")]["fits"] and "rows a multiple of cols" in by[("pow2 W4A4", "6x4")]["reason"]
+    big = by[("pow2 W4A4", "8x8")]
+    assert not big["fits"] and "logic cells: about" in big["reason"] and "over" in big["reason"]
+    rec = [p for p in points if p["recommended"]]
+    assert len(rec) == 1 and rec[0]["pareto"] and rec[0]["fits"]
+    fitting = [p for p in points if p["fits"]]
+    assert rec[0]["images_per_s"] == max(p["images_per_s"] for p in fitting
+                                         if p["accuracy"] >= max(q["accuracy"] for q in fitting) - 0.005)
+    sim = data["simulated"]
+    assert sim["images"] == 40 and sim["logit_differences"] == 0 and sim["cycle_counts_as_planned"]
+    assert sim["cycles_per_image"] == rec[0]["cycles"]
+    text = (out / "explore.md").read_text()
+    assert "## Recommended" in text and f"{rec[0]['quant']} on a {rec[0]['array']} array" in text
+
+
+def test_a_rerun_trains_nothing(sweep, capfd):
+    base, args = sweep
+    capfd.readouterr()
+    assert explore.main(args) == 0
+    err = capfd.readouterr().err
+    assert "2 runs cached, 0 to train" in err
+
+
+def test_bad_input_is_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        explore.main(["--model", str(tmp_path / "no-run"), "--max-builds", "0"])
+    assert exc.value.code == 2
+    assert "no run there" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        explore.main(["--arrays", "4by4", "--cache", str(tmp_path), "--max-builds", "0"])
+    assert "bad array size" in capsys.readouterr().err
+    bad = tmp_path / "cal.json"
+    bad.write_text("{not json")
+    with pytest.raises(SystemExit):
+        explore.main(SWEEP + ["--calibration", str(bad), "--cache", str(tmp_path)])
+    assert "not a calibration file" in capsys.readouterr().err

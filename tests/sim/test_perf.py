@@ -1,0 +1,70 @@
+"""The analytic performance model against the cycle-accurate simulation (exact, step by
+step), its memory mapping against real builds, and the resource model's fit."""
+
+import json
+
+import numpy as np
+import pytest
+
+from hw.config import HwConfig
+from hw.program import NetworkProgram
+from quant.artifact import load_artifact
+from sim.amaranth_sim import run_network
+from sim.perf import map_memory, performance
+from sim.resources import CALIBRATION_DIR, Calibration
+
+# designs with every timing option: array shapes, one and several M tiles, the ECP5's
+# registered memory reads and the pipelined PEs (tests/hw/test_program.py runs 8x4 and 4x4
+# with 16-position M tiles)
+DESIGNS = [
+    dict(rows=8, cols=4),
+    dict(rows=4, cols=2, psum_depth=32),
+    dict(rows=8, cols=8, bram_reg=True, pipeline=True),
+]
+
+
+@pytest.mark.parametrize("given", DESIGNS, ids=lambda g: "-".join(f"{k}{v}" for k, v in g.items()))
+def test_cycles_per_step_equal_the_simulation(trained_runs, given):
+    art = load_artifact(trained_runs.artifact)
+    program = NetworkProgram(art.network, **given)
+    model = performance(art.network, program)
+    x = art.golden.inputs[:2]
+    logits, cycles, step_cycles = run_network(program, x, per_step=True)
+    assert np.array_equal(logits, art.golden.outputs[-1][:2])
+    assert step_cycles.tolist() == [[s.cycles for s in model.steps]] * 2
+    assert cycles.tolist() == [model.cycles] * 2
+
+
+def test_model_reports_every_step_and_the_widths(trained_runs):
+    art = load_artifact(trained_runs.artifact)
+    model = performance(art.network, rows=8, cols=4, family="ice40")
+    assert [s.names for s in model.steps] == [("conv0", "pool1"), ("conv2", "pool3"), ("flatten4", "fc5")]
+    assert model.cycles == sum(s.cycles for s in model.steps)
+    assert model.acc_bits == HwConfig(**model.config).acc_bits >= max(s.acc_bits for s in model.steps)
+    assert 0 < model.utilisation < model.conv_utilisation < 1
+    kinds = {m.name: m.mapped_to for m in model.memories}
+    assert kinds["buffer A"] == kinds["buffer B"] == "SPRAM (256 kbit)"
+    assert kinds["weights"] == "block RAM (4 kbit)"
+
+
+def test_memory_mapping_follows_yosys_costs():
+    # the MNIST CNN's weights at 8x4 W2 (measured: 12 blocks) and its parameters (in logic)
+    assert map_memory("w", "rom", 8, 5952, "ice40").blocks == 12
+    assert map_memory("p", "rom", 23, 60, "ice40").mapped_to == "logic"
+    assert map_memory("s", "ram", 68, 256, "ice40").blocks == 5
+    assert map_memory("w", "rom", 16, 3760, "ecp5").blocks == 4
+    assert map_memory("b", "ram", 32, 784, "ecp5").blocks == 2
+    assert map_memory("a", "ram", 24, 100, "ice40", spram=2).blocks == 2  # 12-bit banks: 24 bits, two cells
+
+
+@pytest.mark.parametrize("family", ["ice40", "ecp5"])
+def test_calibration_builds_agree_with_the_model(family):
+    """Every measured build: memory blocks exactly as modelled; logic cells within 10 % when
+    the build is left out of the fit."""
+    path = CALIBRATION_DIR / f"{family}.json"
+    cal = Calibration.load(family, path)
+    assert len(cal.records) >= 8
+    errors = cal.errors()
+    assert all(e["blocks_equal"] for e in errors), errors
+    assert max(abs(e["logic"]) for e in errors) < 0.10, errors
+    assert json.loads(path.read_text())["family"] == family
