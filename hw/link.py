@@ -82,11 +82,12 @@ class HostLink(wiring.Component):
       ``busy`` and ``in_valid`` are both low, so the core has every code before it starts.
       Never while ``busy`` was high in the cycle before.
     * ``done``: a one-cycle pulse; watched from the cycle ``start`` is high.
-    * ``logit_addr`` (a multiplexer of two registers), ``logit_data``: a combinational read,
-      sampled in the cycle ``logit_addr`` names the logit.  From the cycle after ``done``
-      the link compares the logits a byte at a time: for each candidate ``k = 1 ..
-      num_classes - 1`` and each of its 4 bytes, one cycle reads the class so far, the next
-      reads ``k`` (``8 * (num_classes - 1)`` cycles in all).  Then the RESULT goes out, with
+    * ``logit_addr`` (a multiplexer of two registers), ``logit_data``: a combinational read
+      in the core, registered here: sampled at the end of the cycle ``logit_addr`` names the
+      logit.  From the cycle after ``done`` the link compares the logits a byte at a time:
+      for each candidate ``k = 1 .. num_classes - 1``, one cycle reads the class so far, then
+      per each of its 4 bytes one cycle reads ``k`` and one the class so far (``9 *
+      (num_classes - 1)`` cycles in all).  Then the RESULT goes out, with
       ``logit_addr = k`` while logit ``k``'s bytes are sent (4 byte times each).  The core
       must keep its logits unchanged from ``done`` until the reply is sent (the next
       ``start`` comes after that).
@@ -170,17 +171,23 @@ class HostLink(wiring.Component):
         kind = Signal(2)
         m.d.comb += kind.eq(Mux(failed, _ERROR, Mux(is_info, _INFO, _RESULT)))
         nib = Signal(range(P.LOGIT_BYTES))  # byte of the logit being sent
+        # the logit read is registered (sign-extended): the core's multiplexer of logits stays
+        # out of the paths through the comparison, so ``wide`` is the logit ``logit_addr``
+        # named a cycle before
         wide = Signal(signed(8 * P.LOGIT_BYTES))
-        m.d.comb += wide.eq(self.logit_data)  # sign-extended
+        m.d.sync += wide.eq(self.logit_data)
 
         # the class, the first maximum, found a byte at a time through the byte selector the
         # RESULT needs anyway: a candidate is compared with the class so far as the 32-bit
         # sum ``candidate + ~best`` (``candidate - best - 1``), least significant byte first,
         # each byte biased (sign bit flipped) into an unsigned compare: its last carry out
-        # says ``candidate > best``.  Per byte: ``keep = ~byte`` of the best (logit_addr = cls),
-        # then the candidate's byte is added (logit_addr = addr).
+        # says ``candidate > best``.  The reads alternate, best (logit_addr = cls) then
+        # candidate (logit_addr = addr), and each is used a cycle later: ``keep = ~byte`` of
+        # the best, then the candidate's byte is added.  After a candidate's last byte the
+        # class may change, so the reads start again (``primed`` low) from the new best.
         addr = Signal(range(self.num_classes))  # candidate; the logit being sent
         reading_best = Signal()
+        primed = Signal()  # ``wide`` holds a read of this scan
         keep = Signal(8)
         carry = Signal()
         biased = Signal(8)
@@ -253,18 +260,18 @@ class HostLink(wiring.Component):
                 m.d.sync += [addr.eq(1), cls.eq(0)]
                 with m.If(self.done):
                     if self.num_classes > 1:
-                        m.d.sync += reading_best.eq(1)
+                        m.d.sync += [reading_best.eq(1), primed.eq(0)]
                         m.next = "C_SCAN"
                     else:
                         m.next = "T_CONST"
             with m.State("C_SCAN"):  # only a strictly larger logit replaces the first maximum
-                m.d.sync += reading_best.eq(~reading_best)
-                with m.If(reading_best):
+                m.d.sync += [reading_best.eq(~reading_best), primed.eq(1)]
+                with m.If(primed & ~reading_best):  # ``wide`` is the best, read last cycle
                     m.d.sync += keep.eq(~biased)
-                with m.Else():
+                with m.Elif(primed):  # ``wide`` is the candidate
                     m.d.sync += [carry.eq(total[8]), nib.eq(nib + 1)]
                     with m.If(nib == P.LOGIT_BYTES - 1):
-                        m.d.sync += [carry.eq(0), addr.eq(addr + 1)]
+                        m.d.sync += [carry.eq(0), addr.eq(addr + 1), reading_best.eq(1), primed.eq(0)]
                         with m.If(total[8]):
                             m.d.sync += cls.eq(addr)
                         with m.If(addr == last_class):

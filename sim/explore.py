@@ -117,7 +117,8 @@ class Trainer:
         self.data, self.data_dir, self.model = data, data_dir, model
         self.epochs = 8 if epochs is None else epochs
         self.seed = seed
-        self.folder = self.cache / f"{data}-{model}"
+        # a run folder's recipe (its epochs, learning rate, float start) trains apart from the default's
+        self.folder = self.cache / (f"{data}-{model}" + (f"-as-{path.name}" if own is not None else ""))
         if own is not None and own.init_from:
             self.float_out = own.init_from
             self.float_cfg = None
@@ -220,9 +221,21 @@ def recommend(rows, tolerance):
 
 
 # --- builds, cached ----------------------------------------------------------------------------
+_DESIGN_SOURCES = ("hw/*.py", "templates/*.py", "templates/**/*.j2", "fpga/build.py", "fpga/boards.py",
+                   "fpga/report.py")
+
+
+def design_version():
+    """A hash of the sources a build's design and report come from: a changed engine, link
+    or template is built again rather than taken from the cache."""
+    root = pathlib.Path(__file__).resolve().parent.parent
+    files = sorted({p for pattern in _DESIGN_SOURCES for p in root.glob(pattern)})
+    return _sha(b"".join(p.relative_to(root).as_posix().encode() + p.read_bytes() for p in files))[:12]
+
+
 def build_folder(cache, board, art_path, rows, cols, label):
-    key = _sha(json.dumps({"artifact": file_sha(art_path), "rows": rows, "cols": cols, "board": board.name},
-                          sort_keys=True).encode())[:10]
+    key = _sha(json.dumps({"artifact": file_sha(art_path), "rows": rows, "cols": cols, "board": board.name,
+                           "design": design_version()}, sort_keys=True).encode())[:10]
     return pathlib.Path(cache) / "builds" / board.name / f"{label}-{rows}x{cols}-{key}"
 
 

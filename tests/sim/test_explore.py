@@ -88,3 +88,17 @@ def test_bad_input_is_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit):
         explore.main(SWEEP + ["--calibration", str(bad), "--cache", str(tmp_path)])
     assert "not a calibration file" in capsys.readouterr().err
+
+
+def test_a_run_folder_is_its_own_point(trained_runs, tmp_path, capfd):
+    """``--model RUN_DIR``: the run stands for its own quantisation, nothing is trained."""
+    out = tmp_path / "out"
+    assert explore.main(["--model", str(trained_runs.pow2), "--wbits", "4", "--abits", "4", "--arrays", "8x4",
+                         "--max-builds", "0", "--simulate", "0", "--jobs", "1", "--cache", str(tmp_path / "cache"),
+                         "--out", str(out)]) == 0
+    assert "0 runs cached, 0 to train" in capfd.readouterr().err
+    point, = json.loads((out / "explore.json").read_text())["points"]
+    summary = json.loads((trained_runs.pow2 / "summary.json").read_text())
+    assert point["accuracy"] == summary["reference_accuracy"]
+    assert point["artifact"] == str(trained_runs.pow2 / "artifact.npz")
+    assert point["fits"] and point["cycles"] > 0
