@@ -26,6 +26,7 @@ report sets each build's figures beside the model's.  Out: ``explore.md``, ``poi
 import concurrent.futures
 import csv
 import dataclasses
+import functools
 import hashlib
 import io
 import json
@@ -191,7 +192,7 @@ def evaluate(q, accuracy, art_path, art, rows, cols, board, calibration):
         "logic": round(pred.logic), "ff": round(pred.ff), "fmax_mhz": round(pred.fmax_mhz, 2),
         "images_per_s": pred.fmax_mhz * 1e6 / perf.cycles, "blocks": pred.blocks,
         "memory_logic_bits": perf.footprint.get("logic", 0),
-        "fits": not problems, "reason": "; ".join(problems),
+        "fits": not problems, "reason": "; ".join(problems), "source": "model",
     }
     return row
 
@@ -225,6 +226,7 @@ _DESIGN_SOURCES = ("hw/*.py", "templates/*.py", "templates/**/*.j2", "fpga/build
                    "fpga/report.py")
 
 
+@functools.lru_cache(maxsize=None)
 def design_version():
     """A hash of the sources a build's design and report come from: a changed engine, link
     or template is built again rather than taken from the cache."""
@@ -248,6 +250,32 @@ def _build(board_name, folder, art_path, rows, cols):
         return json.loads(report_path.read_text())
     return build(board_name, out=folder, artifact_path=str(art_path), given={"rows": rows, "cols": cols},
                  design="network")
+
+
+def _folder_of(cache, board, row):
+    if "cycles" not in row:  # the engine cannot run it: nothing to build
+        return None
+    q = Quant(row["method"], row["wbits"], row["abits"], row["terms"])
+    return build_folder(cache, board, row["artifact"], row["rows"], row["cols"], q.slug)
+
+
+def apply_build(row, report, folder, board):
+    """Put a build's measured figures in place of the model's (kept under ``model``): the
+    logic cells, flip-flops, memory blocks, Fmax and whether it fits the device."""
+    got = measured(report, board.family)
+    cap = dict(board.capacity)
+    logic_cap = next(iter(cap.values()))
+    over = [k for k, n in got["blocks"].items() if n > cap.get(k, 0)]
+    fits = got["fmax_mhz"] is not None and got["logic"] <= logic_cap and not over
+    row["model"] = {k: row[k] for k in ("logic", "ff", "fmax_mhz", "images_per_s", "blocks", "fits", "reason")}
+    row["built"] = dict(got, folder=str(folder), passed=report["passed"])
+    row.update(logic=got["logic"], ff=got["ff"], blocks=got["blocks"], fits=fits, source="build",
+               fmax_mhz=got["fmax_mhz"] or row["fmax_mhz"],
+               images_per_s=(got["fmax_mhz"] or row["fmax_mhz"]) * 1e6 / row["cycles"],
+               reason="" if fits else "built: " + "; ".join(
+                   [f"logic cells: {got['logic']:,} used, the device has {logic_cap:,}"] * (got["logic"] > logic_cap)
+                   + [f"{k}: {got['blocks'][k]} used, the device has {cap.get(k, 0)}" for k in over]
+                   + ["did not place"] * (got["fmax_mhz"] is None and got["logic"] <= logic_cap and not over)))
 
 
 def build_all(jobs, items, board):
@@ -311,7 +339,7 @@ def plot(rows, front, rec, board, out):
 
 CSV_FIELDS = ("quant", "method", "wbits", "abits", "terms", "array", "rows", "cols", "pes", "accuracy", "cycles",
               "utilisation", "conv_utilisation", "acc_bits", "logic", "ff", "fmax_mhz", "images_per_s", "blocks",
-              "fits", "pareto", "recommended", "built_logic", "built_ff", "built_fmax_mhz", "built_blocks", "reason")
+              "fits", "pareto", "recommended", "source", "model_logic", "model_ff", "model_fmax_mhz", "reason")
 
 
 def write_csv(rows, path):
@@ -319,7 +347,8 @@ def write_csv(rows, path):
     w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore")
     w.writeheader()
     for r in rows:
-        w.writerow({k: (json.dumps(r[k]) if isinstance(r.get(k), dict) else r.get(k)) for k in CSV_FIELDS})
+        flat = dict(r, **{f"model_{k}": v for k, v in r.get("model", {}).items()})
+        w.writerow({k: (json.dumps(flat[k]) if isinstance(flat.get(k), dict) else flat.get(k)) for k in CSV_FIELDS})
     write_atomic(path, lambda tmp: pathlib.Path(tmp).write_text(buf.getvalue()))
 
 
@@ -343,66 +372,87 @@ def simulate(rec, board, trainer, limit):
                                    "wall_seconds")}
 
 
-def markdown(meta, rows, front, rec, built, calibration_errors, simulated=None):
+def _model_err(r, k):
+    m = r.get("model")
+    if not m or not r["built"].get(k if k != "logic" else "logic"):
+        return "-"
+    b = r["built"]["fmax_mhz" if k == "fmax_mhz" else k]
+    return f"{m[k]:,}" + (f" ({100 * (m[k] - b) / b:+.1f} %)" if b else "")
+
+
+def markdown(meta, rows, front, rec, calibration_errors, simulated=None):
     board = meta["board"]
+    built = [r for r in rows if r.get("source") == "build"]
     lines = [f"# Co-design sweep: {meta['model']} on {board}", "",
              f"{len(rows)} points: {len(meta['quants'])} quantisations x {len(meta['arrays'])} array shapes "
              f"({', '.join(meta['arrays'])}); accuracy on the {meta['data']} test split (integer reference); "
-             f"{sum(r['fits'] for r in rows)} fit the device; {len(front)} on the Pareto front.", ""]
+             f"{sum(r['fits'] for r in rows)} fit the device; {len(front)} on the Pareto front; {len(built)} built "
+             "for real (their measured figures replace the model's).", ""]
+    lines += ["## Recommended", ""]
     if rec is not None:
-        b = built.get(key(rec))
-        lines += ["## Recommended", "",
-                  f"**{rec['quant']} on a {rec['array']} array**: {_pct(rec['accuracy'])} % accuracy, "
-                  f"{rec['cycles']:,} cycles an image, {rec['images_per_s']:,.0f} images/s at the modelled "
-                  f"{rec['fmax_mhz']} MHz, about {rec['logic']:,} logic cells (model)."]
-        if b:
-            lines += ["", f"Built: {b['logic']:,} logic cells, {b['ff']:,} flip-flops, {_blocks(b['blocks'])}, "
-                          f"Fmax {b['fmax_mhz']} MHz, so {b['fmax_mhz'] * 1e6 / rec['cycles']:,.0f} images/s "
-                          f"(build in `{b['folder']}`)."]
+        src = "measured on the build" if rec.get("source") == "build" else "modelled; not built"
+        lines.append(f"**{rec['quant']} on a {rec['array']} array**: {_pct(rec['accuracy'])} % accuracy, "
+                     f"{rec['cycles']:,} cycles an image, {rec['logic']:,} logic cells, {rec['ff']:,} flip-flops, "
+                     f"{_blocks(rec['blocks'])}, Fmax {rec['fmax_mhz']} MHz, so {rec['images_per_s']:,.0f} "
+                     f"images/s ({src}).")
+        if rec.get("source") == "build":
+            m = rec["model"]
+            lines += ["", f"The model predicted {m['logic']:,} logic cells, {m['ff']:,} flip-flops, "
+                          f"{_blocks(m['blocks'])} and {m['fmax_mhz']} MHz; the build is in "
+                          f"`{rec['built']['folder']}` (`report.md`, `top` bitstream)."]
         if simulated:
             sim = simulated
             same = "equal to" if sim["cycle_counts_as_planned"] else "NOT equal to"
-            lines += ["", f"Cycle-accurate simulation (Verilator) of the {sim['images']} test images: "
+            lines += ["", f"Cycle-accurate simulation (Verilator) of {sim['images']} test images: "
                           f"{_pct(sim['hardware_accuracy'])} % accuracy, {sim['logit_differences']} images with a "
                           f"logit different from the integer reference, {sim['cycles_per_image']:,} cycles an image "
-                          f"({same} the model's, step by step: "
+                          f"({same} the model's, and step by step: "
                           + ", ".join(f"{s['measured_cycles'][1]:,}" for s in sim["steps"]) + ")."]
-        lines.append("")
     else:
-        lines += ["## Recommended", "", "Nothing fits this board; see the reasons below.", ""]
-    lines += ["## Pareto front", "", "| quantisation | array | accuracy % | cycles/image | PE use (conv) | logic cells "
-              "| flip-flops | memory blocks | Fmax MHz | images/s | built: logic (error) | built: Fmax (error) |",
-              "|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|"]
+        lines.append("Nothing fits this board; see the reasons below.")
+    lines += ["", "## Pareto front", "",
+              "Not beaten at once on accuracy, images/s and logic cells by another point that fits.", "",
+              "| quantisation | array | accuracy % | cycles/image | PE use, conv % | logic cells | flip-flops "
+              "| memory blocks | Fmax MHz | images/s | figures | model: logic cells (error) | model: Fmax (error) |",
+              "|---|---|---:|---:|---:|---:|---:|---|---:|---:|---|---:|---:|"]
     for r in sorted(front, key=lambda r: r["logic"]):
-        b = built.get(key(r))
-        bl = (f"{b['logic']:,} ({100 * (r['logic'] - b['logic']) / b['logic']:+.1f} %)" if b else "-")
-        bf = (f"{b['fmax_mhz']} ({100 * (r['fmax_mhz'] - b['fmax_mhz']) / b['fmax_mhz']:+.1f} %)"
-              if b and b["fmax_mhz"] else "-")
         star = " **(recommended)**" if r is rec else ""
         lines.append(f"| {r['quant']}{star} | {r['array']} | {_pct(r['accuracy'])} | {r['cycles']:,} | "
                      f"{_pct(r['conv_utilisation'])} | {r['logic']:,} | {r['ff']:,} | {_blocks(r['blocks'])} | "
-                     f"{r['fmax_mhz']} | {r['images_per_s']:,.0f} | {bl} | {bf} |")
+                     f"{r['fmax_mhz']} | {r['images_per_s']:,.0f} | {r.get('source', 'model')} | "
+                     f"{_model_err(r, 'logic')} | {_model_err(r, 'fmax_mhz')} |")
     if built:
-        errs = [abs(r["logic"] - built[key(r)]["logic"]) / built[key(r)]["logic"] for r in rows if key(r) in built]
-        blocks_ok = sum(r["blocks"] == built[key(r)]["blocks"] for r in rows if key(r) in built)
-        lines += ["", f"Resource model against these {len(errs)} builds: logic cells within "
-                      f"{100 * max(errs):.1f} % (mean {100 * sum(errs) / len(errs):.1f} %); memory blocks exact on "
-                      f"{blocks_ok} of {len(errs)}."]
+        errs = [abs(r["model"]["logic"] - r["logic"]) / r["logic"] for r in built]
+        ferrs = [abs(r["model"]["fmax_mhz"] - r["built"]["fmax_mhz"]) / r["built"]["fmax_mhz"] for r in built
+                 if r["built"]["fmax_mhz"]]
+        blocks_ok = sum(r["model"]["blocks"] == r["blocks"] for r in built)
+        lines += ["", f"The resource model against the {len(built)} builds of this sweep's points: logic cells "
+                      f"within {100 * max(errs):.1f} % (mean {100 * sum(errs) / len(errs):.1f} %)"
+                  + (f", Fmax within {100 * max(ferrs):.1f} %" if ferrs else "")
+                  + f"; memory blocks exact on {blocks_ok} of {len(built)}."]
+        fresh = [r for r in built if not r.get("calibration")]
+        if fresh:
+            fe = [abs(r["model"]["logic"] - r["logic"]) / r["logic"] for r in fresh]
+            lines[-1] += (f" The {len(fresh)} of them that are not calibration builds (" + ", ".join(
+                f"{r['quant']} {r['array']}" for r in fresh) + f"): logic cells within {100 * max(fe):.1f} %.")
     lines += ["", "## Every point", "", "| quantisation | array | accuracy % | cycles/image | logic cells | Fmax MHz "
-              "| images/s | fits |", "|---|---|---:|---:|---:|---:|---:|---|"]
+              "| images/s | figures | fits |", "|---|---|---:|---:|---:|---:|---:|---|---|"]
     for r in rows:
         fits = "yes" if r["fits"] else f"no: {r['reason']}"
         lines.append(f"| {r['quant']} | {r['array']} | {_pct(r['accuracy'])} | {_int(r.get('cycles'))} | "
-                     f"{_int(r.get('logic'))} | {r.get('fmax_mhz', '-')} | {_int(r.get('images_per_s'))} | {fits} |")
+                     f"{_int(r.get('logic'))} | {r.get('fmax_mhz', '-')} | {_int(r.get('images_per_s'))} | "
+                     f"{r.get('source', '-')} | {fits} |")
     if calibration_errors:
         lg = [abs(e["logic"]) for e in calibration_errors]
         fm = [abs(e["fmax"]) for e in calibration_errors if e["fmax"] is not None]
         lines += ["", "## Resource model", "",
                   f"Calibrated on {len(calibration_errors)} builds (`sim/calibration/{meta['family']}.json`); each "
                   f"build predicted by a fit without it: logic cells within {100 * max(lg):.1f} % (mean "
-                  f"{100 * sum(lg) / len(lg):.1f} %)" + (f", Fmax within {100 * max(fm):.1f} %" if fm else "") + "."]
+                  f"{100 * sum(lg) / len(lg):.1f} %)" + (f", Fmax within {100 * max(fm):.1f} %" if fm else "")
+                  + f", memory blocks exact on {sum(e['blocks_equal'] for e in calibration_errors)} of "
+                  f"{len(calibration_errors)}."]
     lines += ["", "Cycles come from the performance model (`sim.perf`), equal to the cycle-accurate simulation's; "
-              "images/s are compute only, at the modelled Fmax (the board runs at its own clock).", ""]
+              "images/s are compute only, at the Fmax (the board runs at its own clock).", ""]
     return "\n".join(lines)
 
 
@@ -465,33 +515,38 @@ def explore(args, board, trainer):
             rows.append(evaluate(q, accuracy, path, art, r, c, board, calibration))
             if len(rows) % 10 == 0 or len(rows) == total:
                 print(f"points: {len(rows)}/{total} ({time.monotonic() - t0:.1f} s)", file=sys.stderr, flush=True)
-    front = pareto(rows)
-    rec = recommend(rows, args.tolerance)
+    # real builds: any already in the cache, then the recommended point and Pareto points
+    # spread over the front's logic range; a build's figures replace the model's, so the
+    # front and the recommendation are worked out again until the recommended point is built
+    built = {}
+    calibrated = {rec["label"] for rec in calibration.records}
+    for r in rows:
+        folder = _folder_of(args.cache, board, r)
+        if folder is not None and (folder / "report.json").exists():
+            apply_build(r, json.loads((folder / "report.json").read_text()), folder, board)
+            built[key(r)] = r["built"]
+            r["calibration"] = folder.name.rsplit("-", 1)[0] in calibrated
+    budget = args.max_builds
+    while True:
+        front, rec = pareto(rows), recommend(rows, args.tolerance)
+        if rec is None or budget <= 0 or key(rec) in built:
+            break
+        to_build = [rec]
+        others = sorted((r for r in front if key(r) not in built and r is not rec), key=lambda r: r["logic"])
+        room = budget - 1
+        if room and others:
+            step = max(1, len(others) / room)
+            to_build += [others[int(i * step)] for i in range(min(room, len(others)))]
+        budget -= len(to_build)
+        items = [(f"{r['quant']} {r['array']}", _folder_of(args.cache, board, r), r["artifact"], r["rows"],
+                  r["cols"]) for r in to_build]
+        reports = build_all(args.jobs, items, board)
+        for (label, folder, *_), r in zip(items, to_build):
+            apply_build(r, reports[label], folder, board)
+            built[key(r)] = r["built"]
     for r in rows:
         r["pareto"] = any(r is f for f in front)
         r["recommended"] = r is rec
-    # real builds: the recommended point first, then the front spread over its logic range
-    to_build = []
-    if rec is not None and args.max_builds > 0:
-        to_build.append(rec)
-    others = sorted((r for r in front if r is not rec), key=lambda r: r["logic"])
-    room = max(0, args.max_builds - len(to_build))
-    if room and others:
-        step = max(1, len(others) / room)
-        to_build += [others[int(i * step)] for i in range(min(room, len(others)))]
-    items = [(f"{r['quant']} {r['array']}", build_folder(args.cache, board, r["artifact"], r["rows"], r["cols"],
-                                                         Quant(r["method"], r["wbits"], r["abits"], r["terms"]).slug),
-              r["artifact"], r["rows"], r["cols"]) for r in to_build]
-    built = {}
-    if items:
-        reports = build_all(args.jobs, items, board)
-        for (label, folder, *_), r in zip(items, to_build):
-            got = measured(reports[label], board.family)
-            got["folder"] = str(folder)
-            got["passed"] = reports[label]["passed"]
-            built[key(r)] = got
-            r.update(built_logic=got["logic"], built_ff=got["ff"], built_fmax_mhz=got["fmax_mhz"],
-                     built_blocks=got["blocks"])
     verified = None
     if rec is not None and args.simulate:
         verified = simulate(rec, board, trainer, args.simulate)
@@ -500,11 +555,10 @@ def explore(args, board, trainer):
     meta = {"model": args.model, "board": board.name, "family": board.family, "data": trainer.data,
             "quants": [q.label for q in quants], "arrays": [f"{r}x{c}" for r, c in arrays],
             "tolerance": args.tolerance}
-    text = markdown(meta, rows, front, rec, built, calibration.errors(), verified)
+    text = markdown(meta, rows, front, rec, calibration.errors(), verified)
     write_atomic(out / "explore.md", lambda tmp: pathlib.Path(tmp).write_text(text))
     write_csv(rows, out / "points.csv")
-    write_json(out / "explore.json", {"meta": meta, "points": rows, "simulated": verified,
-                                      "built": {" ".join(k): v for k, v in built.items()}})
+    write_json(out / "explore.json", {"meta": meta, "points": rows, "simulated": verified})
     plot(rows, front, rec, board, out)
     print(text)
     print(f"wrote {out / 'explore.md'}, points.csv, explore.json, accuracy_vs_logic.png, speed_vs_logic.png")

@@ -3,6 +3,7 @@ Pareto front and recommendation, the cache, and refusals."""
 
 import csv
 import json
+import pathlib
 
 import pytest
 
@@ -102,3 +103,22 @@ def test_a_run_folder_is_its_own_point(trained_runs, tmp_path, capfd):
     assert point["accuracy"] == summary["reference_accuracy"]
     assert point["artifact"] == str(trained_runs.pow2 / "artifact.npz")
     assert point["fits"] and point["cycles"] > 0
+
+
+def test_the_recommended_point_is_built_for_real(tmp_path):
+    """One real yosys + nextpnr build: its figures replace the model's, and the model (fitted
+    to MNIST builds) predicts this other network's logic cells within 10 % and its memory
+    blocks exactly."""
+    out = tmp_path / "out"
+    assert explore.main(["--model", "cnn", "--data", "digits", "--epochs", "1", "--float-epochs", "2", "--wbits", "2",
+                         "--abits", "4", "--arrays", "4x2", "--max-builds", "1", "--simulate", "0", "--jobs", "1",
+                         "--cache", str(tmp_path / "cache"), "--out", str(out)]) == 0
+    point, = json.loads((out / "explore.json").read_text())["points"]
+    assert point["recommended"] and point["source"] == "build" and point["fits"]
+    report = json.loads((pathlib.Path(point["built"]["folder"]) / "report.json").read_text())
+    assert report["passed"] and report["dsp_blocks"] == 0
+    assert point["logic"] == report["resources"][0]["used"]
+    assert abs(point["model"]["logic"] - point["logic"]) / point["logic"] < 0.10
+    assert point["model"]["blocks"] == point["blocks"]
+    assert point["images_per_s"] == point["built"]["fmax_mhz"] * 1e6 / point["cycles"]
+    assert "(measured on the build)" in (out / "explore.md").read_text()
