@@ -331,13 +331,15 @@ def _pow2_at_least(n):
     return 1 << max(0, int(n) - 1).bit_length()
 
 
-def fit_config(network, **given):
+def fit_config(network, *, nb_multiple=1, **given):
     """The smallest :class:`~hw.config.HwConfig` that runs every weighted layer of ``network``.
 
     Widths come from the layers (activation and weight bits, terms, deepest fan-in, largest
     left shift); memory depths are the largest each layer needs, rounded up to a power of
     two.  ``given`` fields (e.g. ``rows``, ``cols``, ``pipeline``) are kept as given; a
-    given field too small for a layer makes :class:`LayerPlan` refuse it.
+    given field too small for a layer makes :class:`LayerPlan` refuse it.  ``nb_multiple``
+    is the output channel blocks' rounding the layers will be planned with (a network's
+    buffers, :class:`hw.program.NetworkProgram`).
     """
     from .config import HwConfig
 
@@ -352,11 +354,11 @@ def fit_config(network, **given):
         "max_left": max(0, max(-int(lay.arrays["requant"].min()) for lay in layers)),
     }
     base = HwConfig(**{**widths, **given})
-    plans = [LayerPlan(lay, base, check=False) for lay in layers]
+    plans = [LayerPlan(lay, base, check=False, nb_multiple=nb_multiple) for lay in layers]
     need = {"act_depth": max(p.act_words for p in plans), "wgt_depth": max(p.wgt_words for p in plans),
             "par_depth": max(p.nb for p in plans), "out_depth": max(p.out_words for p in plans)}
     depths = {k: _pow2_at_least(v) for k, v in need.items() if k not in given}
     cfg = HwConfig(**{**widths, **depths, **given})
     for lay in layers:
-        LayerPlan(lay, cfg)  # refuses what does not fit, naming the layer
+        LayerPlan(lay, cfg, nb_multiple=nb_multiple)  # refuses what does not fit, naming the layer
     return cfg

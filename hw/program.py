@@ -176,9 +176,13 @@ class NetworkProgram:
             raise UserError(f"the network engine needs rows a multiple of cols, not {rows}x{cols}; "
                             f"use e.g. --rows {cols * max(1, rows // cols)} --cols {cols}")
         self.banks = rows // cols
+        if self.banks & (self.banks - 1):
+            raise UserError(f"the network engine needs rows / cols to be a power of two (result addresses split into "
+                            f"buffer word and bank by bits), not {rows} / {cols} = {self.banks}; use e.g. --rows "
+                            f"{cols * (1 << (self.banks.bit_length() - 1))}")
         items, self.packer = self._rewrite(network, rows)
         self.cfg = cfg or fit_config(_Layers([lay for lay, _, _ in items]), psum_depth=given.pop("psum_depth", 256),
-                                     **given)
+                                     nb_multiple=self.banks, **given)
         self.steps = []
         src, wgt_base, par_base = "A", 0, 0
         for i, (layer, pool, names) in enumerate(items):

@@ -62,6 +62,8 @@ def test_refusals(trained_runs):
     art = load_artifact(trained_runs.artifact)
     with pytest.raises(UserError, match="rows a multiple of cols"):
         NetworkProgram(art.network, rows=6, cols=4)
+    with pytest.raises(UserError, match="rows / cols to be a power of two.*--rows 8"):
+        NetworkProgram(art.network, rows=12, cols=4)
     net = dataclasses.replace(art.network, layers=art.network.layers[1:])  # starts with a pool
     with pytest.raises(UserError, match="start with a conv2d"):
         NetworkProgram(net, rows=8, cols=4)

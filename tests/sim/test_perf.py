@@ -20,6 +20,7 @@ DESIGNS = [
     dict(rows=8, cols=4),
     dict(rows=4, cols=2, psum_depth=32),
     dict(rows=8, cols=8, bram_reg=True, pipeline=True),
+    dict(rows=16, cols=4, psum_depth=64),  # four write banks
 ]
 
 
