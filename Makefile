@@ -105,6 +105,9 @@ explore: $(STAMP)
 		--out build/explore/icebreaker $(ARGS)
 	$(PY) -m sim.explore --model cnn --data mnist --data-dir $(MNIST) --board ulx3s-85f \
 		--out build/explore/ulx3s-85f $(ARGS)
+	@mkdir -p docs/codesign
+	for b in icebreaker ulx3s-85f; do for p in accuracy_vs_logic speed_vs_logic; do \
+		cp build/explore/$$b/$$p.png docs/codesign/$$b-$$p.png; done; done
 
 calibrate: $(STAMP)
 	$(PY) -m sim.explore --calibrate --board $(BOARD) --model cnn --data mnist --data-dir $(MNIST) $(ARGS)

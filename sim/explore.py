@@ -49,9 +49,9 @@ from .resources import Calibration, capacity_problems, measured, record
 ARRAYS = {"ice40": "4x2,4x4,8x4,8x8", "ecp5": "8x8,16x8,16x16,32x16"}
 #: The builds a family's resource model is calibrated on: ``(rows, cols, wbits, abits, terms)``.
 CALIBRATION = {
-    "ice40": [(r, c, w, a, 1) for r, c in ((4, 4), (8, 4), (8, 8)) for w, a in ((2, 2), (2, 4), (4, 4))]
+    "ice40": [(r, c, w, a, 1) for r, c in ((4, 4), (8, 4), (8, 8)) for w, a in ((2, 2), (2, 3), (2, 4), (4, 4))]
     + [(8, 4, 3, 3, 1), (4, 4, 4, 4, 2)],
-    "ecp5": [(r, c, w, a, 1) for r, c in ((8, 8), (16, 8), (16, 16)) for w, a in ((2, 2), (2, 4), (4, 4))]
+    "ecp5": [(r, c, w, a, 1) for r, c in ((8, 8), (16, 8), (16, 16)) for w, a in ((2, 2), (2, 3), (2, 4), (4, 4))]
     + [(16, 8, 3, 3, 1), (8, 8, 4, 4, 2), (32, 16, 4, 4, 1)],
 }
 
@@ -433,8 +433,9 @@ def markdown(meta, rows, front, rec, calibration_errors, simulated=None):
         fresh = [r for r in built if not r.get("calibration")]
         if fresh:
             fe = [abs(r["model"]["logic"] - r["logic"]) / r["logic"] for r in fresh]
-            lines[-1] += (f" The {len(fresh)} of them that are not calibration builds (" + ", ".join(
-                f"{r['quant']} {r['array']}" for r in fresh) + f"): logic cells within {100 * max(fe):.1f} %.")
+            names = ", ".join(f"{r['quant']} {r['array']}" for r in fresh)
+            lines[-1] += (f" The {len(fresh)} of them whose configuration is not one of the calibration builds "
+                          f"({names}): logic cells within {100 * max(fe):.1f} %.")
     lines += ["", "## Every point", "", "| quantisation | array | accuracy % | cycles/image | logic cells | Fmax MHz "
               "| images/s | figures | fits |", "|---|---|---:|---:|---:|---:|---:|---|---|"]
     for r in rows:
@@ -526,15 +527,17 @@ def explore(args, board, trainer):
             apply_build(r, json.loads((folder / "report.json").read_text()), folder, board)
             built[key(r)] = r["built"]
             r["calibration"] = folder.name.rsplit("-", 1)[0] in calibrated
-    budget = args.max_builds
+    budget = args.max_builds  # the first round: the recommended point and Pareto points up to this many
     while True:
         front, rec = pareto(rows), recommend(rows, args.tolerance)
-        if rec is None or budget <= 0 or key(rec) in built:
+        if rec is None or args.max_builds == 0 or key(rec) in built:
             break
+        # a build moves the figures, and another point may become the recommended one: it
+        # is built in turn (each point at most once), beyond the budget if need be
         to_build = [rec]
         others = sorted((r for r in front if key(r) not in built and r is not rec), key=lambda r: r["logic"])
         room = budget - 1
-        if room and others:
+        if room > 0 and others:
             step = max(1, len(others) / room)
             to_build += [others[int(i * step)] for i in range(min(room, len(others)))]
         budget -= len(to_build)
@@ -544,6 +547,7 @@ def explore(args, board, trainer):
         for (label, folder, *_), r in zip(items, to_build):
             apply_build(r, reports[label], folder, board)
             built[key(r)] = r["built"]
+            r["calibration"] = folder.name.rsplit("-", 1)[0] in calibrated
     for r in rows:
         r["pareto"] = any(r is f for f in front)
         r["recommended"] = r is rec
@@ -588,7 +592,8 @@ def main(argv=None):
     parser.add_argument("--tolerance", type=float, default=0.005,
                         help="accuracy the recommendation may give up for speed (default 0.005, half a point)")
     parser.add_argument("--max-builds", type=int, default=4,
-                        help="real builds: the recommended point, then Pareto points (default 4; 0 builds none)")
+                        help="real builds: the recommended point, then Pareto points (default 4; 0 builds none); "
+                             "should a build move the recommendation, the new one is built too")
     parser.add_argument("--simulate", type=int, default=2000, metavar="N",
                         help="run the recommended design on the cycle-accurate engine over N test images "
                              "(default 2000; 0: none)")

@@ -55,7 +55,7 @@ FACTOR_MUX = FACTOR_DEMUX = 0.5
 
 
 def block_cost(block, width, depth, enables):
-    """``(cost, blocks)`` of the cheapest way ``memory_libmap`` builds a ``width x depth``
+    """``(cost, blocks, mux bits)`` of the cheapest way ``memory_libmap`` builds a ``width x depth``
     memory from ``block``: for each shape, the address range splits into ``ceil(depth /
     shape depth)`` parts whose bits (padded at the ``enables`` write banks to whole
     ``byte``s) are packed into blocks, and the parts are multiplexed back together."""
@@ -70,7 +70,7 @@ def block_cost(block, width, depth, enables):
         demux = parts * enables if enables and parts != 1 else 0
         cost = block.cost * blocks + FACTOR_MUX * mux + FACTOR_DEMUX * demux
         if best is None or cost < best[0]:
-            best = (cost, blocks)
+            best = (cost, blocks, mux)
     return best
 
 
@@ -84,6 +84,7 @@ class MemoryUse:
     depth: int
     mapped_to: str = "logic"
     blocks: int = 0
+    mux_bits: int = 0  # bits of the multiplexer joining the blocks of a memory split by depth
 
     @property
     def bits(self):
@@ -104,9 +105,9 @@ def map_memory(name, kind, width, depth, family, *, enables=1, spram=None):
     for block in BLOCKS[family]:
         if block.huge or (kind == "rom" and not block.init):
             continue
-        cost, n = block_cost(block, width, depth, enables if kind == "ram" else 0)
+        cost, n, mux = block_cost(block, width, depth, enables if kind == "ram" else 0)
         if cost < best_cost:
-            best, best_cost = MemoryUse(name, kind, width, depth, block.name, n), cost
+            best, best_cost = MemoryUse(name, kind, width, depth, block.name, n, mux), cost
     return best
 
 

@@ -30,9 +30,11 @@ from .perf import block_counts, map_memories, memory_list, spram_problem
 CALIBRATION_DIR = pathlib.Path(__file__).resolve().with_name("calibration")
 
 #: The counts the logic-cell and flip-flop models are linear in (see :func:`features`).
-FEATURES = ("fixed", "pe_datapath", "pe_registers", "columns", "left_shift", "skew", "logits", "memory_logic")
-#: The counts the clock period is linear in.
-PERIOD_FEATURES = ("fixed", "dot_bits", "acc_bits")
+FEATURES = ("fixed", "pe_shifters", "pe_adders", "pe_registers", "columns", "left_shift", "skew", "logits",
+            "memory_logic")
+#: The counts the clock period is linear in (the accumulator's carry chains; the spread of a
+#: bigger array, whose requantisers feed the buffers from further away).
+PERIOD_FEATURES = ("fixed", "acc_bits", "pes")
 
 
 def design(program):
@@ -53,8 +55,9 @@ def features(d, family):
     return {
         "fixed": 1.0,
         # per PE and term: a shifter (product_bits outputs, a select of shift_levels inputs)
+        "pe_shifters": float(pes * cfg.terms * cfg.product_bits * select),
         # and an adder of the partial sum's width
-        "pe_datapath": float(pes * cfg.terms * (cfg.product_bits * select + cfg.dot_bits)),
+        "pe_adders": float(pes * cfg.terms * cfg.dot_bits),
         # per PE: weight code, activation and partial-sum registers
         "pe_registers": float(pes * (cfg.code_bits + cfg.abits + cfg.dot_bits)),
         # per column: partial-sum adder, requantiser (a barrel shifter) and its output, pooling register
@@ -71,7 +74,7 @@ def features(d, family):
 
 def period_features(d):
     cfg = HwConfig.from_dict(d["config"])
-    return {"fixed": 1.0, "dot_bits": float(cfg.dot_bits), "acc_bits": float(cfg.acc_bits)}
+    return {"fixed": 1.0, "acc_bits": float(cfg.acc_bits), "pes": float(cfg.rows * cfg.cols)}
 
 
 def blocks_of(d, family):
