@@ -313,7 +313,7 @@ def plot(rows, front, rec, board, out):
     cap = dict(board.capacity)
     logic_cap = next(iter(cap.values()))
     for name, key, label in (("accuracy_vs_logic.png", "accuracy", "test accuracy (%)"),
-                             ("speed_vs_logic.png", "images_per_s", "images / s at the modelled Fmax")):
+                             ("speed_vs_logic.png", "images_per_s", "images / s at Fmax (compute)")):
         fig, ax = plt.subplots(figsize=(7, 4.5))
         scale = 100 if key == "accuracy" else 1
         for arr in sorted({r["array"] for r in rows}, key=lambda a: [int(v) for v in a.split("x")]):
@@ -323,13 +323,18 @@ def plot(rows, front, rec, board, out):
         if over:
             ax.scatter([r["logic"] for r in over], [scale * r[key] for r in over], marker="x", color="grey",
                        label="does not fit")
+        built = [r for r in rows if r.get("source") == "build"]
+        if built:
+            ax.scatter([r["logic"] for r in built], [scale * r[key] for r in built], marker="+", s=90, color="black",
+                       label="built (measured)")
         fr = sorted(front, key=lambda r: r["logic"])
         ax.scatter([r["logic"] for r in fr], [scale * r[key] for r in fr], facecolors="none", edgecolors="black",
                    s=120, linewidths=1.5, label="Pareto front")
         if rec is not None:
             ax.scatter([rec["logic"]], [scale * rec[key]], marker="*", s=300, color="red", label="recommended")
         ax.axvline(logic_cap, color="grey", linestyle="--", linewidth=1)
-        ax.set(xlabel="logic cells (model)", ylabel=label, title=f"{board.name}: {label} vs logic cells")
+        ax.set(xlabel="logic cells (measured where built, else the model's)", ylabel=label,
+               title=f"{board.name}: {label} vs logic cells")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         fig.tight_layout()
