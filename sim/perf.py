@@ -18,7 +18,7 @@ sweep.
 """
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from hw.engine import par_layout
 from hw.network import SPRAM_BITS, SPRAM_WORDS, spram_layout
@@ -143,13 +143,6 @@ class Performance:
     family: str = None
     footprint: dict = field(default_factory=dict)  # block kind -> blocks; "logic" -> bits of memory in logic
 
-    def images_per_second(self, mhz):
-        return mhz * 1e6 / self.cycles
-
-    def to_dict(self):
-        d = asdict(self)
-        d["steps"] = [asdict(s) for s in self.steps]
-        return d
 
 
 def memory_list(program):
@@ -212,11 +205,8 @@ def performance(network, cfg=None, *, family=None, **given):
     memories = network_memories(program, family)
     footprint = {}
     if family is not None:
-        for mem in memories:
-            if mem.mapped_to == "logic":
-                footprint["logic"] = footprint.get("logic", 0) + mem.bits
-            else:
-                footprint[mem.mapped_to] = footprint.get(mem.mapped_to, 0) + mem.blocks
+        footprint = block_counts(memories)
+        footprint["logic"] = sum(m.bits for m in memories if m.mapped_to == "logic")
     return Performance(config=cfg.to_dict(), steps=steps, cycles=cycles, macs=program.macs,
                        utilisation=program.macs / (cycles * pes), conv_utilisation=program.conv_utilisation(),
                        memories=memories, acc_bits=cfg.acc_bits, dot_bits=cfg.dot_bits, out_bits=cfg.out_bits,
