@@ -80,12 +80,20 @@ def is_quant(net):
     return isinstance(net, QuantNet)
 
 
+def _read_json(path):
+    try:
+        return json.loads(pathlib.Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def summary(folder):
+    """The run's ``summary.json``, or ``None`` when it has none (an unfinished run)."""
+    return _read_json(pathlib.Path(folder) / SUMMARY)
+
+
 def finished(cfg):
     """The summary of the run in ``cfg.out`` if it is a finished run of exactly ``cfg``
     (its ``config.json`` equal to ``cfg.to_dict()``), else ``None``: what a sweep reuses."""
-    out = pathlib.Path(cfg.out)
-    try:
-        same = json.loads((out / CONFIG).read_text()) == cfg.to_dict()
-        return json.loads((out / SUMMARY).read_text()) if same else None
-    except (OSError, ValueError):
-        return None
+    same = _read_json(pathlib.Path(cfg.out) / CONFIG) == cfg.to_dict()
+    return summary(cfg.out) if same else None

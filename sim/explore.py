@@ -40,9 +40,10 @@ from quant.artifact import load_artifact
 from quant.config import TrainConfig, make_parser
 from quant.errors import UserError, cli_main
 from quant.fileio import write_atomic, write_json
+from fpga.sweep import parse_ints, parse_sizes
 from quant.methods import method_class
 
-from .perf import performance
+from .perf import performance, spram_problem
 from .resources import Calibration, capacity_problems, measured, record
 
 #: Array shapes swept by default, per board family (rows a multiple of cols).
@@ -72,18 +73,6 @@ class Quant:
     @property
     def slug(self):
         return f"{self.method}-w{self.wbits}a{self.abits}t{self.terms}"
-
-
-def parse_arrays(text):
-    from fpga.sweep import parse_sizes
-
-    return parse_sizes(text)
-
-
-def parse_ints(text, what):
-    from fpga.sweep import parse_ints as ints
-
-    return ints(text, what)
 
 
 def _sha(data):
@@ -141,7 +130,7 @@ class Trainer:
         return TrainConfig.from_dict(base, "explore").validate()
 
     def run(self, quants, jobs):
-        """Train what is missing; ``{quant: (accuracy, artifact path, run folder)}``."""
+        """Train what is missing; ``{quant: (accuracy, artifact path)}``."""
         from quant.train import train_all
 
         if self.float_cfg is not None:
@@ -151,19 +140,12 @@ class Trainer:
         out = {}
         for q, c in configs.items():
             folder = self.run_dir if c is self.own else pathlib.Path(c.out)
-            summary = _summary(folder) if c is self.own else runs.finished(c)
+            summary = runs.summary(folder) if c is self.own else runs.finished(c)
             if summary is None or summary.get("reference_accuracy") is None:
                 raise UserError(f"the run in {folder} has no integer-reference accuracy in {runs.SUMMARY}; "
                                 "retrain it with `python -m quant.train`")
-            out[q] = (summary["reference_accuracy"], folder / summary.get("artifact", "artifact.npz"), folder)
+            out[q] = (summary["reference_accuracy"], folder / summary.get("artifact", "artifact.npz"))
         return out
-
-
-def _summary(folder):
-    try:
-        return json.loads((pathlib.Path(folder) / runs.SUMMARY).read_text())
-    except (OSError, ValueError):
-        return None
 
 
 # --- one point -----------------------------------------------------------------------------
@@ -184,7 +166,10 @@ def evaluate(q, accuracy, art_path, art, rows, cols, board, calibration):
         return row | {"fits": False, "reason": str(exc)}
     perf = performance(art.network, program, family=board.family)
     pred = calibration.predict(program)
-    problems = capacity_problems(pred, board, program)
+    problems = capacity_problems(pred.logic, pred.blocks, board)
+    why = spram_problem(program) if board.family == "ice40" else None
+    if why:
+        problems.append(f"SPRAM buffers: {why}")
     row |= {
         "cycles": perf.cycles, "step_cycles": [s.cycles for s in perf.steps],
         "utilisation": perf.utilisation, "conv_utilisation": perf.conv_utilisation,
@@ -263,20 +248,16 @@ def apply_build(row, report, folder, board):
     """Put a build's measured figures in place of the model's (kept under ``model``): the
     logic cells, flip-flops, memory blocks, Fmax and whether it fits the device."""
     got = measured(report, board.family)
-    cap = dict(board.capacity)
-    logic_cap = next(iter(cap.values()))
-    over = [k for k, n in got["blocks"].items() if n > cap.get(k, 0)]
-    fits = got["fmax_mhz"] is not None and got["logic"] <= logic_cap and not over
+    problems = capacity_problems(got["logic"], got["blocks"], board, measured=True)
+    if got["fmax_mhz"] is None and not problems:
+        problems.append("did not place")
+    fits = not problems
     row["model"] = {k: row[k] for k in ("logic", "ff", "fmax_mhz", "images_per_s", "blocks", "fits", "reason")}
     row["built"] = dict(got, folder=str(folder), passed=report["passed"])
     row.update(logic=got["logic"], ff=got["ff"], blocks=got["blocks"], fits=fits, source="build",
                fmax_mhz=got["fmax_mhz"] or row["fmax_mhz"],
                images_per_s=(got["fmax_mhz"] or row["fmax_mhz"]) * 1e6 / row["cycles"],
-               reason="" if fits else "built: " + "; ".join(
-                   [f"logic cells: {got['logic']:,} used, the device has {logic_cap:,}"] * (got["logic"] > logic_cap)
-                   + [f"{k}: {got['blocks'][k]} used, the device has {cap.get(k, 0)}" for k in over]
-                   + ["did not place"] * (got["fmax_mhz"] is None and got["logic"] <= logic_cap and not over)))
-
+               reason="" if fits else "built: " + "; ".join(problems))
 
 def build_all(jobs, items, board):
     """Build ``items`` (``(label, folder, artifact, rows, cols)``), ``jobs`` at a time, with
@@ -483,13 +464,11 @@ def _sweep_quants(args):
 
 
 def calibrate(args, board, trainer):
-    grid = CALIBRATION[board.family]
-    quants = sorted({Quant(args.methods.split(",")[0], w, a, t) for _, _, w, a, t in grid},
-                    key=lambda q: (q.wbits, q.abits, q.terms))
-    acc = trainer.run(quants, args.jobs)
+    method = args.methods.split(",")[0]
+    grid = [(r, c, Quant(method, w, a, t)) for r, c, w, a, t in CALIBRATION[board.family]]
+    acc = trainer.run(sorted({q for _, _, q in grid}, key=lambda q: (q.wbits, q.abits, q.terms)), args.jobs)
     items = []
-    for r, c, w, a, t in grid:
-        q = Quant(args.methods.split(",")[0], w, a, t)
+    for r, c, q in grid:
         path = acc[q][1]
         items.append((f"{q.slug}-{r}x{c}", build_folder(args.cache, board, path, r, c, q.slug), path, r, c))
     reports = build_all(args.jobs, items, board)
@@ -510,12 +489,12 @@ def calibrate(args, board, trainer):
 def explore(args, board, trainer):
     calibration = Calibration.load(board.family, args.calibration)
     quants = _sweep_quants(args)
-    arrays = parse_arrays(args.arrays or ARRAYS[board.family])
+    arrays = parse_sizes(args.arrays or ARRAYS[board.family])
     acc = trainer.run(quants, args.jobs)
     rows, t0 = [], time.monotonic()
     total = len(quants) * len(arrays)
     for q in quants:
-        accuracy, path, _ = acc[q]
+        accuracy, path = acc[q]
         art = load_artifact(path)
         for r, c in arrays:
             rows.append(evaluate(q, accuracy, path, art, r, c, board, calibration))

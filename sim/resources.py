@@ -25,7 +25,7 @@ from quant.fileio import write_json
 
 from hw.config import HwConfig
 
-from .perf import block_counts, map_memories, memory_list, spram_problem
+from .perf import block_counts, map_memories, memory_list
 
 CALIBRATION_DIR = pathlib.Path(__file__).resolve().with_name("calibration")
 
@@ -111,25 +111,16 @@ class Calibration:
     measured ``logic``, ``ff``, ``fmax_mhz`` (``None`` for a build too big to place) and ``blocks``.
     """
 
-    def __init__(self, family, records):
+    def __init__(self, family, records, *, check=True):
         self.family, self.records = family, list(records)
-        if len(self.records) < len(FEATURES):
+        if check and len(self.records) < len(FEATURES):
             raise UserError(f"the {family} resource model needs at least {len(FEATURES)} measured builds, it has "
                             f"{len(self.records)}; run `python -m sim.explore --calibrate --board BOARD`")
-        self.coef = {t: self._fit(self.records, t) for t in ("logic", "ff")}
-        self.period = self._fit_period(self.records)
-
-    @staticmethod
-    def _fit(records, target):
-        a = np.stack([_vector(features(r["design"], r["family"]), FEATURES) for r in records])
-        return _nnls(a, np.array([r[target] for r in records], dtype=float))
-
-    @staticmethod
-    def _fit_period(records):
-        placed = [r for r in records if r["fmax_mhz"]]  # a build that did not fit has no Fmax
+        a = np.stack([_vector(features(r["design"], family), FEATURES) for r in self.records])
+        self.coef = {t: _nnls(a, np.array([r[t] for r in self.records], dtype=float)) for t in ("logic", "ff")}
+        placed = [r for r in self.records if r["fmax_mhz"]]  # a build that did not fit has no Fmax
         a = np.stack([_vector(period_features(r["design"]), PERIOD_FEATURES) for r in placed])
-        b = np.array([1e3 / r["fmax_mhz"] for r in placed])
-        return np.linalg.lstsq(a, b, rcond=None)[0]
+        self.period = np.linalg.lstsq(a, np.array([1e3 / r["fmax_mhz"] for r in placed]), rcond=None)[0]
 
     @classmethod
     def load(cls, family, path=None):
@@ -151,34 +142,28 @@ class Calibration:
                           "records": self.records})
         return path
 
-    def predict_features(self, feats, pfeats, blocks):
-        period = float(_vector(pfeats, PERIOD_FEATURES) @ self.period)
-        return Prediction(logic=float(_vector(feats, FEATURES) @ self.coef["logic"]),
-                          ff=float(_vector(feats, FEATURES) @ self.coef["ff"]),
-                          fmax_mhz=1e3 / period if period > 0 else float("nan"), blocks=dict(blocks))
+    def predict_design(self, d):
+        """The figures of a design (:func:`design`)."""
+        feats = _vector(features(d, self.family), FEATURES)
+        period = float(_vector(period_features(d), PERIOD_FEATURES) @ self.period)
+        return Prediction(logic=float(feats @ self.coef["logic"]), ff=float(feats @ self.coef["ff"]),
+                          fmax_mhz=1e3 / period if period > 0 else float("nan"), blocks=blocks_of(d, self.family))
 
     def predict(self, program):
-        d = design(program)
-        return self.predict_features(features(d, self.family), period_features(d), blocks_of(d, self.family))
+        return self.predict_design(design(program))
 
     def errors(self):
         """Per build, the relative error of each model with that build left out of the fit
-        (``(predicted - measured) / measured``), and the block counts' difference."""
+        (``(predicted - measured) / measured``), and whether the block counts are equal."""
         out = []
         for i, r in enumerate(self.records):
-            rest = self.records[:i] + self.records[i + 1:]
-            sub = Calibration.__new__(Calibration)
-            sub.family, sub.records = self.family, rest
-            sub.coef = {t: self._fit(rest, t) for t in ("logic", "ff")}
-            sub.period = self._fit_period(rest)
-            d = r["design"]
-            p = sub.predict_features(features(d, self.family), period_features(d), blocks_of(d, self.family))
+            rest = Calibration(self.family, self.records[:i] + self.records[i + 1:], check=False)
+            p = rest.predict_design(r["design"])
             out.append({"label": r["label"], "logic": (p.logic - r["logic"]) / r["logic"],
                         "ff": (p.ff - r["ff"]) / r["ff"],
                         "fmax": (p.fmax_mhz - r["fmax_mhz"]) / r["fmax_mhz"] if r["fmax_mhz"] else None,
                         "blocks_equal": p.blocks == r["blocks"]})
         return out
-
 
 def measured(report, family):
     """The figures the models predict, read from a build report (:func:`fpga.build.build`)."""
@@ -195,21 +180,18 @@ def record(program, report, family, label):
     return {"label": label, "family": family, "design": design(program), **measured(report, family)}
 
 
-def capacity_problems(prediction, board, program):
-    """Why the design does not fit ``board``: one line per resource over the device's
-    capacity (naming the resource and by how much); empty when it fits."""
-    problems = []
+def capacity_problems(logic, blocks, board, *, measured=False):
+    """Why ``logic`` cells and ``blocks`` (kind -> count) do not fit ``board``: one line
+    per resource over the device's capacity, naming it and by how much; empty when they fit.
+    ``measured`` says the figures come from a build rather than the model."""
+    need = "used" if measured else "needed"
     cap = dict(board.capacity)
     logic_name = next(iter(cap))
-    if prediction.logic > cap[logic_name]:
-        over = prediction.logic - cap[logic_name]
-        problems.append(f"{logic_name}: about {prediction.logic:,.0f} needed, the device has {cap[logic_name]:,} "
-                        f"({over:,.0f} over)")
-    for kind, n in prediction.blocks.items():
+    problems = []
+    if logic > cap[logic_name]:
+        problems.append(f"{logic_name}: {'' if measured else 'about '}{logic:,.0f} {need}, the device has "
+                        f"{cap[logic_name]:,} ({logic - cap[logic_name]:,.0f} over)")
+    for kind, n in blocks.items():
         if n > cap.get(kind, 0):
-            problems.append(f"{kind}: {n} needed, the device has {cap.get(kind, 0)} ({n - cap.get(kind, 0)} over)")
-    if board.family == "ice40":
-        why = spram_problem(program)
-        if why:
-            problems.append(f"SPRAM buffers: {why}")
+            problems.append(f"{kind}: {n} {need}, the device has {cap.get(kind, 0)} ({n - cap.get(kind, 0)} over)")
     return problems
