@@ -73,3 +73,73 @@ def random_inputs(rng, layer, count=1, *, extreme=False):
     x = rng.integers(0, amax + 1, shape)
     x[rng.random(shape) < 0.05] = amax  # more codes at the maximum than uniform draws give
     return x
+
+
+def random_network(rng, layers, input_shape, *, abits=4, wbits=4, terms=1, num_classes=10):
+    """A random integer :class:`~quant.artifact.Network` of the layers described, with
+    consistent exponents, for tests of every stage on graphs no training has to make.
+
+    ``layers`` lists tuples: ``("conv", out_c, kernel, stride, padding)``,
+    ``("skipconv", kernel, padding, source)`` (a conv2d keeping its input's channels and
+    size that adds the output of layer ``source``; ``-1`` is the input),
+    ``("maxpool", k)``, ``("avgpool", k)`` (``k`` ``None``: the whole map), ``("flatten",)``,
+    ``("linear", out)``.  The last weighted layer is the logits (no ReLU; its ``out`` is
+    ``num_classes``).
+    """
+    from quant.artifact import Network
+
+    shape, bits, exp = tuple(input_shape), abits, abits
+    tensors = {-1: (shape, bits, exp)}
+    last_weighted = max(i for i, d in enumerate(layers) if d[0] in ("conv", "skipconv", "linear"))
+    out = []
+    for i, d in enumerate(layers):
+        kind = d[0]
+        name = f"{kind}{i}"
+        if kind in ("maxpool", "avgpool"):
+            k = (shape[1], shape[2]) if d[1] is None else (d[1], d[1])
+            oshape = (shape[0],) + conv_out_hw(shape[1], shape[2], k, k, (0, 0))
+            lay = Layer(kind=f"{kind}2d", name=name, in_shape=shape, out_shape=oshape, kernel=k, stride=k,
+                        padding=(0, 0))
+            if kind == "avgpool":
+                lay.in_bits, lay.in_exp = bits, exp
+                bits, exp = bits + lay.pool_log2, exp + lay.pool_log2
+                lay.out_bits, lay.out_exp = bits, exp
+        elif kind == "flatten":
+            oshape = (int(np.prod(shape)),)
+            lay = Layer(kind="flatten", name=name, in_shape=shape, out_shape=oshape)
+        else:
+            relu = i != last_weighted
+            if kind == "linear":
+                out_c = d[1] if relu else num_classes
+                lay = random_layer(rng, kind="linear", in_c=shape[0], out_c=out_c, abits=abits, wbits=wbits,
+                                   terms=terms, relu=relu, name=name)
+            else:
+                out_c, k, s, p = (shape[0], d[1], 1, d[2]) if kind == "skipconv" else d[1:5]
+                lay = random_layer(rng, kind="conv2d", in_c=shape[0], out_c=out_c, hw=shape[1:], kernel=(k, k),
+                                   stride=(s, s), padding=(p, p), abits=abits, wbits=wbits, terms=terms, relu=relu,
+                                   name=name)
+            lay.in_shape, lay.in_bits, lay.in_exp = shape, bits, exp
+            a = lay.arrays
+            fan_in = int(np.prod(a["weight_sign"].shape[2:]))
+            a["bias"] = np.clip(a["bias"], -arith.product_bound(fan_in, bits, wbits, terms) // 8,
+                                arith.product_bound(fan_in, bits, wbits, terms) // 8)
+            if relu:
+                lay.out_exp = int(rng.integers(abits - 1, abits + 2))
+                # shifts that keep the codes spread: about the bits an output's sum takes
+                spread = arith.signed_bits(arith.product_bound(fan_in, bits, wbits, terms)) - abits
+                a["requant"] = rng.integers(max(0, spread // 2 - 1), max(1, spread // 2 + 3), out_c)
+            else:
+                lay.out_exp = int(exp + 2)
+                a["requant"] = -rng.integers(0, 3, out_c)
+            a["exp"] = (exp - lay.out_exp - a["requant"]).astype(np.int64)
+            if kind == "skipconv":
+                src = d[3]
+                lay.skip = src
+                _, lay.skip_bits, lay.skip_exp = tensors[src]
+                a["skip_shift"] = (exp - a["exp"] - lay.skip_exp).astype(np.int64)
+            oshape = lay.out_shape
+            bits, exp = (lay.out_bits, lay.out_exp) if relu else (None, lay.out_exp)
+        out.append(lay)
+        shape = oshape
+        tensors[i] = (shape, bits, exp)
+    return Network(input_shape=tuple(input_shape), input_bits=abits, layers=out, num_classes=num_classes)

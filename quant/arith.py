@@ -20,6 +20,13 @@ Weight
 Accumulator
     ``acc = bias + sum(weight_int * act)``, exact in two's complement of
     :func:`accumulator_bits` bits.
+Skip (residual add)
+    A layer with a skip adds an earlier tensor of its own output shape into its
+    accumulator, rescaled by a power of two: ``acc += skip_term(skip, s)`` with a
+    per-channel shift ``s`` (:func:`skip_term`).
+Average pool
+    The sum of a window of ``A = 2**k`` codes, standing for their mean at exponent
+    ``f + k``: no rounding, ``k`` more bits (at most :data:`MAX_IN_BITS`).
 Requantisation
     ``out = clamp(round_shift(acc, s), 0, 2**abits - 1)`` with a per-channel shift ``s``
     (``relu`` layers), or ``out = round_shift(acc, s)`` with ``s <= 0`` (the logits layer,
@@ -41,6 +48,8 @@ TERMS_RANGE = (1, 3)
 #: The widest accumulator the hardware builds; also keeps the float32 fake-quantised
 #: forward exact (integers below 2**24 are exact in float32), see :func:`float32_exact`.
 MAX_ACC_BITS = 32
+#: The widest input of a weighted layer: activations, or the sums an average pool gives.
+MAX_IN_BITS = 16
 
 
 def check_bits(*, wbits=None, abits=None, terms=None):
@@ -76,16 +85,40 @@ def signed_bits(bound):
     return int(bound).bit_length() + 1
 
 
+def check_in_bits(in_bits):
+    """Refuse a weighted layer's input width outside ``1 .. MAX_IN_BITS``."""
+    if not isinstance(in_bits, (int, np.integer)) or isinstance(in_bits, bool) or not 1 <= in_bits <= MAX_IN_BITS:
+        raise UserError(f"input bits {in_bits!r} of a weighted layer must be between 1 and {MAX_IN_BITS}; "
+                        "pool over a smaller window or lower --abits")
+
+
 def product_bound(fan_in, in_bits, wbits, terms):
     """Largest ``|sum(weight_int * act)|`` of one output: every input at its maximum,
-    every weight term at the largest shift with one sign.  Biases are clamped to it."""
-    check_bits(wbits=wbits, abits=in_bits, terms=terms)
+    every weight term at the largest shift with one sign.  Biases are clamped to it.
+    ``in_bits`` may exceed the activation bits after an average pool (up to
+    :data:`MAX_IN_BITS`)."""
+    check_bits(wbits=wbits, terms=terms)
+    check_in_bits(in_bits)
     if fan_in < 1:
         raise UserError(f"fan-in {fan_in!r} must be a positive integer")
-    return fan_in * act_max(in_bits) * terms * 2 ** (shift_levels(wbits) - 1)
+    return fan_in * (2**in_bits - 1) * terms * 2 ** (shift_levels(wbits) - 1)
 
 
-def accumulator_bits(fan_in, in_bits, wbits, terms):
+def skip_term(skip, shift):
+    """A skip tensor's codes in accumulator units: ``skip << shift`` where ``shift >= 0``,
+    the round-half-up shift right by ``-shift`` (:func:`round_shift`) where it is negative.
+    ``shift`` broadcasts against ``skip`` (per channel)."""
+    return round_shift(skip, -np.asarray(shift, dtype=np.int64))
+
+
+def skip_bound(skip_bits, max_shift):
+    """Largest skip term: the largest code shifted left by the largest shift (a right shift
+    never makes a code larger)."""
+    check_bits(abits=skip_bits)
+    return act_max(skip_bits) << max(0, int(max_shift))
+
+
+def accumulator_bits(fan_in, in_bits, wbits, terms, skip=0):
     """Accumulator width of a layer: products plus a bias of at most the same magnitude.
 
     Parameters
@@ -98,13 +131,15 @@ def accumulator_bits(fan_in, in_bits, wbits, terms):
         Weight code bits (sign + shift field).
     terms : int
         Powers of two per weight.
+    skip : int
+        The largest skip term added (:func:`skip_bound`), 0 without a skip.
 
     Returns
     -------
     int
-        Two's complement bits that hold ``bias + sum(products)`` for any input.
+        Two's complement bits that hold ``bias + sum(products) + skip`` for any input.
     """
-    return signed_bits(2 * product_bound(fan_in, in_bits, wbits, terms))
+    return signed_bits(2 * product_bound(fan_in, in_bits, wbits, terms) + skip)
 
 
 def output_bits(acc_bits, requant_shift, relu, out_abits):
@@ -159,6 +194,7 @@ class LayerArith:
     in_bits: int
     wbits: int
     terms: int
+    skip_bound: int = 0  # the largest skip term (:func:`skip_bound`); 0 without a skip
 
     @property
     def shift_levels(self):
@@ -175,7 +211,7 @@ class LayerArith:
 
     @property
     def acc_bits(self):
-        return accumulator_bits(self.fan_in, self.in_bits, self.wbits, self.terms)
+        return accumulator_bits(self.fan_in, self.in_bits, self.wbits, self.terms, self.skip_bound)
 
 
 def weight_value(sign, shift, zero):

@@ -20,8 +20,10 @@ from .errors import UserError
 from .fileio import write_atomic
 
 FORMAT = "shiftnn-artifact"
-SCHEMA_VERSION = 1
-KINDS = ("conv2d", "linear", "maxpool2d", "flatten")
+SCHEMA_VERSION = 2
+#: Versions this reader takes (version 1 has no average pools and no skips).
+READS = (1, 2)
+KINDS = ("conv2d", "linear", "maxpool2d", "avgpool2d", "flatten")
 #: Arrays each weighted layer stores; shapes are checked on load.
 WEIGHT_ARRAYS = ("weight_sign", "weight_shift", "weight_zero", "exp", "bias", "requant")
 
@@ -30,9 +32,12 @@ WEIGHT_ARRAYS = ("weight_sign", "weight_shift", "weight_zero", "exp", "bias", "r
 class Layer:
     """One integer layer.
 
-    ``conv2d``/``linear`` compute ``acc = bias + sum(weight * x)`` and requantise per output
-    channel (:func:`quant.arith.requantize`); ``maxpool2d`` and ``flatten`` move codes.
-    Shapes are per sample: ``(C, H, W)`` or ``(N,)``.
+    ``conv2d``/``linear`` compute ``acc = bias + sum(weight * x)`` (plus
+    :func:`quant.arith.skip_term` of layer ``skip``'s output when ``skip`` is set: the
+    residual add) and requantise per output channel (:func:`quant.arith.requantize`);
+    ``maxpool2d`` and ``flatten`` move codes; ``avgpool2d`` sums each window's codes (the
+    mean at an exponent ``log2(area)`` higher).  Shapes are per sample: ``(C, H, W)`` or
+    ``(N,)``.
     """
 
     kind: str
@@ -51,6 +56,10 @@ class Layer:
     relu: bool = None
     wbits: int = None
     terms: int = None
+    # the residual add: index of the earlier layer whose output is added (-1: the input)
+    skip: int = None
+    skip_bits: int = None
+    skip_exp: int = None
     arrays: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -58,10 +67,21 @@ class Layer:
         return self.kind in ("conv2d", "linear")
 
     @property
+    def has_skip(self):
+        return self.skip is not None
+
+    @property
     def arith(self):
         """Derived numbers of this layer (accumulator width etc.)."""
         fan_in = int(np.prod(self.arrays["weight_sign"].shape[2:]))
-        return arith.LayerArith(fan_in=fan_in, in_bits=self.in_bits, wbits=self.wbits, terms=self.terms)
+        bound = arith.skip_bound(self.skip_bits, int(np.max(self.arrays["skip_shift"]))) if self.has_skip else 0
+        return arith.LayerArith(fan_in=fan_in, in_bits=self.in_bits, wbits=self.wbits, terms=self.terms,
+                                skip_bound=bound)
+
+    @property
+    def pool_log2(self):
+        """``log2`` of an average pool's window area (its exponent and bits grow by it)."""
+        return (self.kernel[0] * self.kernel[1]).bit_length() - 1
 
     @property
     def weight(self):
@@ -133,7 +153,7 @@ def save_artifact(path, artifact):
         d = layer.meta()
         if layer.weighted:
             d["arrays"] = {}
-            for k in WEIGHT_ARRAYS:
+            for k in WEIGHT_ARRAYS + (("skip_shift",) if layer.has_skip else ()):
                 key = f"layers.{i}.{k}"
                 arrays[key] = np.asarray(layer.arrays[k], dtype=np.int64 if k != "weight_zero" else np.uint8)
                 d["arrays"][k] = key
@@ -211,9 +231,10 @@ def load_artifact(path):
             check.fail("has a corrupt manifest")
         check.that(isinstance(man, dict) and man.get("format") == FORMAT, f"is not a {FORMAT} file")
         version = man.get("schema_version")
-        if version != SCHEMA_VERSION:
+        if version not in READS:
             raise UserError(
-                f"artifact {path} has schema version {version!r}, this tool reads version {SCHEMA_VERSION}; "
+                f"artifact {path} has schema version {version!r}, this tool reads versions "
+                f"{', '.join(map(str, READS))}; "
                 f"re-export it with `python -m quant.export RUN_DIR`"
             )
         try:
@@ -230,6 +251,8 @@ def _parse(check, npz, names, man):
     check.that(int(inp["exp"]) == bits, "input exponent must equal its bits")
     layers = []
     cur_shape, cur_bits, cur_exp = shape, bits, bits
+    # (shape, bits, exp) of every tensor a skip may read: the input (-1) and each layer's output
+    tensors = {-1: (shape, bits, bits)}
     for i, d in enumerate(man["layers"]):
         where = f"layer {i} ({d.get('name', '?')})"
         kind = d["kind"]
@@ -240,11 +263,25 @@ def _parse(check, npz, names, man):
         layer = Layer(kind=kind, name=d["name"], in_shape=in_shape, out_shape=tuple(d["out_shape"]))
         if kind == "flatten":
             check.that(layer.out_shape == (int(np.prod(in_shape)),), f"{where} flattens {in_shape} to {layer.out_shape}")
-        elif kind == "maxpool2d":
+        elif kind in ("maxpool2d", "avgpool2d"):
             layer.kernel, layer.stride, layer.padding = tuple(d["kernel"]), tuple(d["stride"]), (0, 0)
             check.that(len(in_shape) == 3, f"{where} needs a (C, H, W) input, got {in_shape}")
             want = (in_shape[0],) + conv_out_hw(in_shape[1], in_shape[2], layer.kernel, layer.stride, (0, 0))
             check.that(layer.out_shape == want, f"{where} output shape {layer.out_shape}, expected {want}")
+            if kind == "avgpool2d":
+                area = layer.kernel[0] * layer.kernel[1]
+                check.that(area & (area - 1) == 0, f"{where} averages {area} values, not a power of two")
+                check.that(layer.stride == layer.kernel, f"{where} needs its stride equal to its kernel")
+                for k in ("in_bits", "in_exp", "out_bits", "out_exp"):
+                    setattr(layer, k, d[k])
+                check.that((layer.in_bits, layer.in_exp) == (cur_bits, cur_exp),
+                           f"{where} expects {layer.in_bits}-bit inputs at exponent {layer.in_exp}, "
+                           f"the previous layer gives {cur_bits} bits at exponent {cur_exp}")
+                check.that((layer.out_bits, layer.out_exp) == (cur_bits + layer.pool_log2, cur_exp + layer.pool_log2),
+                           f"{where} must give {cur_bits + layer.pool_log2}-bit sums at exponent "
+                           f"{cur_exp + layer.pool_log2}")
+                check.hardware(where, arith.check_in_bits, layer.out_bits)
+                cur_bits, cur_exp = layer.out_bits, layer.out_exp
         else:
             for k in ("in_bits", "in_exp", "out_exp", "relu", "wbits", "terms"):
                 setattr(layer, k, d[k])
@@ -264,10 +301,25 @@ def _parse(check, npz, names, man):
                 check.that(len(in_shape) == 1 and len(layer.out_shape) == 1, f"{where} needs flat shapes")
                 wshape = (layer.terms, out_ch, in_shape[0])
             names_ = d["arrays"]
-            for k in WEIGHT_ARRAYS:
+            if d.get("skip") is not None:
+                layer.skip, layer.skip_bits, layer.skip_exp = int(d["skip"]), int(d["skip_bits"]), int(d["skip_exp"])
+                check.that(layer.skip in tensors and layer.skip < i, f"{where} adds the output of layer {layer.skip}, "
+                           "which is not an earlier layer")
+                src_shape, src_bits, src_exp = tensors[layer.skip]
+                check.that(src_shape == layer.out_shape, f"{where} adds a skip of shape {src_shape} to its output "
+                           f"of shape {layer.out_shape}")
+                check.that((src_bits, src_exp) == (layer.skip_bits, layer.skip_exp),
+                           f"{where} expects a {layer.skip_bits}-bit skip at exponent {layer.skip_exp}, layer "
+                           f"{layer.skip} gives {src_bits} bits at exponent {src_exp}")
+                check.that(bool(d["relu"]), f"{where} adds a skip but has no ReLU")
+            for k in WEIGHT_ARRAYS + (("skip_shift",) if layer.has_skip else ()):
                 shp = wshape if k.startswith("weight") else (out_ch,)
                 layer.arrays[k] = _int_array(check, npz, names_[k], shp, where)
             a = layer.arrays
+            if layer.has_skip:
+                check.hardware(where, arith.check_bits, abits=layer.skip_bits)
+                check.that(np.array_equal(a["skip_shift"], layer.in_exp - a["exp"] - layer.skip_exp),
+                           f"{where} skip shifts disagree with in_exp - exp - skip_exp")
             levels = arith.shift_levels(layer.wbits)
             check.that(np.all((a["weight_sign"] == 0) | (a["weight_sign"] == 1)), f"{where} has a sign code other than 0/1")
             check.that(np.all((a["weight_zero"] == 0) | (a["weight_zero"] == 1)), f"{where} has a zero flag other than 0/1")
@@ -287,6 +339,7 @@ def _parse(check, npz, names, man):
             cur_bits, cur_exp = (layer.out_bits, layer.out_exp) if layer.relu else (None, layer.out_exp)
         layers.append(layer)
         cur_shape = layer.out_shape
+        tensors[i] = (cur_shape, cur_bits, cur_exp)
     check.that(len(layers) > 0 and layers[-1].weighted and not layers[-1].relu,
                "must end in a logits layer (linear or conv without ReLU)")
     net = Network(input_shape=shape, input_bits=bits, layers=layers, num_classes=int(man["num_classes"]))

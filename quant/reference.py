@@ -15,8 +15,20 @@ def _windows(x, kernel, stride):
     return sliding_window_view(x, kernel, axis=(2, 3))[:, :, :: stride[0], :: stride[1]]
 
 
-def accumulate(layer, x):
-    """``bias + sum(weight * x)`` of a conv2d/linear layer, int64, shape ``(N, *out_shape)``."""
+def accumulate(layer, x, skip=None):
+    """``bias + sum(weight * x)`` of a conv2d/linear layer, int64, shape ``(N, *out_shape)``,
+    plus the skip term (:func:`quant.arith.skip_term`) of ``skip`` (the output of layer
+    ``layer.skip``) when the layer has one."""
+    acc = _products(layer, x)
+    if layer.has_skip:
+        if skip is None:
+            raise ValueError(f"layer {layer.name} adds a skip; pass the output of layer {layer.skip}")
+        shift = layer.arrays["skip_shift"].reshape((-1,) + (1,) * (acc.ndim - 2))
+        acc = acc + arith.skip_term(np.asarray(skip, dtype=np.int64), shift)
+    return acc
+
+
+def _products(layer, x):
     a = layer.arrays
     w = layer.weight  # (O, I[, kh, kw])
     if layer.kind == "linear":
@@ -31,14 +43,17 @@ def accumulate(layer, x):
     return acc.reshape(n, ho, wo, -1).transpose(0, 3, 1, 2) + a["bias"][:, None, None]
 
 
-def run_layer(layer, x):
-    """One integer layer on a batch ``x`` of shape ``(N, *layer.in_shape)``."""
+def run_layer(layer, x, skip=None):
+    """One integer layer on a batch ``x`` of shape ``(N, *layer.in_shape)`` (``skip``: the
+    output of layer ``layer.skip`` for a layer that adds one)."""
     x = np.asarray(x, dtype=np.int64)
     if layer.kind == "flatten":
         return x.reshape(x.shape[0], -1)
     if layer.kind == "maxpool2d":
         return _windows(x, layer.kernel, layer.stride).max(axis=(4, 5))
-    acc = accumulate(layer, x)
+    if layer.kind == "avgpool2d":  # the window's sum: its mean at an exponent log2(area) higher
+        return _windows(x, layer.kernel, layer.stride).sum(axis=(4, 5))
+    acc = accumulate(layer, x, skip)
     shift = layer.arrays["requant"].reshape((-1,) + (1,) * (acc.ndim - 2))
     return arith.requantize(acc, shift, layer.relu, layer.out_bits)
 
@@ -48,13 +63,21 @@ def run(network, inputs, *, batch=256):
     inputs = np.asarray(inputs, dtype=np.int64)
     chunks = []
     for start in range(0, inputs.shape[0], batch):
-        h = inputs[start : start + batch]
+        h = x = inputs[start : start + batch]
         outs = []
         for layer in network.layers:
-            h = run_layer(layer, h)
+            h = run_layer(layer, h, skip_input(layer, x, outs))
             outs.append(h)
         chunks.append(outs)
     return [np.concatenate([c[i] for c in chunks]) for i in range(len(network.layers))]
+
+
+def skip_input(layer, inputs, outs):
+    """The tensor ``layer`` adds (``None`` without a skip): ``inputs`` for skip ``-1``, else
+    the output of the earlier layer in ``outs``."""
+    if not getattr(layer, "has_skip", False):
+        return None
+    return inputs if layer.skip < 0 else outs[layer.skip]
 
 
 def predict(network, inputs):

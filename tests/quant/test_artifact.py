@@ -164,7 +164,7 @@ def _exp_vs_requant(m, a):
 
 
 def _unknown_kind(m, a):
-    m["layers"][1]["kind"] = "avgpool2d"
+    m["layers"][1]["kind"] = "avgpool3d"
     return m
 
 
@@ -218,7 +218,7 @@ DAMAGE = [
     ("bias-beyond-bound", _bias_beyond, ["layer 0", "bias beyond its accumulator bound"]),
     ("requant-inconsistent", _requant, ["layer 5", "requant shifts disagree with in_exp - exp - out_exp"]),
     ("exp-inconsistent", _exp_vs_requant, ["layer 0", "requant shifts disagree"]),
-    ("unknown-kind", _unknown_kind, ["layer 1", "unknown kind 'avgpool2d'"]),
+    ("unknown-kind", _unknown_kind, ["layer 1", "unknown kind 'avgpool3d'"]),
     ("golden-output-shape", _golden_shape, ["'golden.layers.5'", "has shape", "expected"]),
     ("golden-inputs-beyond-bits", _golden_inputs, ["golden inputs exceed the input bits"]),
     ("golden-count", _golden_count, ["'golden.inputs'", "has shape"]),
@@ -274,8 +274,29 @@ def test_schema_version_mismatch(trained_runs, tmp_path):
     manifest["schema_version"] = SCHEMA_VERSION + 1
     path = tmp_path / "future.npz"
     write_npz(path, manifest, arrays)
-    msg = expect_error(path, f"schema version {SCHEMA_VERSION + 1}", f"reads version {SCHEMA_VERSION}", "re-export")
+    msg = expect_error(path, f"schema version {SCHEMA_VERSION + 1}", f"reads versions 1, {SCHEMA_VERSION}", "re-export")
     assert "quant.export" in msg
+
+
+def test_graph_layers_round_trip(tmp_path):
+    """Average pools and skips (schema 2) survive save and load, and the numpy and torch
+    integer models agree on them exactly."""
+    from hw.random_layers import random_network
+    from quant import reference, torch_int
+    from quant.artifact import Artifact, Golden, save_artifact
+
+    rng = np.random.default_rng(3)
+    net = random_network(rng, [("conv", 4, 3, 1, 1), ("skipconv", 3, 1, 0), ("conv", 4, 3, 2, 1), ("skipconv", 1, 0, 2),
+                               ("avgpool", None), ("flatten",), ("linear", 10)], (3, 8, 8))
+    x = rng.integers(0, 16, (6, 3, 8, 8))
+    outs = reference.run(net, x)
+    assert all(np.array_equal(a, b) for a, b in zip(outs, torch_int.run(net, x)))
+    path = tmp_path / "graph.npz"
+    save_artifact(path, Artifact(net, Golden(inputs=x, outputs=outs, labels=np.zeros(6, dtype=np.int64)), {}))
+    back = load_artifact(path).network
+    assert [lay.skip for lay in back.layers] == [None, 0, None, 2, None, None, None]
+    assert back.layers[4].kind == "avgpool2d" and back.layers[4].out_bits == 4 + 4
+    assert all(np.array_equal(a, b) for a, b in zip(outs, reference.run(back, x)))
 
 
 def test_stored_member_with_bad_crc(trained_runs, tmp_path):
