@@ -65,6 +65,9 @@ class LayerPlan:
     """
 
     def __init__(self, layer, cfg, *, pool=None, nb_multiple=1, check=True):
+        if getattr(layer, "skip", None) is not None:
+            raise UserError(f"{layer.name}: the layer engine does not run residual adds yet (the skip path is issue "
+                            "15's next step); run this network with quant.reference or python -m quant.diverge")
         self.layer, self.cfg = layer, cfg
         self.geom = g = Geometry.of(layer)
         self.pool = (1, 1) if pool is None else tuple(int(v) for v in pool)

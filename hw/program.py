@@ -218,6 +218,9 @@ class NetworkProgram:
                 layer = flatten_linear(nxt, shape, rows)
                 names.append(nxt.name)
                 i += 1
+            elif layer.kind == "avgpool2d":
+                raise UserError(f"{layer.name}: the network engine does not run average pools yet (their fusion "
+                                "into the next layer is issue 15's next step); use a max-pool for the board")
             elif layer.kind == "maxpool2d":
                 raise UserError(f"{layer.name}: the network engine fuses a max-pool into the conv2d before it; "
                                 "this one follows no conv2d")

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from . import arith
 from .data import DATASETS
 from .errors import UserError
-from .models import MODELS
+from .models import MODELS, complete_spec, is_factory, resolve_spec, spec_to_module
 from .methods import METHODS, method_class
 
 
@@ -19,7 +19,14 @@ class TrainConfig:
 
     data: str = field(default="digits", metadata={"help": f"dataset: {' | '.join(DATASETS)} (digits is bundled)"})
     data_dir: str = field(default=None, metadata={"help": "folder with the four MNIST IDX files (for --data mnist)"})
-    model: str = field(default="cnn", metadata={"help": f"network: {' | '.join(MODELS)}"})
+    model: str = field(default="cnn", metadata={
+        "help": f"network: {' | '.join(MODELS)}, package.module:factory (a function returning an nn.Module), "
+                "or 'spec' for the [model] table of the TOML config (docs/networks.md)"})
+    channels: list = field(default=None, metadata={"help": "cnn: conv widths, one pooled stage each, e.g. 16,32"})
+    kernel: int = field(default=3, metadata={"help": "cnn: conv kernel size (odd; same padding)"})
+    hidden: list = field(default=None, metadata={"help": "mlp: hidden widths, e.g. 128,64"})
+    arch: list = field(default=None, metadata={
+        "cli": False, "help": "the model's spec, one entry per layer (set from --model, or the [model] table)"})
     method: str = field(default="pow2", metadata={"help": f"quantisation: {' | '.join(METHODS)}"})
     wbits: int = field(default=4, metadata={"help": "weight code bits: sign + shift field with one code for zero"})
     abits: int = field(default=4, metadata={"help": "unsigned activation bits (also the input's)"})
@@ -68,8 +75,18 @@ class TrainConfig:
         """Refuse values no run can use, with a one-line :class:`UserError`."""
         if self.data not in DATASETS:
             raise UserError(f"unknown dataset {self.data!r}; choose --data from {', '.join(DATASETS)}")
-        if self.model not in MODELS:
-            raise UserError(f"unknown model {self.model!r}; choose --model from {', '.join(MODELS)}")
+        if self.model not in MODELS + ("spec",) and not is_factory(self.model):
+            raise UserError(f"unknown model {self.model!r}; choose --model from {', '.join(MODELS)}, "
+                            "package.module:factory, or give a [model] table in the TOML config")
+        if self.model == "spec" and not self.arch:
+            raise UserError("--model spec needs a [model] table of layers in the TOML config (docs/networks.md)")
+        for name in ("channels", "hidden"):
+            v = getattr(self, name)
+            if v is not None and (not v or not all(isinstance(c, int) and not isinstance(c, bool) and c > 0
+                                                   for c in v)):
+                raise UserError(f"--{name} must be a comma list of positive widths, e.g. 16,32, not {v!r}")
+        if self.kernel < 1:
+            raise UserError(f"--kernel must be >= 1, not {self.kernel}")
         if self.method not in METHODS:
             raise UserError(f"unknown method {self.method!r}; choose --method from {', '.join(METHODS)}")
         arith.check_bits(wbits=self.wbits, abits=self.abits, terms=self.terms)
@@ -82,6 +99,19 @@ class TrainConfig:
         if not self.lr > 0:
             raise UserError(f"--lr must be positive, not {self.lr}")
         return self
+
+    def resolve_arch(self, image_shape, num_classes):
+        """Record the model's spec (:mod:`quant.models`) in ``arch`` if it is not there yet: what
+        the checkpoint and ``config.json`` keep, so a run rebuilds without the user's code."""
+        if self.arch is None:
+            self.arch = resolve_spec(self.model, image_shape, num_classes, channels=self.channels,
+                                     hidden=self.hidden, kernel=self.kernel)
+        self.arch = complete_spec(self.arch, num_classes)
+        return self.arch
+
+    def build_model(self, image_shape, num_classes):
+        """The float ``nn.Sequential`` of this run."""
+        return spec_to_module(self.resolve_arch(image_shape, num_classes), image_shape, num_classes)
 
     @property
     def quantized(self):
@@ -119,6 +149,8 @@ def _coerce(value, typ, where):
         return float(value)
     if typ is bool and not isinstance(value, bool) or typ is not bool and isinstance(value, bool):
         raise UserError(f"{where} must be a {typ.__name__}, not {value!r}")
+    if typ is list and isinstance(value, tuple):
+        value = list(value)
     if not isinstance(value, typ):
         raise UserError(f"{where} must be a {typ.__name__}, not {value!r}")
     return value
@@ -133,8 +165,18 @@ def load_toml(path):
         raise UserError(f"config file {path} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"config file {path} is not valid TOML: {exc}") from None
+    model = d.pop("model", None) if isinstance(d.get("model"), dict) else None
     if set(d) == {"train"} and isinstance(d["train"], dict):
-        d = d["train"]
+        d = dict(d["train"])
+    if model is not None:
+        layers = model.get("layers")
+        unknown = sorted(set(model) - {"layers"})
+        if unknown or not isinstance(layers, list) or not layers:
+            raise UserError(f"config file {path}: the [model] table needs a list 'layers' of layer tables "
+                            f"(and nothing else{', not ' + repr(unknown[0]) if unknown else ''}); see docs/networks.md")
+        if "model" in d:
+            raise UserError(f"config file {path} has both a [model] table and a model key; keep one")
+        d["model"], d["arch"] = "spec", layers
     return d
 
 
@@ -145,6 +187,13 @@ def _parse_bool(text):
     if low in ("0", "false", "no", "off"):
         return False
     raise argparse.ArgumentTypeError(f"expected true or false, not {text!r}")
+
+
+def _parse_widths(text):
+    try:
+        return [int(t) for t in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a comma list of integers such as 16,32, not {text!r}") from None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -159,7 +208,9 @@ def add_config_arguments(parser, cls=None):
     cls = TrainConfig if cls is None else cls
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        typ = _parse_bool if hints[f.name] is bool else hints[f.name]
+        if f.metadata.get("cli") is False:
+            continue
+        typ = {bool: _parse_bool, list: _parse_widths}.get(hints[f.name], hints[f.name])
         default = f.default
         parser.add_argument(
             "--" + f.name.replace("_", "-"), dest=f.name, type=typ, default=None,
@@ -181,6 +232,9 @@ def resolve(args, given_toml=None):
         v = getattr(args, f.name, None)
         if v is not None:
             setattr(cfg, f.name, v)
+    if any(getattr(args, k, None) is not None for k in ("model", "channels", "hidden", "kernel")) \
+            and cfg.model != "spec":
+        cfg.arch = None  # the command line names another network than the file's table
     return cfg.validate()
 
 

@@ -11,11 +11,11 @@ from torch import nn
 from . import arith
 from .artifact import Golden, Layer, Network, conv_out_hw
 from .errors import UserError
-from .layers import IntMaxPool2d, QuantConv2d, QuantInput, QuantLinear, QuantNet, QuantReLU
+from .layers import IntAvgPool2d, IntMaxPool2d, QuantConv2d, QuantInput, QuantLinear, QuantNet, QuantReLU
 from .quantizers import quantize_input
 
 
-_SHORT = {QuantConv2d: "conv", QuantLinear: "fc", IntMaxPool2d: "pool", nn.Flatten: "flatten"}
+_SHORT = {QuantConv2d: "conv", QuantLinear: "fc", IntMaxPool2d: "pool", IntAvgPool2d: "avgpool", nn.Flatten: "flatten"}
 
 
 def _pair(v):
@@ -38,7 +38,10 @@ def lower(qnet, input_shape, num_classes):
     if not body or not isinstance(body[0], QuantInput):
         raise UserError("a QuantNet must start with a QuantInput")
     shape, bits, exp = tuple(input_shape), body[0].bits, body[0].exp
+    network_input_shape = tuple(input_shape)
     layers, taps = [], []
+    produced = {0: -1}  # body index -> the integer layer whose output it is (-1: the input)
+    info = {-1: (bits, exp)}  # integer layer -> (bits, exp) of its output
     i = 1
     while i < len(body):
         m = body[i]
@@ -79,6 +82,15 @@ def lower(qnet, input_shape, num_classes):
                 "weight_zero": zero.astype(np.uint8), "exp": e0, "bias": b_int.numpy().astype(np.int64),
                 "requant": exp - e0 - out_exp,
             }
+            if m.skip_source is not None:
+                src = produced[m.skip_source]
+                skip_bits, skip_exp = info[src]
+                src_shape = tuple(network_input_shape if src < 0 else layers[src].out_shape)
+                if src_shape != tuple(layer.out_shape):
+                    raise UserError(f"layer {m.user_index} ({type(m).__name__}): the residual add needs both branches "
+                                    f"of the same shape, not {tuple(layer.out_shape)} and {src_shape}")
+                layer.skip, layer.skip_bits, layer.skip_exp = src, skip_bits, int(skip_exp)
+                layer.arrays["skip_shift"] = (exp - e0 - int(skip_exp)).astype(np.int64)
             arith.check_accumulator(name, layer.arith.acc_bits)
             shape = layer.out_shape
             bits, exp = (out_bits, out_exp) if relu else (None, out_exp)
@@ -88,6 +100,16 @@ def lower(qnet, input_shape, num_classes):
             layer = Layer(kind="maxpool2d", name=name, in_shape=shape, kernel=k, stride=s, padding=(0, 0),
                           out_shape=(shape[0],) + conv_out_hw(shape[1], shape[2], k, s, (0, 0)))
             shape, tap = layer.out_shape, i
+        elif isinstance(m, IntAvgPool2d):
+            if len(shape) != 3:
+                raise UserError(f"layer {m.user_index} (average pool) needs a (C, H, W) input, got shape {shape}")
+            k = m.window(shape)
+            log2a = m._log2(k)
+            layer = Layer(kind="avgpool2d", name=name, in_shape=shape, kernel=k, stride=k, padding=(0, 0),
+                          out_shape=(shape[0],) + conv_out_hw(shape[1], shape[2], k, k, (0, 0)),
+                          in_bits=bits, in_exp=exp, out_bits=bits + log2a, out_exp=exp + log2a)
+            shape, tap = layer.out_shape, i
+            bits, exp = bits + log2a, exp + log2a
         elif isinstance(m, nn.Flatten):
             layer = Layer(kind="flatten", name=name, in_shape=shape, out_shape=(int(np.prod(shape)),))
             shape, tap = layer.out_shape, i
@@ -95,6 +117,9 @@ def lower(qnet, input_shape, num_classes):
             raise UserError(f"layer {i} ({type(m).__name__}) has no integer form")
         layers.append(layer)
         taps.append((tap, exp))
+        for j in range(i, tap + 1):
+            produced[j] = len(layers) - 1
+        info[len(layers) - 1] = (bits, exp)
         i += 1
     if not layers or not layers[-1].weighted or layers[-1].relu:
         raise UserError("the network must end in a linear or conv layer without ReLU (the logits)")
@@ -111,11 +136,7 @@ def fake_quant_outputs(qnet, taps, x):
     """
     was = qnet.training
     qnet.eval()
-    outs = []
-    h = x
-    for m in qnet.body:
-        h = m(h)
-        outs.append(h)
+    outs = qnet.run(x, listed=True)
     qnet.train(was)
     return [outs[tap].double().numpy() * 2.0**exp for tap, exp in taps]
 

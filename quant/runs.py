@@ -10,7 +10,6 @@ from .errors import UserError
 from .fileio import write_atomic
 from .layers import QuantNet, quantize_model
 from .methods import get_method
-from .models import build_model
 
 CHECKPOINT = "checkpoint.pt"
 CONFIG = "config.json"
@@ -23,13 +22,13 @@ def build_network(cfg, image_shape, num_classes=10, *, float_model=None, method=
     """The network ``cfg`` trains: a float ``nn.Sequential`` or a :class:`QuantNet` (quantising
     ``float_model``, a trained float network, when given) with ``method``'s quantisers
     (default: the config's method, :mod:`quant.methods`)."""
-    model = float_model if float_model is not None else build_model(cfg.model, image_shape, num_classes)
+    model = float_model if float_model is not None else cfg.build_model(image_shape, num_classes)
     if not cfg.quantized:
         return model
     return quantize_model(model, method=method or get_method(cfg))
 
 
-def save_checkpoint(path, *, model, optimizer, scheduler, epoch, cfg, image_shape, extra=None):
+def save_checkpoint(path, *, model, optimizer, scheduler, epoch, cfg, image_shape, num_classes=10, extra=None):
     state = {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict() if optimizer else None,
@@ -37,6 +36,7 @@ def save_checkpoint(path, *, model, optimizer, scheduler, epoch, cfg, image_shap
         "epoch": epoch,  # epochs completed
         "config": cfg.to_dict(),
         "image_shape": list(image_shape),
+        "num_classes": num_classes,
         "rng": torch.get_rng_state(),
         "extra": extra or {},
     }
@@ -67,7 +67,7 @@ def load_checkpoint(path):
 def load_network(path, *, method=None):
     """Rebuild a run's network from its checkpoint; returns ``(network, state)``."""
     state = load_checkpoint(path)
-    net = build_network(state["config"], state["image_shape"], method=method)
+    net = build_network(state["config"], state["image_shape"], state.get("num_classes", 10), method=method)
     try:
         net.load_state_dict(state["model"])
     except RuntimeError as exc:
@@ -95,5 +95,8 @@ def summary(folder):
 def finished(cfg):
     """The summary of the run in ``cfg.out`` if it is a finished run of exactly ``cfg``
     (its ``config.json`` equal to ``cfg.to_dict()``), else ``None``: what a sweep reuses."""
-    same = _read_json(pathlib.Path(cfg.out) / CONFIG) == cfg.to_dict()
+    saved, mine = _read_json(pathlib.Path(cfg.out) / CONFIG), cfg.to_dict()
+    if isinstance(saved, dict) and mine["arch"] is None:
+        saved = {**saved, "arch": None}  # the run recorded the spec its --model resolved to
+    same = saved == mine
     return summary(cfg.out) if same else None

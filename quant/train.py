@@ -42,6 +42,9 @@ def _check_compatible(cfg, src, path):
         if getattr(src, key) != getattr(cfg, key):
             raise UserError(f"--init-from {path} was trained with --{key} {getattr(src, key)}, "
                             f"this run uses --{key} {getattr(cfg, key)}; they must match")
+    if src.arch is not None and src.arch != cfg.arch:
+        raise UserError(f"--init-from {path} was trained with another network of --model {cfg.model} "
+                        "(its layers or widths differ); give the same layers")
 
 
 def initial_network(cfg, dataset, method):
@@ -131,6 +134,11 @@ def train(cfg, *, resume=False, progress=True):
     """Train per ``cfg`` into ``cfg.out``; export and verify quantised models.  Returns the summary."""
     out = pathlib.Path(cfg.out)
     dataset = load_dataset(cfg.data, cfg.data_dir)
+    if cfg.arch is None and cfg.init_from and not resume:
+        src = runs.load_checkpoint(cfg.init_from)["config"]
+        if src.model == cfg.model:
+            cfg.arch = src.arch  # the same network as the run it starts from (a factory is not called again)
+    cfg.resolve_arch(dataset.image_shape, dataset.num_classes)
     method = get_method(cfg)
     start_epoch, float_acc, float_source = 0, None, None
     t_setup = time.perf_counter()
@@ -191,7 +199,8 @@ def train(cfg, *, resume=False, progress=True):
             print(f"epoch {epoch + 1}/{epochs}  loss {line['loss']:.4f}  test {100 * acc:.2f}%  {seconds:.1f}s",
                   file=sys.stderr)
             runs.save_checkpoint(out / runs.CHECKPOINT, model=net, optimizer=trainer.opt, scheduler=trainer.sched,
-                                 epoch=epoch + 1, cfg=cfg, image_shape=dataset.image_shape, extra=extra)
+                                 epoch=epoch + 1, cfg=cfg, image_shape=dataset.image_shape,
+                                 num_classes=dataset.num_classes, extra=extra)
             # the log line only after the checkpoint holds the epoch, so a resume never repeats it
             log.write(json.dumps(line) + "\n")
             log.flush()
@@ -200,7 +209,8 @@ def train(cfg, *, resume=False, progress=True):
     if epochs == 0 or start_epoch >= epochs or cfg.quantized:
         # the final state (after ``finish``) is what the checkpoint keeps and the artifact exports
         runs.save_checkpoint(out / runs.CHECKPOINT, model=net, optimizer=trainer.opt, scheduler=trainer.sched,
-                             epoch=max(start_epoch, epochs), cfg=cfg, image_shape=dataset.image_shape, extra=extra)
+                             epoch=max(start_epoch, epochs), cfg=cfg, image_shape=dataset.image_shape,
+                                 num_classes=dataset.num_classes, extra=extra)
     return finish(net, cfg, dataset, out, extra, epoch_seconds)
 
 

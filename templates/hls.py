@@ -344,6 +344,10 @@ def generate(artifact, out_dir, *, samples=None):
     or all when the artifact has fewer).
     """
     art = load_artifact(artifact)
+    for layer in art.network.layers:
+        if layer.kind == "avgpool2d" or getattr(layer, "skip", None) is not None:
+            raise UserError(f"{layer.name}: the HLS C++ does not have {'average pools' if layer.kind == 'avgpool2d' else 'residual adds'} "
+                            "yet (issue 15's next step); check this network with python -m quant.diverge")
     count = int(art.golden.inputs.shape[0])
     if count < 1:
         raise UserError(f"artifact {artifact} has no golden vectors; re-export it with "

@@ -48,7 +48,7 @@ def test_quantize_model_keeps_float_weights():
 
 
 @pytest.mark.parametrize("layer", [nn.Sigmoid(), nn.Conv2d(2, 2, 3, groups=2), nn.MaxPool2d(2, padding=1),
-                                   nn.AvgPool2d(2)])
+                                   nn.AvgPool2d(2, padding=1), nn.Dropout2d()])
 def test_unsupported_layers_are_refused(layer):
     with pytest.raises(UserError) as e:
         quantize_model(nn.Sequential(layer), make_weight_quant=pow2(), abits=4)

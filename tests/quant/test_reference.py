@@ -21,6 +21,12 @@ def make_qnet(model, shape, method, wbits, abits, terms, seed=0, steps=3):
     net = quantize_model(build_model(model, shape),
                          make_weight_quant=weight_quant_factory(method, wbits=wbits, terms=terms, per_channel=True),
                          abits=abits)
+    return excite(net, shape, steps)
+
+
+def excite(net, shape, steps=3):
+    """Random BatchNorm affine parameters, then ``steps`` training batches for its statistics and
+    the activation exponents; returns ``net`` in eval mode."""
     net.train()
     with torch.no_grad():
         for m in net.modules():
