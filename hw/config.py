@@ -25,6 +25,10 @@ class HwConfig:
     terms: int = field(default=1, metadata={"help": "powers of two summed per weight"})
     max_fan_in: int = field(default=1568, metadata={"help": "deepest fan-in accepted; sets the accumulator width"})
     max_left: int = field(default=4, metadata={"help": "largest left shift of a logits layer's requantiser"})
+    skip: bool = field(default=False, metadata={
+        "help": "build the residual-add path: a layer may add an earlier tensor, shifted per channel, into its "
+                "accumulator"})
+    max_skip_left: int = field(default=0, metadata={"help": "largest left shift of a residual add's skip term"})
     pipeline: bool = field(default=False,
                      metadata={"help": "register after each PE's shifter (one more cycle of latency)"})
     bram_reg: bool = field(default=False,
@@ -43,8 +47,10 @@ class HwConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise UserError(f"{name} must be a positive integer, not {value!r}")
-        if not isinstance(self.max_left, int) or self.max_left < 0:
-            raise UserError(f"max_left must be a non-negative integer, not {self.max_left!r}")
+        for name in ("max_left", "max_skip_left"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise UserError(f"{name} must be a non-negative integer, not {value!r}")
         arith.check_bits(wbits=self.wbits, abits=self.abits, terms=self.terms)
         if self.acc_bits > arith.MAX_ACC_BITS:
             raise UserError(
@@ -53,11 +59,17 @@ class HwConfig:
                 f"{arith.MAX_ACC_BITS} the array builds; lower --max-fan-in, --abits, --wbits or --terms"
             )
 
+        if self.skip and self.skip_issue < 0:
+            raise UserError(f"the residual-add path needs its skip read {-self.skip_issue} cycle(s) before a "
+                            f"position enters the {self.rows}x{self.cols} array; use an array of at least 2 PEs")
+
     # --- derived numbers -------------------------------------------------------------
     @property
     def arith(self):
         """The integer contract of the deepest layer this design accepts."""
-        return arith.LayerArith(fan_in=self.max_fan_in, in_bits=self.abits, wbits=self.wbits, terms=self.terms)
+        skip = arith.skip_bound(self.abits, self.max_skip_left) if self.skip else 0
+        return arith.LayerArith(fan_in=self.max_fan_in, in_bits=self.abits, wbits=self.wbits, terms=self.terms,
+                                skip_bound=skip)
 
     @property
     def acc_bits(self):
@@ -99,6 +111,30 @@ class HwConfig:
         return self.arith.shift_levels
 
     @property
+    def skip_right(self):
+        """Largest right shift of a skip term that can leave anything: a code shifted right
+        by ``abits + 1`` rounds to 0, so larger shifts are clamped to it."""
+        return self.abits + 1
+
+    @property
+    def skip_shift_bits(self):
+        """Signed bits of a skip shift in ``[-skip_right, max_skip_left]`` (0 without the path)."""
+        return arith.signed_bits(max(self.skip_right, self.max_skip_left)) if self.skip else 0
+
+    @property
+    def skip_lead(self):
+        """Cycles between the skip read of a position and its dot products entering the
+        drain's adder: one for the read, one to add the term to the bias."""
+        return 2
+
+    @property
+    def skip_issue(self):
+        """Cycles after a position's activations enter the array that its skip codes are
+        read: its sums leave ``latency`` cycles after, ``input_stages``-independent, and the
+        drain's adder takes them ``bram_reg`` cycles later still."""
+        return self.latency + int(self.bram_reg) - self.skip_lead
+
+    @property
     def code_bits(self):
         """Bits of one PE's weight register: ``terms`` codes of ``wbits`` bits."""
         return self.terms * self.wbits
@@ -134,7 +170,7 @@ class HwConfig:
         """The derived widths, for the record saved beside generated files."""
         return {k: getattr(self, k) for k in ("acc_bits", "dot_bits", "shift_levels", "code_bits", "product_bits",
                                               "rq_bits", "out_bits", "latency", "load_cycles", "input_stages", "requant_stages",
-                                              "drain_stages")}
+                                              "drain_stages", "skip_shift_bits")}
 
     @classmethod
     def from_dict(cls, d):

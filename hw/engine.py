@@ -29,6 +29,8 @@ by adding host-computed steps (:mod:`hw.plan`), so the controller has no multipl
 The exact cycle count is :meth:`hw.plan.LayerPlan.cycles`.
 """
 
+from dataclasses import dataclass
+
 from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory, ReadPort, WritePort
@@ -94,6 +96,12 @@ def descriptor_layout(cfg):
     }
     for level in range(LEVELS):
         fields |= {f"step{level}_{k}": signed(cw + 1) for k in ("y", "x", "pos")}
+    if cfg.skip:
+        # the residual add: whether the layer has one, and the skip walker's address steps,
+        # which visit the output positions in the same order in units of skip words
+        # ((oy * out_w + ox) * NB + nb, as the output memory is laid out)
+        fields["skip"] = unsigned(1)
+        fields |= {f"skip_step{level}": signed(cw + 1) for level in range(LEVELS)}
     return data.StructLayout(fields)
 
 
@@ -101,7 +109,18 @@ def par_layout(cfg):
     """A channel-parameter word: one output channel's bias and requantiser shift.  (One
     channel a word keeps the memory narrow enough for a block RAM; the engine reads a
     block's ``cols`` words while it loads the weights.)"""
-    return data.StructLayout({"bias": signed(cfg.acc_bits), "shift": signed(cfg.rq_bits)})
+    fields = {"bias": signed(cfg.acc_bits), "shift": signed(cfg.rq_bits)}
+    if cfg.skip:  # the skip term's shift: left where >= 0, rounding right where < 0
+        fields["skip"] = signed(cfg.skip_shift_bits)
+    return data.StructLayout(fields)
+
+
+@dataclass
+class _SkipPath:
+    walk: dict
+    tile: dict
+    shift: object
+    base: object
 
 
 class LayerEngine(wiring.Component):
@@ -135,6 +154,8 @@ class LayerEngine(wiring.Component):
     def __init__(self, cfg, *, external=(), out_memory=True):
         if not isinstance(cfg, HwConfig):
             raise TypeError(f"cfg must be an HwConfig, not {cfg!r}")
+        # the skip memory (codes of the tensor a residual add reads) exists with the skip path
+        self.INPUT_MEMORIES = LayerEngine.INPUT_MEMORIES + (("skip",) if cfg.skip else ())
         unknown = set(external) - set(self.INPUT_MEMORIES)
         if unknown:
             raise ValueError(f"external memories must be among {self.INPUT_MEMORIES}, not {sorted(unknown)}")
@@ -144,6 +165,7 @@ class LayerEngine(wiring.Component):
         self.act_shape = data.ArrayLayout(cfg.abits, cfg.rows)
         self.wgt_shape = data.ArrayLayout(cfg.code_bits, cfg.cols)
         self.par_shape = par_layout(cfg)
+        self.skip_shape = data.ArrayLayout(cfg.abits, cfg.cols)
         self.psum_shape = data.ArrayLayout(signed(cfg.acc_bits), cfg.cols)
         self.out_shape = data.ArrayLayout(signed(cfg.out_bits), cfg.cols)
         members = {
@@ -168,25 +190,25 @@ class LayerEngine(wiring.Component):
         })
 
     def depth(self, name):
-        """Words of memory ``name`` (``act``, ``wgt``, ``par``, ``psum`` or ``out``)."""
+        """Words of memory ``name`` (``act``, ``wgt``, ``par``, ``skip``, ``psum`` or ``out``)."""
         if name == "par":  # par_depth counts output channel blocks
             return self.cfg.par_depth * self.cfg.cols
+        if name == "skip":  # skip words are laid out as the output memory's
+            return self.cfg.out_depth
         return getattr(self.cfg, f"{name}_depth")
 
     def shape(self, name):
         """Word layout of memory ``name``."""
         return getattr(self, f"{name}_shape")
 
-    def _walk(self, m, pos, walk_ends):
-        """Step the position walker: the innermost level not at its end counts up, the ones
-        inside it start again, and the origin moves by that level's steps."""
-        d = self.desc
+    def _walk(self, m, pos, walk_ends, steps):
+        """Step a position walker: the innermost level not at its end counts up, the ones
+        inside it start again, and each register ``k`` of ``steps(level)`` moves by its step."""
         counters = [pos[f"c{i}"] for i in range(LEVELS - 1)]
         at_end = [pos[f"end{i}"] for i in range(LEVELS - 1)]
 
         def move(level):
-            m.d.sync += [pos[k].eq(pos[k] + getattr(d, f"step{level}_{key}"))
-                         for k, key in (("y0", "y"), ("x0", "x"), ("pos", "pos"))]
+            m.d.sync += [pos[k].eq(pos[k] + step) for k, step in steps(level).items()]
             for i in range(level):
                 m.d.sync += [counters[i].eq(0), at_end[i].eq(walk_ends[i] == 0)]
             if level < LEVELS - 1:
@@ -200,6 +222,43 @@ class LayerEngine(wiring.Component):
                 move(level)
         with m.Else():
             move(LEVELS - 1)
+
+    def _skip_path(self, m, skip_rd, a_valid, bias, walk_ends, nb):
+        """The residual add: the first K tile's sums start from ``bias + skip_term`` instead of
+        the bias.  A second walker visits the output positions in the order the drain
+        takes them, ``skip_issue`` cycles after each enters the array (``a_valid``), and
+        reads the ``cols`` skip codes of block ``nb`` there; a cycle later each column's code
+        is shifted by its channel's skip shift (:func:`quant.arith.skip_term`: left where
+        >= 0, rounding half up where negative) and added to the bias, into ``base``, which
+        the adder takes as the position's dot products arrive.  No cycle is added.
+
+        Returns the state the controller sets: ``walk`` and ``tile`` (the walker and its
+        saved M tile start, keyed like the first walker), ``shift`` (the block's shifts,
+        loaded with the parameters) and ``base``.
+        """
+        cfg, d = self.cfg, self.desc
+        cw = coord_bits(cfg)
+        keys = {"c0": GEOM_BITS, "c1": GEOM_BITS, "c2": cw, "end0": 1, "end1": 1, "end2": 1, "pos": signed(cw + 1)}
+        walk = {k: Signal(shape, name=f"skip_run_{k}") for k, shape in keys.items()}
+        tile = {k: Signal(shape, name=f"skip_tile_{k}") for k, shape in keys.items()}
+        go = delay(m, a_valid, cfg.skip_issue, 1, name="skip_go")
+        with m.If(go):
+            self._walk(m, walk, walk_ends, lambda level: {"pos": getattr(d, f"skip_step{level}")})
+        m.d.comb += skip_rd.addr.eq(walk["pos"] + nb)
+        shift = Signal(data.ArrayLayout(signed(cfg.skip_shift_bits), cfg.cols), name="skip_shift")
+        base = Signal(data.ArrayLayout(signed(cfg.acc_bits), cfg.cols), name="base")
+        left_bits = max(1, cfg.max_skip_left.bit_length())
+        right_bits = max(1, (cfg.skip_right - 1).bit_length())
+        for n in range(cfg.cols):
+            code, s = skip_rd.data[n], shift[n]
+            left = code << s.as_unsigned()[:left_bits]  # s >= 0
+            # s < 0, r = -s: round half up (code + 2**(r-1)) >> r == ((code >> (r-1)) + 1) >> 1,
+            # and r - 1 == ~s
+            right = ((code >> (~s).as_unsigned()[:right_bits]) + 1) >> 1
+            term = Signal(cfg.abits + cfg.max_skip_left, name=f"skip_term_{n}")
+            m.d.comb += term.eq(Mux(s[-1], right, left))
+            m.d.sync += base[n].eq(bias[n] + Mux(d.skip, term, 0))
+        return _SkipPath(walk=walk, tile=tile, shift=shift, base=base)
 
     def elaborate(self, platform):
         m = Module()
@@ -217,7 +276,7 @@ class LayerEngine(wiring.Component):
                 m.submodules[f"{name}_mem"] = mem
                 wiring.connect(m, wiring.flipped(getattr(self, f"{name}_w")), mem.write_port())
                 readers[name] = mem.read_port()
-        act_rd, wgt_rd, par_rd = (readers[name] for name in self.INPUT_MEMORIES)
+        act_rd, wgt_rd, par_rd = (readers[name] for name in LayerEngine.INPUT_MEMORIES)
         m.submodules.psum_mem = psum_mem = Memory(shape=self.psum_shape, depth=cfg.psum_depth, init=[],
                                                   attrs=NO_RW_CHECK)
         out_port = WritePort.Signature(addr_width=_abits(cfg.out_depth), shape=self.out_shape)
@@ -321,8 +380,11 @@ class LayerEngine(wiring.Component):
         total = Signal(data.ArrayLayout(signed(cfg.acc_bits), cfg.cols), name="total")
         total_valid = Signal(name="total_valid")
         m.d.sync += total_valid.eq(valid)
+        # the first K tile starts from the bias (plus the skip term of a residual add)
+        skip = self._skip_path(m, readers["skip"], array.valid, bias, walk_ends, nb) if cfg.skip else None
+        base = skip.base if cfg.skip else bias
         for n in range(cfg.cols):
-            m.d.sync += total[n].eq(Mux(first_kt, bias[n], sums[n]) + dots[n])
+            m.d.sync += total[n].eq(Mux(first_kt, base[n], sums[n]) + dots[n])
 
         j_ps = Signal(cw, name="j_ps")  # position whose partial sums are being written
         with m.If(total_valid):
@@ -386,6 +448,8 @@ class LayerEngine(wiring.Component):
                     first = {"c0": 0, "c1": 0, "c2": 0, "end0": d.pool_w == 1, "end1": d.pool_h == 1,
                              "end2": d.px_n == 1, "y0": -d.pad_y, "x0": -d.pad_x, "pos": 0}
                     m.d.sync += [r[k].eq(v) for r in (tile, pos) for k, v in first.items()]
+                    if cfg.skip:
+                        m.d.sync += [r[k].eq(first[k]) for r in (skip.tile, skip.walk) for k in skip.walk]
                     m.next = "TILE"
             with m.State("TILE"):
                 tile_len = Mux(m_left > cfg.psum_depth, cfg.psum_depth, m_left)
@@ -409,6 +473,11 @@ class LayerEngine(wiring.Component):
                         bias.eq(Cat(bias.as_value()[cfg.acc_bits:], par_rd.data.bias)),
                         rq_shift.eq(Cat(rq_shift.as_value()[cfg.rq_bits:], par_rd.data.shift)),
                     ]
+                    if cfg.skip:
+                        bits = cfg.skip_shift_bits
+                        m.d.sync += skip.shift.eq(Cat(skip.shift.as_value()[bits:], par_rd.data.skip))
+                if cfg.skip:  # every pass walks the skip words from the M tile's start
+                    m.d.sync += [skip.walk[k].eq(skip.tile[k]) for k in skip.walk]
                 with m.If(load_count == cfg.load_cycles):
                     m.d.sync += [load_count.eq(0), par_count.eq(0), j.eq(0), j_rd.eq(0), j_ps.eq(0), j_out.eq(0),
                                  drained.eq(0), out_m.eq(out_base), pool_count.eq(0)]
@@ -416,7 +485,8 @@ class LayerEngine(wiring.Component):
             with m.State("STREAM"):
                 m.d.comb += issue.eq(1)
                 m.d.sync += j.eq(j + 1)
-                self._walk(m, pos, walk_ends)
+                self._walk(m, pos, walk_ends, lambda level: {
+                    k: getattr(d, f"step{level}_{key}") for k, key in (("y0", "y"), ("x0", "x"), ("pos", "pos"))})
                 with m.If(j == t_last):
                     m.next = "DRAIN"
             with m.State("DRAIN"):
@@ -438,6 +508,8 @@ class LayerEngine(wiring.Component):
                         # the running position is the next tile's start
                         m.d.sync += [tile[k].eq(pos[k]) for k in tile]
                         m.d.sync += [m_left.eq(m_left - t_len), out_base.eq(out_m), w_addr.eq(0)]
+                        if cfg.skip:
+                            m.d.sync += [skip.tile[k].eq(skip.walk[k]) for k in skip.walk]
                     with m.Else():
                         m.d.sync += [pos[k].eq(tile[k]) for k in tile]
                     with m.If(tile_done & (m_left == t_len)):

@@ -15,6 +15,7 @@ from quant.errors import UserError
 
 from . import codes
 from .engine import GEOM_BITS, LEVELS, coord_bits, par_layout
+from .graph import engine_layers
 
 
 def ceil_div(a, b):
@@ -65,9 +66,6 @@ class LayerPlan:
     """
 
     def __init__(self, layer, cfg, *, pool=None, nb_multiple=1, check=True):
-        if getattr(layer, "skip", None) is not None:
-            raise UserError(f"{layer.name}: the layer engine does not run residual adds yet (the skip path is issue "
-                            "15's next step); run this network with quant.reference or python -m quant.diverge")
         self.layer, self.cfg = layer, cfg
         self.geom = g = Geometry.of(layer)
         self.pool = (1, 1) if pool is None else tuple(int(v) for v in pool)
@@ -115,6 +113,11 @@ class LayerPlan:
     @property
     def out_words(self):
         return self.out_hw[0] * self.out_hw[1] * self.nb
+
+    @property
+    def skip_words(self):
+        """Words of ``cols`` skip codes the layer reads (its unpooled output positions x NB)."""
+        return self.geom.positions * self.nb if self.layer.has_skip else 0
 
     @property
     def pass_cycles(self):
@@ -171,6 +174,8 @@ class LayerPlan:
         if arith.product_bound(fan_in, cfg.abits, cfg.wbits, cfg.terms) > cfg.arith.product_bound:
             refuse(f"fan-in {fan_in} needs more than the {cfg.acc_bits}-bit accumulator built for fan-in "
                    f"{cfg.max_fan_in}", f"regenerate with --max-fan-in {fan_in}")
+        if layer.has_skip:
+            self._check_skip(refuse)
         geom_max = 2**GEOM_BITS - 1
         if self.pool_n > 1:
             if not layer.relu:
@@ -197,11 +202,32 @@ class LayerPlan:
             ("weights", self.wgt_words, cfg.wgt_depth, "--wgt-depth"),
             ("channel parameters", self.nb, cfg.par_depth, "--par-depth"),
             ("outputs", self.out_words, cfg.out_depth, "--out-depth"),
+            ("skip codes", self.skip_words, cfg.out_depth, "--out-depth"),
         ):
             if words > depth:
                 refuse(f"its {what} need {words} words, the memory has {depth}", f"regenerate with {flag} {words}")
-        if max(self.act_words, self.out_words, self.wgt_words, self.visited) >= 2 ** (coord_bits(cfg) - 1):
+        if max(self.act_words, self.out_words, self.wgt_words, self.visited, self.skip_words) >= 2 ** (coord_bits(cfg) - 1):
             refuse("its counters overflow", "regenerate with deeper memories")
+
+    def _check_skip(self, refuse):
+        layer, cfg = self.layer, self.cfg
+        if not cfg.skip:
+            refuse("it adds a residual skip and the design has no skip path", "regenerate with --skip true")
+        if layer.skip_bits > cfg.abits:
+            refuse(f"its {layer.skip_bits}-bit skip exceeds the {cfg.abits}-bit activations",
+                   f"regenerate with --abits {layer.skip_bits}")
+        left = int(layer.arrays["skip_shift"].max())
+        if left > cfg.max_skip_left:
+            refuse(f"a skip shifted left by {left}, the design shifts at most {cfg.max_skip_left}",
+                   f"regenerate with --max-skip-left {left}")
+
+    @property
+    def skip_shift(self):
+        """The per-channel skip shifts as the hardware holds them: right shifts clamped to
+        ``skip_right`` (every code rounds to 0 from there on); zeros without a skip."""
+        if not self.layer.has_skip:
+            return np.zeros(self.geom.out_c, dtype=np.int64)
+        return np.maximum(self.layer.arrays["skip_shift"], -self.cfg.skip_right)
 
     # --- what the engine reads -------------------------------------------------------
     def descriptor(self):
@@ -235,6 +261,9 @@ class LayerPlan:
         for level, (doy, dox) in enumerate(moves):
             dy, dx = doy * g.stride_y, dox * g.stride_x
             desc |= {f"step{level}_y": dy, f"step{level}_x": dx, f"step{level}_pos": (dy * g.in_w + dx) * cb}
+        if self.cfg.skip:  # the skip walker: output position (oy * out_w + ox) * NB, in skip words
+            desc["skip"] = int(layer.has_skip)
+            desc |= {f"skip_step{level}": (doy * g.out_w + dox) * self.nb for level, (doy, dox) in enumerate(moves)}
         return desc
 
     def positions_visited(self):
@@ -288,23 +317,43 @@ class LayerPlan:
         shift[:out_c] = np.minimum(self.layer.arrays["requant"], cfg.acc_bits)
         return bias.reshape(self.nb, cfg.cols), shift.reshape(self.nb, cfg.cols)
 
-    def memory_words(self, x):
-        """The words to store in the input memories for input codes ``x``, as integers:
-        ``{"act": [...], "wgt": [...], "par": [...]}`` in address order."""
+    def memory_words(self, x, skip=None):
+        """The words to store in the input memories for input codes ``x`` (and the skip
+        tensor ``skip`` of a layer that adds one), as integers: ``{"act": [...], "wgt":
+        [...], "par": [...]}`` in address order, and ``"skip"`` in a design with the path."""
         cfg = self.cfg
-        return {
+        words = {
             "act": codes.pack(self.act_image(x), cfg.abits),
             "wgt": codes.pack(self.wgt_image(), cfg.code_bits),
             "par": self.par_words(),
         }
+        if cfg.skip:
+            if self.layer.has_skip and skip is None:
+                raise ValueError(f"layer {self.layer.name} adds a skip; pass the output of layer {self.layer.skip}")
+            words["skip"] = codes.pack(self.skip_image(skip), cfg.abits) if self.layer.has_skip else []
+        return words
 
     def par_words(self):
         """The parameter memory's words (integers), one output channel each, padded channels zero."""
         cfg = self.cfg
         bias, shift = self.par_image()
-        shift_at = par_layout(cfg)["shift"].offset
-        return [b | (s << shift_at) for b, s in zip(codes.pack(bias.reshape(-1, 1), cfg.acc_bits),
-                                                     codes.pack(shift.reshape(-1, 1), cfg.rq_bits))]
+        layout = par_layout(cfg)
+        words = [b | (s << layout["shift"].offset) for b, s in zip(codes.pack(bias.reshape(-1, 1), cfg.acc_bits),
+                                                                   codes.pack(shift.reshape(-1, 1), cfg.rq_bits))]
+        if cfg.skip:
+            skip = np.zeros(self.nb * cfg.cols, dtype=np.int64)
+            skip[:self.geom.out_c] = self.skip_shift
+            words = [w | (k << layout["skip"].offset)
+                     for w, k in zip(words, codes.pack(skip.reshape(-1, 1), cfg.skip_shift_bits))]
+        return words
+
+    def skip_image(self, s):
+        """The skip tensor ``s`` (the layer's unpooled output shape) as skip-memory word
+        fields ``(positions * NB, cols)``: channel-blocked HWC like the output memory."""
+        g, cols = self.geom, self.cfg.cols
+        full = np.zeros((self.nb * cols, g.out_h, g.out_w), dtype=np.int64)
+        full[: g.out_c] = np.asarray(s, dtype=np.int64).reshape(g.out_c, g.out_h, g.out_w)
+        return full.transpose(1, 2, 0).reshape(-1, cols)
 
     def out_image(self, y):
         """The output ``y`` (:attr:`out_shape`, pooled) as output-memory word fields
@@ -337,29 +386,38 @@ def _pow2_at_least(n):
 def fit_config(network, *, nb_multiple=1, **given):
     """The smallest :class:`~hw.config.HwConfig` that runs every weighted layer of ``network``.
 
-    Widths come from the layers (activation and weight bits, terms, deepest fan-in, largest
-    left shift); memory depths are the largest each layer needs, rounded up to a power of
-    two.  ``given`` fields (e.g. ``rows``, ``cols``, ``pipeline``) are kept as given; a
-    given field too small for a layer makes :class:`LayerPlan` refuse it.  ``nb_multiple``
-    is the output channel blocks' rounding the layers will be planned with (a network's
-    buffers, :class:`hw.program.NetworkProgram`).
+    ``network`` is a :class:`quant.artifact.Network` (its layers as :func:`hw.graph.engine_layers`
+    gives them, average pools folded in) or anything with ``layers`` that the engine runs as
+    they are.  Widths come from the layers (activation and weight bits, terms, deepest
+    fan-in, largest left shift, the skip path and its largest left shift); memory depths are
+    the largest each layer needs, rounded up to a power of two.  ``given`` fields (e.g.
+    ``rows``, ``cols``, ``pipeline``) are kept as given; a given field too small for a layer
+    makes :class:`LayerPlan` refuse it.  ``nb_multiple`` is the output channel blocks'
+    rounding the layers will be planned with (a network's buffers,
+    :class:`hw.program.NetworkProgram`).
     """
     from .config import HwConfig
 
-    layers = [layer for layer in network.layers if layer.weighted]
+    if hasattr(network, "input_shape"):
+        layers = [e.layer for e in engine_layers(network)]
+    else:
+        layers = [layer for layer in network.layers if layer.weighted]
     if not layers:
         raise UserError("the network has no conv2d or linear layer to run")
+    skips = [lay for lay in layers if lay.has_skip]
     widths = {
-        "abits": max(max(lay.in_bits, lay.out_bits or 0) for lay in layers),
+        "abits": max(max(lay.in_bits, lay.out_bits or 0, lay.skip_bits or 0) for lay in layers),
         "wbits": max(lay.wbits for lay in layers),
         "terms": max(lay.terms for lay in layers),
         "max_fan_in": max(lay.arith.fan_in for lay in layers),
         "max_left": max(0, max(-int(lay.arrays["requant"].min()) for lay in layers)),
+        "skip": bool(skips),
+        "max_skip_left": max([0] + [int(lay.arrays["skip_shift"].max()) for lay in skips]),
     }
     base = HwConfig(**{**widths, **given})
     plans = [LayerPlan(lay, base, check=False, nb_multiple=nb_multiple) for lay in layers]
     need = {"act_depth": max(p.act_words for p in plans), "wgt_depth": max(p.wgt_words for p in plans),
-            "par_depth": max(p.nb for p in plans), "out_depth": max(p.out_words for p in plans)}
+            "par_depth": max(p.nb for p in plans), "out_depth": max(max(p.out_words, p.skip_words) for p in plans)}
     depths = {k: _pow2_at_least(v) for k, v in need.items() if k not in given}
     cfg = HwConfig(**{**widths, **depths, **given})
     for lay in layers:

@@ -64,6 +64,23 @@ def random_layer(rng, *, kind, in_c, out_c, hw=(1, 1), kernel=(3, 3), stride=(1,
                  arrays=arrays, **geom)
 
 
+def add_random_skip(rng, layer, shifts=(-3, 3)):
+    """Make ``layer`` (with ReLU) add a skip from the network input (``-1``), of
+    ``layer.in_bits`` bits, with per-channel shifts drawn from ``shifts`` (inclusive);
+    returns the layer.  Its golden output then needs the skip tensor (:func:`random_skip`)."""
+    layer.skip, layer.skip_bits, layer.skip_exp = -1, layer.in_bits, 0
+    layer.arrays["skip_shift"] = rng.integers(shifts[0], shifts[1] + 1, layer.out_shape[0]).astype(np.int64)
+    return layer
+
+
+def random_skip(rng, layer, count=1):
+    """``count`` random skip tensors (``layer.out_shape`` codes of ``layer.skip_bits`` bits)."""
+    amax = arith.act_max(layer.skip_bits)
+    x = rng.integers(0, amax + 1, (count,) + tuple(layer.out_shape))
+    x[rng.random(x.shape) < 0.05] = amax
+    return x
+
+
 def random_inputs(rng, layer, count=1, *, extreme=False):
     """``count`` input samples of ``layer`` (all at the maximum code with ``extreme``)."""
     amax = arith.act_max(layer.in_bits)

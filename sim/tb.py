@@ -82,8 +82,12 @@ class Testbench:
         """
         case = load_case()
         tb = cls(dut, case["cfg"])
-        await tb.reset(cls.INPUTS)
+        await tb.reset(tb.inputs())
         return tb, case, np.random.default_rng(case.get("seed"))
+
+    def inputs(self):
+        """The inputs reset clears."""
+        return self.INPUTS
 
     async def step(self, n=1):
         """Advance to the falling edge after the next ``n`` rising edges."""
@@ -182,6 +186,9 @@ class EngineTestbench(Testbench):
 
     INPUTS = ("start", "desc", "act_w__en", "wgt_w__en", "par_w__en", "out_r__en")
 
+    def inputs(self):
+        return self.INPUTS + (("skip_w__en",) if self.cfg.skip else ())
+
     async def write(self, port, words):
         dut = self.dut
         en, addr, data = (getattr(dut, f"{port}__{k}") for k in ("en", "addr", "data"))
@@ -192,9 +199,10 @@ class EngineTestbench(Testbench):
             await self.step()
         en.value = 0
 
-    async def load(self, plan, x):
-        """Input codes ``x`` (the layer's ``in_shape``), weights and channel parameters."""
-        for name, words in plan.memory_words(x).items():
+    async def load(self, plan, x, skip=None):
+        """Input codes ``x`` (the layer's ``in_shape``), weights, channel parameters and the
+        skip codes of a residual add."""
+        for name, words in plan.memory_words(x, skip).items():
             await self.write(f"{name}_w", words)
 
     async def run(self, plan):

@@ -71,3 +71,23 @@ def test_a_wrong_golden_value_is_reported_with_its_place(trained_runs, tmp_path)
     assert (f"layer {name}, sample 0, M tile {position // 32}, block 0, position {position} (y 2, x 3), column 1, "
             f"written at cycle") in str(info.value)
     assert "1 of" in str(info.value)
+
+
+SKIP = [
+    {**conv(11, in_c=3, out_c=5, hw=[4, 5]), "skip": [-2, 3]},  # 3 channel blocks of 2, 2 K tiles
+    {**conv(12, in_c=2, out_c=3, hw=[6, 4], kernel=[1, 1], padding=[0, 0]), "skip": [-5, 3]},  # KT 1: one pass
+    {**conv(13, in_c=4, out_c=3, hw=[4, 6]), "skip": [0, 3], "pool": [2, 2]},  # fused max-pool after the add
+    {**conv(14, in_c=2, out_c=4, hw=[5, 4], stride=[2, 1]), "skip": [-3, -1], "pool": [1, 2]},
+    {"seed": 15, "layer": {"kind": "linear", "in_c": 9, "out_c": 5, "abits": 4, "wbits": 3, "terms": 2},
+     "skip": [1, 3]},
+]
+
+
+@pytest.mark.parametrize("pipeline", [False, True])
+def test_residual_adds(pipeline):
+    """The skip path: each layer adds a random tensor shifted per channel (left, and right with
+    rounding, from -5 to 3 bits) into its first K tile, over M tiles of 8 positions, fused
+    pools and both register options; every value equals the reference in the planned cycles."""
+    cfg = HwConfig(**{**SMALL.to_dict(), "pipeline": pipeline, "bram_reg": pipeline, "skip": True,
+                      "max_skip_left": 3, "psum_depth": 8})
+    simulate(cfg, "engine", "sim.cocotb_engine", "random_layers", {"random": SKIP})
