@@ -7,8 +7,10 @@
 * read-only memories initialised from the program (:class:`hw.program.NetworkProgram`):
   every layer's weights one after another, their channel parameters, and the descriptors,
   one per step, which a sequencer hands to the engine in turn;
-* two activation buffers used in turn (A, B), each ``rows`` codes a word in
-  ``rows // cols`` write banks (the layer's output vectors are ``cols`` wide);
+* the activation buffers the program allocates (A, B in turn for a chain, a third for a
+  residual block's shortcut), each ``rows`` codes a word in ``rows // cols`` write banks
+  (the layer's output vectors are ``cols`` wide), the residual add's skip read from one
+  while the step's source is read from another;
 * the input packer (:class:`InputPacker`), which writes the codes of an image into A as
   they arrive, and the logit registers the last step writes.
 
@@ -54,6 +56,8 @@ class InputPacker(wiring.Component):
         })
 
     def elaborate(self, platform):
+        if self.g.blocks > 1:
+            return self._blocked()
         m = Module()
         g, ab = self.g, self.abits
         lanes = g.window * g.channels
@@ -95,8 +99,34 @@ class InputPacker(wiring.Component):
         return m
 
 
+    def _blocked(self):
+        """A pixel of more channels than a word has lanes: codes fill lanes ``0 .. rows - 1``
+        in turn and every ``rows`` codes, or at the pixel's last channel, make a word (its
+        lanes past the last channel keep codes of the block before; their weights are 0)."""
+        m = Module()
+        g, ab, rows = self.g, self.abits, self.rows
+        reg = Signal(rows * ab, name="block")
+        lane = Signal(range(rows), name="lane")
+        chan = Signal(range(g.channels), name="chan")
+        write = Signal(name="write")
+        m.d.comb += [self.in_ready.eq(1), self.busy.eq(write), self.w_en.eq(write), self.w_data.eq(reg)]
+        m.d.sync += write.eq(0)
+        with m.If(write):
+            m.d.sync += self.w_addr.eq(self.w_addr + 1)
+        last_chan = chan == g.channels - 1
+        block_end = (lane == rows - 1) | last_chan
+        with m.If(self.in_first):
+            m.d.sync += [lane.eq(0), chan.eq(0), self.w_addr.eq(0)]
+        with m.Elif(self.in_valid):
+            m.d.sync += [reg.word_select(lane, ab).eq(self.in_data), write.eq(block_end),
+                         lane.eq(Mux(block_end, 0, lane + 1)), chan.eq(Mux(last_chan, 0, chan + 1))]
+        return m
+
+
 #: iCE40 UP5K single-port RAM: 16384 words of 16 bits with a write mask per 4-bit nibble.
 SPRAM_WORDS, SPRAM_BITS, SPRAM_NIBBLE = 16384, 16, 4
+#: SPRAM cells on the UP5K.
+SPRAM_CELLS = 4
 
 
 class ActBuffer(wiring.Component):
@@ -166,13 +196,31 @@ def spram_layout(width, banks):
 
 def core_layout(program):
     """The per-step fields the network adds to the engine's descriptor."""
-    return data.StructLayout({
+    n = len(program.buffers)
+    fields = {
         "wgt_base": unsigned(_abits(program.wgt_words) + 1),
         "par_base": unsigned(_abits(program.par_words) + 1),
-        "src_b": unsigned(1),
-        "dst_b": unsigned(1),
+        "src": unsigned(_abits(n)),  # the buffer the step reads
+        "dst_mask": unsigned(n),  # the buffers it writes (two for a tensor read twice at once)
         "dst_logits": unsigned(1),
-    })
+    }
+    if program.cfg.skip:
+        fields["skip_buf"] = unsigned(_abits(n))  # the buffer its residual add reads
+    return data.StructLayout(fields)
+
+
+def spram_buffers(program, spram):
+    """The buffers held in the UP5K's SPRAM (``spram``: the family has it): in order, while
+    their cells fit the device's :data:`SPRAM_CELLS`; the rest are block RAM."""
+    if not spram:
+        return ()
+    cells, chosen = 0, []
+    for b in program.buffers:
+        need = spram_layout(program.cfg.rows * program.cfg.abits, program.banks)[1]
+        if b.words <= SPRAM_WORDS and cells + need <= SPRAM_CELLS:
+            cells += need
+            chosen.append(b.name)
+    return tuple(chosen)
 
 
 class NetworkCore(wiring.Component):
@@ -205,7 +253,8 @@ class NetworkCore(wiring.Component):
         self.spram = bool(spram)
         cfg = program.cfg
         self.cfg = cfg
-        self.engine = LayerEngine(cfg, external=("act", "wgt", "par"), out_memory=False)
+        self.engine = LayerEngine(cfg, external=("act", "wgt", "par") + (("skip",) if cfg.skip else ()),
+                                  out_memory=False)
         super().__init__({
             "in_first": In(1),
             "in_valid": In(1),
@@ -248,27 +297,44 @@ class NetworkCore(wiring.Component):
 
         # --- activation buffers ----------------------------------------------------------
         m.submodules.packer = packer = InputPacker(prog.packer, rows=cfg.rows, abits=ab,
-                                                   addr_width=_abits(prog.buffer_words("A")))
-        res_word = engine.res_addr[banks.bit_length() - 1:]
-        res_bank = engine.res_addr[:banks.bit_length() - 1]
+                                                   addr_width=_abits(prog.buffer_words(prog.input_buffers[0])))
+        lb = banks.bit_length() - 1
+        res_word, res_bank = engine.res_addr[lb:], engine.res_addr[:lb]
         res_codes = Cat(engine.res_data[n][:ab] for n in range(cols))
-        act_data = {}
-        for name in ("A", "B"):
-            buf = ActBuffer(width=cfg.rows * ab, depth=prog.buffer_words(name), banks=banks, spram=self.spram)
-            m.submodules[f"buf_{name}"] = buf
-            mine = desc.dst_b if name == "B" else ~desc.dst_b & ~desc.dst_logits
+        if cfg.skip:  # the skip codes of result address a: bank a % banks of word a // banks
+            skip_bank = Signal(max(1, lb), name="skip_bank")
+            m.d.sync += skip_bank.eq(engine.skip_r.addr[:lb])
+        read = {}
+        in_spram = spram_buffers(prog, self.spram)
+        for k, b in enumerate(prog.buffers):
+            buf = ActBuffer(width=cfg.rows * ab, depth=b.words, banks=banks, spram=b.name in in_spram)
+            m.submodules[f"buf_{b.name}"] = buf
+            mine = desc.dst_mask[k] & ~desc.dst_logits
+            r_addr = engine.act_r.addr
+            if cfg.skip:  # a step's source and skip are different buffers: one read port each
+                r_addr = Mux(engine.desc.skip & (desc.skip_buf == k), engine.skip_r.addr[lb:], r_addr)
             m.d.comb += [
                 buf.w_addr.eq(res_word),
                 buf.w_data.eq(res_codes.replicate(banks)),
-                buf.r_addr.eq(engine.act_r.addr),
+                buf.r_addr.eq(r_addr),
             ]
-            for b in range(banks):
-                m.d.comb += buf.w_en[b].eq(engine.res_valid & mine & (res_bank == b))
-            if name == "A":  # the packer writes the input while the engine is idle
+            for bank in range(banks):
+                m.d.comb += buf.w_en[bank].eq(engine.res_valid & mine & (res_bank == bank))
+            if b.name in prog.input_buffers:  # the packer writes the input while the engine is idle
                 with m.If(packer.w_en):
                     m.d.comb += [buf.w_addr.eq(packer.w_addr), buf.w_data.eq(packer.w_data), buf.w_en.eq(-1)]
-            act_data[name] = buf.r_data
-        m.d.comb += engine.act_r.data.eq(Mux(desc.src_b, act_data["B"], act_data["A"]))
+            read[k] = buf.r_data
+        with m.Switch(desc.src):
+            for k, data_k in read.items():
+                with m.Case(k):
+                    m.d.comb += engine.act_r.data.eq(data_k)
+        if cfg.skip:
+            skip_word = Signal(cfg.rows * ab, name="skip_word")
+            with m.Switch(desc.skip_buf):
+                for k, data_k in read.items():
+                    with m.Case(k):
+                        m.d.comb += skip_word.eq(data_k)
+            m.d.comb += engine.skip_r.data.eq(skip_word.word_select(skip_bank, cols * ab) if banks > 1 else skip_word)
 
         # --- logits ----------------------------------------------------------------------
         logits = [Signal(signed(prog.logit_bits), name=f"logit_{i}") for i in range(prog.num_classes)]

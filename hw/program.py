@@ -21,11 +21,19 @@ integer reference (``tests/hw/test_program.py``):
   columns are permuted to it (PyTorch flattens channel-major) and padded channels get zero
   weights.  No data moves.
 
-The activation buffers are two memories, A and B, used in turn: the packer writes the
-input into A, the first step reads A and writes B, the next reads B and writes A, and the
-last step (the logits) writes the logit registers.  Every written word holds ``rows``
-channels; a result vector holds ``cols``, so a buffer is ``rows // cols`` banks of ``cols``
-lanes and result ``a = m * NB + nb`` goes to word ``a // banks``, bank ``a % banks``.
+**Average pools** are folded into the weights of the layer after them
+(:func:`hw.graph.engine_layers`), so they are no step of their own.
+
+**Buffers.**  Each tensor a step reads (the packed input, every step's output but the
+logits) lives in an activation buffer from the step that writes it to the last step that
+reads it, as its source or as the skip of a **residual add**.  The buffers are allocated
+per graph: a tensor takes a free buffer (one whose tensor is no longer read), so a plain
+chain uses two in turn (A, B) and a residual block a third, which keeps its shortcut
+while the block runs.  A step's source, skip and destination are always three different
+buffers, so each needs only one port.  Every written word holds ``rows`` channels; a
+result vector holds ``cols``, so a buffer is ``rows // cols`` banks of ``cols`` lanes and
+result ``a = m * NB + nb`` goes to word ``a // banks``, bank ``a % banks``; the skip codes
+of output position ``m`` and block ``nb`` are read from the same place of their buffer.
 """
 
 import dataclasses
@@ -37,10 +45,11 @@ from quant.errors import UserError
 
 from . import codes
 from .config import HwConfig
+from .graph import engine_layers
 from .plan import LayerPlan, ceil_div, fit_config
 
-#: Buffers in the order the steps use them.
-BUFFERS = ("A", "B")
+#: Names of the activation buffers, in the order they are allocated.
+BUFFER_NAMES = "ABCDEFGH"
 #: The destination of the last step.
 LOGITS = "logits"
 #: Cycles the sequencer spends on each step besides the layer engine's own count: the one
@@ -55,7 +64,9 @@ class PackerGeometry:
 
     ``channels`` codes make a pixel; a word holds ``window`` pixels (lanes ``kx * channels
     + c``); ``width`` pixels make a row; the first word of a row is written after pixel
-    ``lead`` and ``pad`` zero pixels follow each row.
+    ``lead`` and ``pad`` zero pixels follow each row.  A pixel of more channels than a word
+    has lanes (``blocks > 1``, ``window`` 1) takes ``blocks`` words, ``lanes`` channels
+    each: channel-blocked, as every later layer's input lies.
     """
 
     channels: int
@@ -63,6 +74,8 @@ class PackerGeometry:
     width: int
     window: int
     pad: int
+    blocks: int = 1
+    lanes: int = None  # codes a word holds (the array's rows) when blocks > 1
 
     @property
     def lead(self):
@@ -74,7 +87,7 @@ class PackerGeometry:
 
     @property
     def words(self):
-        return self.height * self.words_per_row
+        return self.height * self.words_per_row * self.blocks
 
     @property
     def n_inputs(self):
@@ -84,6 +97,10 @@ class PackerGeometry:
         """Input codes ``(C, H, W)`` -> buffer word fields ``(words, rows)``: what the packer writes."""
         c, h, w, k, p = self.channels, self.height, self.width, self.window, self.pad
         x = np.asarray(x, dtype=np.int64).reshape(c, h, w)
+        if self.blocks > 1:  # (CB * rows, H, W) -> (H, W, CB, rows), padded channels zero
+            full = np.zeros((self.blocks * rows, h, w), dtype=np.int64)
+            full[:c] = x
+            return full.reshape(self.blocks, rows, h, w).transpose(2, 3, 0, 1).reshape(-1, rows)
         xp = np.pad(x, ((0, 0), (0, 0), (p, p)))
         out = np.zeros((h, self.words_per_row, rows), dtype=np.int64)
         for kx in range(k):
@@ -145,16 +162,33 @@ class Step:
 
     plan: LayerPlan
     names: tuple  # the artifact's layers this step computes
-    src: str
-    dst: str
+    src: str  # the buffer it reads
+    dst: str  # the buffer it writes (two joined by "+" when a later step reads it twice), or LOGITS
     wgt_base: int
     par_base: int
+    skip: str = None  # the buffer of the tensor a residual add reads
+    tensor: int = None  # the artifact layer whose output the step writes
+    reads: tuple = ()  # the tensors it reads: its source, then its skip (-1: the input)
 
-    def fields(self):
-        """The descriptor values plus the network's own fields."""
-        return self.plan.descriptor() | {"wgt_base": self.wgt_base, "par_base": self.par_base,
-                                         "src_b": int(self.src == "B"), "dst_b": int(self.dst == "B"),
-                                         "dst_logits": int(self.dst == LOGITS)}
+    def fields(self, buffers):
+        """The descriptor values plus the network's own fields (buffer indices into ``buffers``)."""
+        dst = [] if self.dst == LOGITS else self.dst.split("+")
+        f = self.plan.descriptor() | {"wgt_base": self.wgt_base, "par_base": self.par_base,
+                                      "src": buffers.index(self.src),
+                                      "dst_mask": sum(1 << buffers.index(b) for b in dst),
+                                      "dst_logits": int(self.dst == LOGITS)}
+        if self.plan.cfg.skip:
+            f["skip_buf"] = buffers.index(self.skip) if self.skip else 0
+        return f
+
+
+@dataclass
+class Buffer:
+    """An activation buffer: ``words`` of ``rows`` codes, holding ``tensors`` in turn."""
+
+    name: str
+    words: int
+    tensors: list
 
 
 class NetworkProgram:
@@ -181,18 +215,18 @@ class NetworkProgram:
                             f"buffer word and bank by bits), not {rows} / {cols} = {self.banks}; use e.g. --rows "
                             f"{cols * (1 << (self.banks.bit_length() - 1))}")
         items, self.packer = self._rewrite(network, rows)
-        self.cfg = cfg or fit_config(_Layers([lay for lay, _, _ in items]), psum_depth=given.pop("psum_depth", 256),
+        self.cfg = cfg or fit_config(_Layers([it.layer for it in items]), psum_depth=given.pop("psum_depth", 256),
                                      nb_multiple=self.banks, **given)
         self.steps = []
-        src, wgt_base, par_base = "A", 0, 0
-        for i, (layer, pool, names) in enumerate(items):
+        wgt_base, par_base = 0, 0
+        for i, it in enumerate(items):
             last = i == len(items) - 1
-            plan = LayerPlan(layer, self.cfg, pool=pool, nb_multiple=1 if last else self.banks)
-            dst = LOGITS if last else ("B" if src == "A" else "A")
-            self.steps.append(Step(plan, names, src, dst, wgt_base, par_base))
+            plan = LayerPlan(it.layer, self.cfg, pool=it.pool, nb_multiple=1 if last else self.banks)
+            self.steps.append(Step(plan, it.names, None, LOGITS if last else None, wgt_base, par_base,
+                                   tensor=it.tensor, reads=it.reads))
             wgt_base += plan.wgt_words
             par_base += plan.nb * self.cfg.cols
-            src = dst
+        self.buffers = self._allocate()
         self.num_classes = network.num_classes
         if self.steps[-1].plan.geom.out_c != self.num_classes or self.steps[-1].plan.visited != 1:
             raise UserError(f"the last layer must give {self.num_classes} logits at one position, not shape "
@@ -201,57 +235,95 @@ class NetworkProgram:
     # --- the rewrite -------------------------------------------------------------------
     @staticmethod
     def _rewrite(network, rows):
+        """The steps' layers (:class:`_Item`) and the input packer's geometry."""
         layers = list(network.layers)
-        if not layers or layers[0].kind != "conv2d":
-            raise UserError("the network engine runs networks that start with a conv2d layer; "
-                            "this one starts with " + (layers[0].kind if layers else "nothing"))
-        items, i, packer = [], 0, None
-        shape = tuple(network.input_shape)
-        while i < len(layers):
-            layer = layers[i]
-            names = [layer.name]
-            if layer.kind == "flatten":
-                nxt = layers[i + 1] if i + 1 < len(layers) else None
-                if nxt is None or nxt.kind != "linear":
-                    raise UserError(f"{layer.name}: the network engine needs a flatten to be followed by a linear "
-                                    "layer")
-                layer = flatten_linear(nxt, shape, rows)
-                names.append(nxt.name)
-                i += 1
-            elif layer.kind == "avgpool2d":
-                raise UserError(f"{layer.name}: the network engine does not run average pools yet (their fusion "
-                                "into the next layer is issue 15's next step); use a max-pool for the board")
-            elif layer.kind == "maxpool2d":
-                raise UserError(f"{layer.name}: the network engine fuses a max-pool into the conv2d before it; "
-                                "this one follows no conv2d")
-            elif layer.kind == "linear" and len(shape) != 1:
-                raise UserError(f"{layer.name}: a linear layer needs a flatten before it")
-            if i == 0:
-                c, h, w = layer.in_shape
-                kh, kw = layer.kernel
-                window = kw if c * kw <= rows else 1
-                if c > rows:
-                    raise UserError(f"{layer.name}: the first layer has {c} input channels, more than the array's "
-                                    f"{rows} rows; use --rows {c} or more")
-                packer = PackerGeometry(channels=c, height=h, width=w, window=window,
-                                        pad=layer.padding[1] if window > 1 else 0)
-                if window > 1:
-                    layer = pack_input_layer(layer, window)
-            pool = None
+        engine = engine_layers(network)
+        if not engine:
+            raise UserError("the network has no conv2d or linear layer to run")
+        written = {-1: -1}  # artifact layer -> the tensor holding its output (a step's last layer)
+        first = engine[0]
+        if first.source != -1 or any(lay.kind == "maxpool2d" for lay in layers[:first.index]):
+            raise UserError("the network engine runs networks whose first layer is a conv2d or linear (after "
+                            "average pools or a flatten); this one starts with " + layers[0].kind)
+        items = []
+        for n, el in enumerate(engine):
+            layer, i = el.layer, el.index
+            names = [lay.name for lay in layers[el.source + 1:i + 1]]
+            if el.source not in written:
+                src = layers[el.source]
+                raise UserError(f"{src.name}: the network engine fuses a {src.kind} into the conv2d before it; "
+                                f"this one follows {layers[el.source - 1].kind if el.source else 'the input'}")
+            if layer.kind == "linear" and len(el.source_shape) == 3:  # after a flatten (the artifact has one)
+                layer = flatten_linear(layer, el.source_shape, rows)
+            pool, out = None, i
             if i + 1 < len(layers) and layers[i + 1].kind == "maxpool2d":
                 p = layers[i + 1]
                 if tuple(p.kernel) != tuple(p.stride) or tuple(p.padding or (0, 0)) != (0, 0):
                     raise UserError(f"{p.name}: the fused max-pool needs its stride equal to its kernel and no "
                                     f"padding, not kernel {p.kernel} stride {p.stride}")
-                pool = tuple(p.kernel)
+                pool, out = tuple(p.kernel), i + 1
                 names.append(p.name)
-                i += 1
-                shape = p.out_shape
-            else:
-                shape = layers[i].out_shape
-            items.append((layer, pool, tuple(names)))
-            i += 1
+            reads = (written[el.source],)
+            if layer.has_skip:
+                if layer.skip not in written:
+                    src = layers[layer.skip]
+                    raise UserError(f"{layer.name}: its residual add reads the output of {src.name} ({src.kind}), "
+                                    "which the network engine does not keep (it is folded or fused into the next "
+                                    "step); add the shortcut from a conv2d, linear or max-pool output or the input")
+                reads += (written[layer.skip],)
+            written[out] = out
+            items.append(_Item(layer, pool, tuple(names), out, reads))
+        # the input packer: a first convolution's kernel rows packed into words where they fit
+        # and nothing else reads the input (a residual add reads it channel-blocked)
+        layer0 = items[0].layer
+        shape = tuple(network.input_shape)
+        c, h, w = shape if len(shape) == 3 else (shape[0], 1, 1)
+        input_skip = any(-1 in it.reads[1:] for it in items)
+        if layer0.kind == "conv2d" and c * layer0.kernel[1] <= rows and layer0.kernel[1] > 1 and not input_skip:
+            packer = PackerGeometry(channels=c, height=h, width=w, window=layer0.kernel[1], pad=layer0.padding[1])
+            items[0].layer = pack_input_layer(layer0, layer0.kernel[1])
+        else:
+            packer = PackerGeometry(channels=c, height=h, width=w, window=1, pad=0, blocks=ceil_div(c, rows),
+                                    lanes=rows)
         return items, packer
+
+    def _allocate(self):
+        """Give every tensor a buffer: in the order they are written, each takes the first
+        buffer whose tensor no later step reads (the input first, into A).  A tensor that one
+        step reads as both its source and its skip (a residual block of one layer) is written
+        into two buffers at once, one for each read port."""
+        steps = self.steps
+        last_read = {}
+        for k, s in enumerate(steps):
+            for t in s.reads:
+                last_read[t] = k
+        twice = {s.reads[0] for s in steps if s.reads[1:] == s.reads[:1]}
+        written = [(-1, -1)] + [(k, s.tensor) for k, s in enumerate(steps[:-1])]
+        buffers, holder, where = [], {}, {}  # holder: buffer index -> its tensor; where: tensor -> buffers
+        for k, t in written:
+            free = [b for b in range(len(buffers)) if last_read.get(holder[b], -1) < k]
+            need = 2 if t in twice else 1
+            while len(free) < need:
+                if len(buffers) == len(BUFFER_NAMES):
+                    raise UserError(f"the network keeps more than {len(BUFFER_NAMES)} tensors alive at once; "
+                                    "the network engine has that many activation buffers")
+                free.append(len(buffers))
+                buffers.append(Buffer(BUFFER_NAMES[len(buffers)], 1, []))
+            where[t] = free[:need]
+            words = self.packer.words if t < 0 else ceil_div(steps[k].plan.out_words, self.banks)
+            readers = [s.plan.act_words for s in steps if s.reads[0] == t]
+            for b in where[t]:
+                holder[b] = t
+                buffers[b].words = max([buffers[b].words, words] + readers)
+                buffers[b].tensors.append(t)
+        self.input_buffers = tuple(buffers[b].name for b in where[-1])
+        for k, s in enumerate(steps):
+            s.src = buffers[where[s.reads[0]][0]].name
+            if k < len(steps) - 1:
+                s.dst = "+".join(buffers[b].name for b in where[s.tensor])
+            if len(s.reads) > 1:
+                s.skip = buffers[where[s.reads[1]][-1]].name
+        return buffers
 
     # --- derived numbers -----------------------------------------------------------------
     @property
@@ -262,12 +334,13 @@ class NetworkProgram:
     def logit_bits(self):
         return self.cfg.out_bits
 
+    @property
+    def buffer_names(self):
+        return [b.name for b in self.buffers]
+
     def buffer_words(self, name):
-        """Words buffer ``name`` must hold: the packed input (A) and every output written to it."""
-        need = [self.packer.words] if name == "A" else []
-        need += [ceil_div(s.plan.out_words, self.banks) for s in self.steps if s.dst == name]
-        need += [s.plan.act_words for s in self.steps if s.src == name]
-        return max(need, default=1)
+        """Words buffer ``name`` must hold: every tensor it holds, as written and as read."""
+        return next(b.words for b in self.buffers if b.name == name)
 
     @property
     def wgt_words(self):
@@ -302,17 +375,29 @@ class NetworkProgram:
         return [w for s in self.steps for w in s.plan.par_words()]
 
     def descriptors(self):
-        return [s.fields() for s in self.steps]
+        return [s.fields(self.buffer_names) for s in self.steps]
 
     def table(self):
         """One line per step, for reports."""
-        lines = [f"{'step':<18} {'src':>3} {'dst':>6} {'K tiles':>7} {'N blocks':>8} {'positions':>9} {'cycles':>8} "
-                 f"{'PE use':>6}"]
+        lines = [f"{'step':<18} {'src':>3} {'skip':>4} {'dst':>6} {'K tiles':>7} {'N blocks':>8} {'positions':>9} "
+                 f"{'cycles':>8} {'PE use':>6}"]
         for s in self.steps:
             p = s.plan
-            lines.append(f"{'+'.join(s.names):<18} {s.src:>3} {s.dst:>6} {p.kt:>7} {p.nb:>8} {p.visited:>9} "
-                         f"{p.cycles():>8} {p.utilisation():>6.1%}")
+            lines.append(f"{'+'.join(s.names):<18} {s.src:>3} {s.skip or '-':>4} {s.dst:>6} {p.kt:>7} {p.nb:>8} "
+                         f"{p.visited:>9} {p.cycles():>8} {p.utilisation():>6.1%}")
         return lines
+
+
+@dataclass
+class _Item:
+    """A step before the design is sized: its layer (rewritten), fused pool, names, the
+    tensor it writes and the ones it reads (its source, then its skip)."""
+
+    layer: object
+    pool: tuple
+    names: tuple
+    tensor: int
+    reads: tuple
 
 
 class _Layers:

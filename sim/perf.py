@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass, field
 
 from hw.engine import par_layout
-from hw.network import SPRAM_BITS, SPRAM_WORDS, spram_layout
+from hw.network import SPRAM_BITS, SPRAM_WORDS, spram_buffers, spram_layout
 from hw.program import STEP_OVERHEAD, NetworkProgram
 
 
@@ -153,22 +153,27 @@ def memory_list(program):
         ["weights", "rom", cfg.code_bits * cfg.cols, program.wgt_words, 0],
         ["parameters", "rom", par_layout(cfg).size, program.par_words, 0],
         ["partial sums", "ram", cfg.acc_bits * cfg.cols, cfg.psum_depth, 1],
-    ] + [[f"buffer {n}", "ram", cfg.rows * cfg.abits, program.buffer_words(n), program.banks] for n in ("A", "B")]
+    ] + [[f"buffer {b.name}", "ram", cfg.rows * cfg.abits, b.words, program.banks] for b in program.buffers]
 
 
-def map_memories(listed, family):
+def map_memories(listed, family, spram=None):
     """:func:`memory_list`'s memories mapped onto ``family`` (``None``: unmapped); on iCE40
-    the activation buffers are SPRAM cells."""
+    the activation buffers named in ``spram`` (:func:`hw.network.spram_buffers`; ``None``:
+    every buffer, as in designs of two) are SPRAM cells."""
     if family is None:
         return [MemoryUse(n, k, w, d) for n, k, w, d, _ in listed]
-    return [map_memory(n, k, w, d, family, enables=e,
-                       spram=e if family == "ice40" and n.startswith("buffer") else None) for n, k, w, d, e in listed]
+
+    def in_spram(name):
+        return name.startswith("buffer ") and (spram is None or name.removeprefix("buffer ") in spram)
+
+    return [map_memory(n, k, w, d, family, enables=e, spram=e if family == "ice40" and in_spram(n) else None)
+            for n, k, w, d, e in listed]
 
 
 def network_memories(program, family=None):
     """The design's memories, mapped onto ``family`` (``"ice40"``, ``"ecp5"``; ``None``
     leaves them unmapped)."""
-    return map_memories(memory_list(program), family)
+    return map_memories(memory_list(program), family, spram_buffers(program, family == "ice40"))
 
 
 def block_counts(memories):
@@ -182,7 +187,7 @@ def block_counts(memories):
 
 def spram_problem(program):
     """Why the iCE40 design's activation buffers cannot be SPRAM cells, or ``None``."""
-    deepest = max(program.buffer_words(n) for n in ("A", "B"))
+    deepest = max(b.words for b in program.buffers)
     if deepest > SPRAM_WORDS:
         return f"an activation buffer needs {deepest} words, an SPRAM holds {SPRAM_WORDS}"
     return None

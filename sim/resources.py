@@ -25,6 +25,8 @@ from quant.fileio import write_json
 
 from hw.config import HwConfig
 
+from hw.network import spram_buffers
+
 from .perf import block_counts, map_memories, memory_list
 
 CALIBRATION_DIR = pathlib.Path(__file__).resolve().with_name("calibration")
@@ -42,7 +44,7 @@ def design(program):
     its logits and its memories (:func:`sim.perf.memory_list`).  Calibration records keep
     it, so a changed model refits without rebuilding."""
     return {"config": program.cfg.to_dict(), "num_classes": program.num_classes, "logit_bits": program.logit_bits,
-            "memories": memory_list(program)}
+            "memories": memory_list(program), "spram": list(spram_buffers(program, True))}
 
 
 def features(d, family):
@@ -51,7 +53,7 @@ def features(d, family):
     pes = cfg.rows * cfg.cols
     select = max(1, math.ceil(math.log2(cfg.shift_levels)))
     rq_levels = max(1, math.ceil(math.log2(cfg.acc_bits + cfg.max_left + 1)))
-    logic_bits = sum(m.bits for m in map_memories(d["memories"], family) if m.mapped_to == "logic")
+    logic_bits = sum(m.bits for m in map_memories(d["memories"], family, d.get("spram")) if m.mapped_to == "logic")
     return {
         "fixed": 1.0,
         # per PE and term: a shifter (product_bits outputs, a select of shift_levels inputs)
@@ -78,7 +80,7 @@ def period_features(d):
 
 
 def blocks_of(d, family):
-    return block_counts(map_memories(d["memories"], family))
+    return block_counts(map_memories(d["memories"], family, d.get("spram")))
 
 
 def _vector(feats, names):

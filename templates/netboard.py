@@ -57,12 +57,13 @@ def write_network_board(out_dir, board, program, *, artifact, baud=DEFAULT_BAUD)
     record = {
         "board": board.name, "design": "network", "config": cfg.to_dict(), "derived": cfg.derived(),
         "artifact": source, "baud": baud, "clocks_per_bit": cpb,
-        "steps": [{"layers": list(s.names), "src": s.src, "dst": s.dst, "k_tiles": s.plan.kt, "n_blocks": s.plan.nb,
+        "steps": [{"layers": list(s.names), "src": s.src, "skip": s.skip, "dst": s.dst, "k_tiles": s.plan.kt,
+                   "n_blocks": s.plan.nb,
                    "positions": s.plan.visited, "cycles": s.plan.cycles(), "pe_use": round(s.plan.utilisation(), 4)}
                   for s in program.steps],
         "cycles": program.cycles(), "macs": program.macs, "conv_pe_use": program.conv_utilisation(),
         "memory_words": {"wgt": program.wgt_words, "par": program.par_words,
-                         "A": program.buffer_words("A"), "B": program.buffer_words("B")},
+                         **{b.name: b.words for b in program.buffers}},
     }
     write_json(out / "design.json", record)
     return {**flow, "record": record}
