@@ -3,13 +3,16 @@
 Writes, into ``--out``:
 
 ``shiftnn.h``
-    the hand-written library (``templates/hls/shiftnn.h``, copied): shift-accumulate conv2d,
-    linear, maxpool2d, flatten and the requantiser;
+    the hand-written library (``templates/hls/shiftnn.h``, copied): shift-accumulate conv2d
+    and linear (with or without a residual add), maxpool2d, avgpool2d (window sums), flatten
+    and the requantiser;
 ``kernel.h``, ``kernel.cpp``
-    one top function per layer (``void conv0(const conv0_in_t in[1][8][8], conv0_out_t out[16][8][8])``)
-    and ``void network(const in_t x[...], logit_t y[...])`` chaining them;
+    one top function per layer (``void conv0(const conv0_in_t in[1][8][8], conv0_out_t out[16][8][8])``;
+    a layer with a skip also takes ``const conv3_skip_t skip[...]``, the tensor it adds) and
+    ``void network(const in_t x[...], logit_t y[...])`` running them, one buffer per layer output;
 ``weights.h``
-    every weighted layer's term codes, biases and requantiser shifts as ``static const`` arrays;
+    every weighted layer's term codes, biases, requantiser shifts (and skip shifts) as
+    ``static const`` arrays;
 ``tb.cpp``, ``build.sh``
     a testbench that runs each layer on its golden input and the network on the golden inputs
     and compares every value exactly; ``build.sh`` compiles it with g++ and runs it;
@@ -87,7 +90,7 @@ class IntType:
 
 
 #: Global names the generator derives from a layer's C name.
-DERIVED = ("{}_in_t", "{}_out_t", "{}_layer", "{}_codes", "{}_bias", "{}_shift")
+DERIVED = ("{}_in_t", "{}_out_t", "{}_skip_t", "{}_layer", "{}_codes", "{}_bias", "{}_shift", "{}_skip_shift")
 
 
 def c_names(layers):
@@ -165,8 +168,11 @@ def _fits(t, values, what):
                         f"chosen from its widths; re-export the artifact with `python -m quant.export RUN_DIR`")
 
 
-def weighted_types(layer, in_type):
-    """The integer types of a conv2d/linear layer, from :mod:`quant.arith`'s derived widths."""
+def weighted_types(layer, in_type, skip_type=None):
+    """The integer types of a conv2d/linear layer, from :mod:`quant.arith`'s derived widths.
+
+    ``skip_type`` is the type of the tensor a layer with a skip adds (``None`` without one).
+    """
     num = layer.arith
     shift = layer.arrays["requant"]
     right = max(0, int(shift.max()))
@@ -177,7 +183,7 @@ def weighted_types(layer, in_type):
     # and the clamp bound of a ReLU layer
     wide_bits = max(num.acc_bits, right) + 1
     wide_bits = max(wide_bits, num.acc_bits + left, (layer.out_bits + 1) if layer.relu else 0)
-    return {
+    types = {
         "in": in_type,
         "out": out,
         "acc": acc,
@@ -186,10 +192,41 @@ def weighted_types(layer, in_type):
         "bias": acc,
         "shift": IntType(True, max(2, arith.signed_bits(int(np.abs(shift).max())))),
     }
+    if layer.has_skip:
+        skip_shift = layer.arrays["skip_shift"]
+        # a skip term is skip << k (k >= 0, within acc_bits by the skip bound) or the rounding
+        # right shift (skip + 2**(r-1)) >> r, held in skip_wide_t (r < its width)
+        r = max(0, -int(skip_shift.min()))
+        top = arith.act_max(layer.skip_bits) + ((1 << (r - 1)) if r > 0 else 0)
+        types["skip"] = skip_type
+        types["skip_wide"] = IntType(True, arith.signed_bits(top))
+        types["skip_shift"] = IntType(True, max(2, arith.signed_bits(int(np.abs(skip_shift).max()))))
+    return types
 
 
-def layer_context(layer, name, in_type, gold_in, gold_out):
-    """Plain data for the templates about one layer, and the type of its output."""
+@dataclass(frozen=True)
+class Tensor:
+    """A tensor of the network as the generated code sees it: the network input or a layer's output."""
+
+    ctype: IntType  # its element type
+    file: str  # its golden file
+    buffer: str  # its array in ``network()``
+    label: str  # for summaries: "the network input", "the output of conv0"
+
+
+def _shape_text(shape):
+    return "x".join(map(str, shape))
+
+
+def _window(layer):
+    return f"kernel {layer.kernel[0]}x{layer.kernel[1]}, stride {layer.stride[0]}x{layer.stride[1]}"
+
+
+def layer_context(layer, name, in_type, gold_in, gold_out, skip=None):
+    """Plain data for the templates about one layer, and the type of its output.
+
+    ``skip`` is the :class:`Tensor` a layer with a skip adds (``None`` without one).
+    """
     ctx = {
         "name": name,
         "source_name": str(layer.name),
@@ -199,16 +236,25 @@ def layer_context(layer, name, in_type, gold_in, gold_out):
         "out_type": f"{name}_out_t",
         "in_dims": dims(layer.in_shape),
         "out_dims": dims(layer.out_shape),
-        "in_shape": ", ".join(str(int(d)) for d in layer.in_shape),
-        "out_shape": ", ".join(str(int(d)) for d in layer.out_shape),
         "in_file": gold_in,
         "out_file": gold_out,
         "weighted": layer.weighted,
         "arrays": [],
     }
+    # the kernel's inputs: the layer's input, then (a residual add) the tensor it adds
+    inputs = [{"var": "in", "type": ctx["in_type"], "dims": ctx["in_dims"], "file": gold_in}]
+    tensor_types = [("in_t", ctx["in_type"], in_type)]  # (name in the layer struct, global name, type)
     shape_in, shape_out = layer.in_shape, layer.out_shape
     if layer.weighted:
-        types = weighted_types(layer, in_type)
+        if layer.has_skip:
+            if skip is None:
+                raise ValueError(f"layer {layer.name} adds a skip; pass the tensor it adds")
+            if skip.ctype != IntType(False, layer.skip_bits):
+                raise UserError(f"layer {layer.name} adds {layer.skip_bits}-bit skip codes, but {skip.label} is "
+                                f"{skip.ctype.spelled}; re-export the artifact with `python -m quant.export RUN_DIR`")
+            inputs.append({"var": "skip", "type": f"{name}_skip_t", "dims": ctx["out_dims"], "file": skip.file})
+            tensor_types.append(("skip_t", f"{name}_skip_t", skip.ctype))
+        types = weighted_types(layer, in_type, skip.ctype if layer.has_skip else None)
         a = layer.arrays
         codes = encode_terms(a["weight_sign"], a["weight_shift"], a["weight_zero"], layer.wbits)
         wshape = codes.shape
@@ -220,6 +266,10 @@ def layer_context(layer, name, in_type, gold_in, gold_out):
             ("shift", types["shift"], a["requant"], str, dims(a["requant"].shape),
              "requantiser shift per output channel: right with rounding half up if > 0, left if < 0"),
         ]
+        if layer.has_skip:
+            arrays.append(("skip_shift", types["skip_shift"], a["skip_shift"], str, dims(a["skip_shift"].shape),
+                           "skip shift per output channel: the added code shifted left if >= 0, right with "
+                           "rounding half up if < 0"))
         for suffix, t, values, fmt, shape_text, comment in arrays:
             _fits(t, values, f"layer {layer.name} {suffix}")
             ctx["arrays"].append({"name": f"{name}_{suffix}", "ctype": t.spelled, "dims": shape_text,
@@ -231,39 +281,57 @@ def layer_context(layer, name, in_type, gold_in, gold_out):
                       ("KH", layer.kernel[0]), ("KW", layer.kernel[1]),
                       ("SH", layer.stride[0]), ("SW", layer.stride[1]),
                       ("PH", layer.padding[0]), ("PW", layer.padding[1])]
-            ctx["library"] = "conv2d"
-            geometry = (f"kernel {layer.kernel[0]}x{layer.kernel[1]}, stride {layer.stride[0]}x{layer.stride[1]}, "
-                        f"padding {layer.padding[0]}x{layer.padding[1]}, ")
+            library = "conv2d"
+            geometry = f"{_window(layer)}, padding {layer.padding[0]}x{layer.padding[1]}, "
         else:
             enums += [("N", shape_in[0]), ("O", shape_out[0])]
-            ctx["library"] = "linear"
+            library = "linear"
             geometry = ""
         enums += [("WBITS", layer.wbits), ("TERMS", layer.terms), ("RELU", int(bool(layer.relu))),
                   ("OUT_BITS", types["out"].bits)]
-        ctx["typedefs"] = [(k + "_t", types[k].spelled) for k in ("acc", "wide", "code", "bias", "shift")]
-        ctx["args"] = f"in, out, {name}_codes, {name}_bias, {name}_shift"
+        typedefs = ["acc", "wide", "code", "bias", "shift"]
+        args = [p["var"] for p in inputs] + ["out", f"{name}_codes", f"{name}_bias", f"{name}_shift"]
+        residual = ""
+        if layer.has_skip:
+            library += "_skip"
+            typedefs += ["skip_wide", "skip_shift"]
+            args.append(f"{name}_skip_shift")
+            k = layer.arrays["skip_shift"]
+            residual = f"adds {skip.label} (skip shift {int(k.min())}..{int(k.max())}), "
+        ctx["library"] = library
+        ctx["typedefs"] = [(t + "_t", types[t].spelled) for t in typedefs]
+        ctx["args"] = ", ".join(args)
         out_type = types["out"]
-        ctx["summary"] = (f"{layer.kind} {'x'.join(map(str, shape_in))} -> {'x'.join(map(str, shape_out))}, "
+        ctx["summary"] = (f"{library} {_shape_text(shape_in)} -> {_shape_text(shape_out)}, "
                           f"{geometry}{layer.wbits}-bit codes x {layer.terms} term(s), fan-in {layer.arith.fan_in}, "
-                          f"{layer.arith.acc_bits}-bit accumulator, "
+                          f"{residual}{layer.arith.acc_bits}-bit accumulator, "
                           + (f"ReLU to {layer.out_bits} bits" if layer.relu else f"{out_type.bits}-bit logits"))
         ctx["acc_bits"] = layer.arith.acc_bits
     else:
         out_type = in_type
         ctx["typedefs"] = []
         ctx["args"] = "in, out"
-        if layer.kind == "maxpool2d":
+        if layer.kind in ("maxpool2d", "avgpool2d"):
             enums = [("C", shape_in[0]), ("H", shape_in[1]), ("W", shape_in[2]),
                      ("HO", shape_out[1]), ("WO", shape_out[2]),
                      ("KH", layer.kernel[0]), ("KW", layer.kernel[1]),
                      ("SH", layer.stride[0]), ("SW", layer.stride[1])]
-            ctx["library"] = "maxpool2d"
-            ctx["summary"] = (f"maxpool2d {'x'.join(map(str, shape_in))} -> {'x'.join(map(str, shape_out))}, "
-                              f"kernel {layer.kernel[0]}x{layer.kernel[1]}, stride {layer.stride[0]}x{layer.stride[1]}")
+            ctx["library"] = layer.kind
+            ctx["summary"] = f"{layer.kind} {_shape_text(shape_in)} -> {_shape_text(shape_out)}, {_window(layer)}"
+            if layer.kind == "avgpool2d":
+                # window sums: the contract's output width, log2(area) bits above the input's
+                out_type = IntType(False, layer.out_bits)
+                if out_type.bits != in_type.bits + layer.pool_log2:
+                    raise UserError(f"layer {layer.name} sums {in_type.bits}-bit codes over {1 << layer.pool_log2} "
+                                    f"values into {layer.out_bits} bits, not {in_type.bits + layer.pool_log2}; "
+                                    f"re-export the artifact with `python -m quant.export RUN_DIR`")
+                whole = tuple(layer.kernel) == tuple(shape_in[1:])
+                ctx["summary"] += (f"{' (global)' if whole else ''}, window sums: {in_type.bits} -> "
+                                   f"{out_type.bits} bits, exponent {layer.in_exp} -> {layer.out_exp}")
         elif len(shape_in) == 3:
             enums = [("C", shape_in[0]), ("H", shape_in[1]), ("W", shape_in[2]), ("N", shape_out[0])]
             ctx["library"] = "flatten"
-            ctx["summary"] = f"flatten {'x'.join(map(str, shape_in))} -> {shape_out[0]}"
+            ctx["summary"] = f"flatten {_shape_text(shape_in)} -> {shape_out[0]}"
         elif len(shape_in) == 1:
             enums = [("N", shape_out[0])]
             ctx["library"] = "copy"
@@ -275,6 +343,14 @@ def layer_context(layer, name, in_type, gold_in, gold_out):
     ctx["enums"] = ", ".join(f"{k} = {int(v)}" for k, v in enums)
     ctx["in_ctype"] = in_type.spelled
     ctx["out_ctype"] = out_type.spelled
+    ctx["inputs"] = inputs
+    # the layer's tensors get global typedefs (conv0_in_t, conv0_skip_t, conv0_out_t) that its
+    # layer description names in_t, skip_t and out_t
+    tensor_types.append(("out_t", ctx["out_type"], out_type))
+    ctx["tensor_types"] = [(global_name, t.spelled) for _, global_name, t in tensor_types]
+    ctx["typedefs"] = [(local, global_name) for local, global_name, _ in tensor_types] + ctx["typedefs"]
+    ctx["params"] = ", ".join([f"const {p['type']} {p['var']}{p['dims']}" for p in inputs]
+                              + [f"{ctx['out_type']} out{ctx['out_dims']}"])
     return ctx, out_type
 
 
@@ -291,32 +367,34 @@ def golden_text(what, values, generator, source, filename):
 
 
 def plan(art, samples):
-    """The template context of a whole artifact (layers, network chain, golden files)."""
+    """The template context of a whole artifact (layers, network steps, golden files)."""
     net, gold = art.network, art.golden
     names = c_names(net.layers)
     in_type = IntType(False, net.input_bits)
-    layers = []
-    cur = in_type
     files = [INPUT_FILE] + [f"{n}.txt" for n in names]
+    last = len(net.layers) - 1
+    # every tensor a layer reads, by index (-1: the network input), as the network and testbench see it
+    tensors = {-1: Tensor(in_type, INPUT_FILE, "x", "the network input")}
     _fits(in_type, gold.inputs[:samples], "golden inputs")
+    layers = []
+    steps = []
     for i, (layer, name) in enumerate(zip(net.layers, names)):
-        ctx, cur = layer_context(layer, name, cur, files[i], files[i + 1])
+        src = tensors[i - 1]
+        skip = tensors[layer.skip] if layer.weighted and layer.has_skip else None
+        ctx, cur = layer_context(layer, name, src.ctype, files[i], files[i + 1], skip)
         _fits(cur, gold.outputs[i][:samples], f"golden outputs of layer {layer.name}")
         layers.append(ctx)
-    buffers = [{"name": f"t{i}", "type": ctx["out_type"], "dims": ctx["out_dims"]}
+        tensors[i] = Tensor(cur, files[i + 1], "y" if i == last else f"t{i}", f"the output of {name}")
+        reads = [src.buffer] + ([skip.buffer] if skip is not None else [])
+        steps.append({"func": name, "args": ", ".join(reads + [tensors[i].buffer])})
+    # one buffer per layer output: a tensor a later layer adds stays alive until then
+    buffers = [{"name": tensors[i].buffer, "type": ctx["out_type"], "dims": ctx["out_dims"]}
                for i, ctx in enumerate(layers[:-1])]
-    steps = []
-    for i, ctx in enumerate(layers):
-        src = "x" if i == 0 else f"t{i - 1}"
-        dst = "y" if i == len(layers) - 1 else f"t{i}"
-        steps.append({"func": ctx["name"], "src": src, "dst": dst})
     network = {
         "in_ctype": in_type.spelled,
-        "logit_ctype": cur.spelled,
+        "logit_ctype": tensors[last].ctype.spelled,
         "in_dims": dims(net.input_shape),
         "out_dims": layers[-1]["out_dims"],
-        "in_shape": ", ".join(str(int(d)) for d in net.input_shape),
-        "out_shape": layers[-1]["out_shape"],
         "in_file": INPUT_FILE,
         "out_file": files[-1],
         "buffers": buffers,
@@ -344,10 +422,6 @@ def generate(artifact, out_dir, *, samples=None):
     or all when the artifact has fewer).
     """
     art = load_artifact(artifact)
-    for layer in art.network.layers:
-        if layer.kind == "avgpool2d" or getattr(layer, "skip", None) is not None:
-            raise UserError(f"{layer.name}: the HLS C++ does not have {'average pools' if layer.kind == 'avgpool2d' else 'residual adds'} "
-                            "yet (issue 15's next step); check this network with python -m quant.diverge")
     count = int(art.golden.inputs.shape[0])
     if count < 1:
         raise UserError(f"artifact {artifact} has no golden vectors; re-export it with "
@@ -401,12 +475,12 @@ def main(argv=None):
                         help=f"golden vectors for the testbench (default: {DEFAULT_SAMPLES}, or all if fewer)")
     args = parser.parse_args(argv)
     result = generate(args.artifact, args.out, samples=args.samples)
-    head = f"{'layer':<12} {'kernel':<10} {'acc':>4} {'output type':<20} summary"
+    head = f"{'layer':<12} {'kernel':<12} {'acc':>4} {'output type':<20} summary"
     print(head)
     print("-" * len(head))
     for ctx in result.layers:
         acc = "" if ctx["acc_bits"] is None else str(ctx["acc_bits"])
-        print(f"{ctx['name']:<12} {ctx['library']:<10} {acc:>4} {ctx['out_ctype']:<20} {ctx['summary']}")
+        print(f"{ctx['name']:<12} {ctx['library']:<12} {acc:>4} {ctx['out_ctype']:<20} {ctx['summary']}")
     print(f"wrote {len(result.files)} files into {result.out_dir} ({result.samples} golden samples); "
           f"build and check with {result.out_dir / 'build.sh'}")
 

@@ -4,19 +4,24 @@
 // It computes exactly the integer contract of quant/arith.py and quant/reference.py:
 //
 //   acc = bias + sum over inputs and terms of (-1)**sign * (a << shift)    (no multiplies)
+//   acc += skip_term(skip, k)       (a residual add: layers with a skip input only)
 //   out = round_shift(acc, s), then clamp to [0, 2**out_bits - 1] for ReLU layers,
 //   round_shift(acc, s) = (acc + 2**(s-1)) >> s (arithmetic) for s > 0, acc for s == 0,
-//                         acc << -s for s < 0.
+//                         acc << -s for s < 0,
+//   skip_term(v, k)     = round_shift(v, -k): v << k for k >= 0, rounded half up v >> -k for k < 0;
+//   average pool: the sum of each window (its mean at an exponent log2(KH*KW) higher; no division).
 //
 // Every layer function is templated on a layer description L, a struct the generator writes
 // with the sizes as enum constants and the integer types as typedefs:
 //
-//   conv2d / maxpool2d / flatten:  C, H, W (input), HO, WO (output), and for conv2d O
-//   conv2d / maxpool2d:            KH, KW, SH, SW (kernel, stride), conv2d also PH, PW (zero padding)
-//   linear:                        N (inputs), O (outputs)
-//   weighted layers:               WBITS, TERMS, RELU, OUT_BITS, and the types acc_t (accumulator),
-//                                  wide_t (requantiser), code_t, bias_t, shift_t
-//   every layer:                   in_t, out_t
+//   conv2d / pools / flatten:  C, H, W (input), HO, WO (output), and for conv2d O
+//   conv2d / pools:            KH, KW, SH, SW (kernel, stride), conv2d also PH, PW (zero padding)
+//   linear:                    N (inputs), O (outputs)
+//   weighted layers:           WBITS, TERMS, RELU, OUT_BITS, and the types acc_t (accumulator),
+//                              wide_t (requantiser), code_t, bias_t, shift_t
+//   with a skip (*_skip):      skip_t (the added tensor's codes), skip_shift_t, and skip_wide_t
+//                              (the rounding right shift of a skip code)
+//   every layer:               in_t, out_t
 //
 // Arrays are C arrays in NCHW order per sample, as in the reference.  A weight is TERMS codes
 // of WBITS bits packed into one code_t, term 0 in the low bits.  A code is the sign in its top
@@ -125,9 +130,85 @@ inline typename L::out_t requantize(typename L::acc_t acc, typename L::shift_t s
     return typename L::out_t(v);
 }
 
-// 2-D convolution, zero padding, NCHW.  For each output pixel the taps (channel, ky, kx) go
-// through a pipeline one per cycle; each tap's activation is shifted and added into all O
-// accumulators at once (one shift-adder per output channel and term).
+// A skip code in accumulator units (quant.arith.skip_term): v << k for k >= 0, else v shifted
+// right by -k rounding half up, computed in skip_wide_t, which holds v + 2**(-k-1).
+template <class L>
+inline typename L::acc_t skip_term(typename L::skip_t v, typename L::skip_shift_t k) {
+    typedef typename L::acc_t acc_t;
+    typedef typename L::skip_wide_t skip_wide_t;
+    const int s = static_cast<int>(k);
+    if (s >= 0) {
+        return shl(acc_t(v), s);
+    }
+    const skip_wide_t w = skip_wide_t(skip_wide_t(v) + shl(skip_wide_t(1), -s - 1));
+    return acc_t(w >> -s);
+}
+
+// The residual add: acc + skip_term(v, k).  acc_t holds the bias, the products and the largest
+// skip term together (quant.arith.accumulator_bits).
+template <class L>
+inline typename L::acc_t add_skip(typename L::acc_t acc, typename L::skip_t v, typename L::skip_shift_t k) {
+    return typename L::acc_t(acc + skip_term<L>(v, k));
+}
+
+namespace detail {
+
+// acc[o] = bias[o] + the taps of the KH x KW window whose top left corner is (y0, x0) in input
+// coordinates (outside the input: zero padding).  The taps (channel, ky, kx) go through a
+// pipeline one per cycle; each tap's activation is shifted and added into all O accumulators at
+// once (one shift-adder per output channel and term).
+template <class L>
+inline void conv2d_window(const typename L::in_t in[L::C][L::H][L::W],
+                          const typename L::code_t codes[L::O][L::C][L::KH][L::KW],
+                          const typename L::bias_t bias[L::O],
+                          int y0, int x0, typename L::acc_t acc[L::O]) {
+#pragma HLS INLINE
+    for (int o = 0; o < L::O; ++o) {
+#pragma HLS UNROLL
+        acc[o] = typename L::acc_t(bias[o]);
+    }
+    for (int c = 0; c < L::C; ++c) {
+        for (int ky = 0; ky < L::KH; ++ky) {
+            for (int kx = 0; kx < L::KW; ++kx) {
+#pragma HLS PIPELINE II=1
+                const int iy = y0 + ky;
+                const int ix = x0 + kx;
+                const bool inside = iy >= 0 && iy < L::H && ix >= 0 && ix < L::W;
+                const typename L::in_t a = inside ? in[c][iy][ix] : typename L::in_t(0);
+                for (int o = 0; o < L::O; ++o) {
+#pragma HLS UNROLL
+                    acc[o] = shift_accumulate<L>(acc[o], a, codes[o][c][ky][kx]);
+                }
+            }
+        }
+    }
+}
+
+// acc[o] = bias[o] + the N inputs, one per cycle, each shifted and added into all O accumulators.
+template <class L>
+inline void linear_sum(const typename L::in_t in[L::N],
+                       const typename L::code_t codes[L::O][L::N],
+                       const typename L::bias_t bias[L::O],
+                       typename L::acc_t acc[L::O]) {
+#pragma HLS INLINE
+    for (int o = 0; o < L::O; ++o) {
+#pragma HLS UNROLL
+        acc[o] = typename L::acc_t(bias[o]);
+    }
+    for (int n = 0; n < L::N; ++n) {
+#pragma HLS PIPELINE II=1
+        const typename L::in_t a = in[n];
+        for (int o = 0; o < L::O; ++o) {
+#pragma HLS UNROLL
+            acc[o] = shift_accumulate<L>(acc[o], a, codes[o][n]);
+        }
+    }
+}
+
+}  // namespace detail
+
+// 2-D convolution, zero padding, NCHW: per output pixel the window's taps into all O
+// accumulators (detail::conv2d_window), then the requantiser, one output channel per cycle.
 template <class L>
 void conv2d(const typename L::in_t in[L::C][L::H][L::W],
             typename L::out_t out[L::O][L::HO][L::WO],
@@ -143,25 +224,7 @@ void conv2d(const typename L::in_t in[L::C][L::H][L::W],
     for (int y = 0; y < L::HO; ++y) {
         int x0 = -L::PW;  // left column of the current window
         for (int x = 0; x < L::WO; ++x) {
-            for (int o = 0; o < L::O; ++o) {
-#pragma HLS UNROLL
-                acc[o] = typename L::acc_t(bias[o]);
-            }
-            for (int c = 0; c < L::C; ++c) {
-                for (int ky = 0; ky < L::KH; ++ky) {
-                    for (int kx = 0; kx < L::KW; ++kx) {
-#pragma HLS PIPELINE II=1
-                        const int iy = y0 + ky;
-                        const int ix = x0 + kx;
-                        const bool inside = iy >= 0 && iy < L::H && ix >= 0 && ix < L::W;
-                        const typename L::in_t a = inside ? in[c][iy][ix] : typename L::in_t(0);
-                        for (int o = 0; o < L::O; ++o) {
-#pragma HLS UNROLL
-                            acc[o] = shift_accumulate<L>(acc[o], a, codes[o][c][ky][kx]);
-                        }
-                    }
-                }
-            }
+            detail::conv2d_window<L>(in, codes, bias, y0, x0, acc);
             for (int o = 0; o < L::O; ++o) {
 #pragma HLS PIPELINE II=1
                 out[o][y][x] = requantize<L>(acc[o], shift[o]);
@@ -172,8 +235,40 @@ void conv2d(const typename L::in_t in[L::C][L::H][L::W],
     }
 }
 
-// Fully connected layer: the N inputs go through a pipeline one per cycle, each shifted and
-// added into all O accumulators at once.
+// conv2d with a residual add: skip (the output shape, an earlier tensor's codes) goes into the
+// accumulators through skip_term with the per-channel skip_shift, one channel per cycle in the
+// requantiser loop, before requantisation.
+template <class L>
+void conv2d_skip(const typename L::in_t in[L::C][L::H][L::W],
+                 const typename L::skip_t skip[L::O][L::HO][L::WO],
+                 typename L::out_t out[L::O][L::HO][L::WO],
+                 const typename L::code_t codes[L::O][L::C][L::KH][L::KW],
+                 const typename L::bias_t bias[L::O],
+                 const typename L::shift_t shift[L::O],
+                 const typename L::skip_shift_t skip_shift[L::O]) {
+#pragma HLS ARRAY_PARTITION variable=codes complete dim=1
+#pragma HLS ARRAY_PARTITION variable=bias complete dim=1
+#pragma HLS ARRAY_PARTITION variable=shift complete dim=1
+#pragma HLS ARRAY_PARTITION variable=skip_shift complete dim=1
+    typename L::acc_t acc[L::O];
+#pragma HLS ARRAY_PARTITION variable=acc complete dim=1
+    int y0 = -L::PH;
+    for (int y = 0; y < L::HO; ++y) {
+        int x0 = -L::PW;
+        for (int x = 0; x < L::WO; ++x) {
+            detail::conv2d_window<L>(in, codes, bias, y0, x0, acc);
+            for (int o = 0; o < L::O; ++o) {
+#pragma HLS PIPELINE II=1
+                out[o][y][x] = requantize<L>(add_skip<L>(acc[o], skip[o][y][x], skip_shift[o]), shift[o]);
+            }
+            x0 += L::SW;
+        }
+        y0 += L::SH;
+    }
+}
+
+// Fully connected layer: the N inputs into all O accumulators (detail::linear_sum), then the
+// requantiser, one output per cycle.
 template <class L>
 void linear(const typename L::in_t in[L::N],
             typename L::out_t out[L::O],
@@ -185,21 +280,32 @@ void linear(const typename L::in_t in[L::N],
 #pragma HLS ARRAY_PARTITION variable=shift complete dim=1
     typename L::acc_t acc[L::O];
 #pragma HLS ARRAY_PARTITION variable=acc complete dim=1
-    for (int o = 0; o < L::O; ++o) {
-#pragma HLS UNROLL
-        acc[o] = typename L::acc_t(bias[o]);
-    }
-    for (int n = 0; n < L::N; ++n) {
-#pragma HLS PIPELINE II=1
-        const typename L::in_t a = in[n];
-        for (int o = 0; o < L::O; ++o) {
-#pragma HLS UNROLL
-            acc[o] = shift_accumulate<L>(acc[o], a, codes[o][n]);
-        }
-    }
+    detail::linear_sum<L>(in, codes, bias, acc);
     for (int o = 0; o < L::O; ++o) {
 #pragma HLS PIPELINE II=1
         out[o] = requantize<L>(acc[o], shift[o]);
+    }
+}
+
+// linear with a residual add of skip (O codes of an earlier tensor), as conv2d_skip.
+template <class L>
+void linear_skip(const typename L::in_t in[L::N],
+                 const typename L::skip_t skip[L::O],
+                 typename L::out_t out[L::O],
+                 const typename L::code_t codes[L::O][L::N],
+                 const typename L::bias_t bias[L::O],
+                 const typename L::shift_t shift[L::O],
+                 const typename L::skip_shift_t skip_shift[L::O]) {
+#pragma HLS ARRAY_PARTITION variable=codes complete dim=1
+#pragma HLS ARRAY_PARTITION variable=bias complete dim=1
+#pragma HLS ARRAY_PARTITION variable=shift complete dim=1
+#pragma HLS ARRAY_PARTITION variable=skip_shift complete dim=1
+    typename L::acc_t acc[L::O];
+#pragma HLS ARRAY_PARTITION variable=acc complete dim=1
+    detail::linear_sum<L>(in, codes, bias, acc);
+    for (int o = 0; o < L::O; ++o) {
+#pragma HLS PIPELINE II=1
+        out[o] = requantize<L>(add_skip<L>(acc[o], skip[o], skip_shift[o]), shift[o]);
     }
 }
 
@@ -222,6 +328,34 @@ void maxpool2d(const typename L::in_t in[L::C][L::H][L::W], typename L::out_t ou
                     }
                 }
                 out[c][y][x] = typename L::out_t(m);
+                x0 += L::SW;
+            }
+            y0 += L::SH;
+        }
+    }
+}
+
+// Average pooling as window sums (quant.arith): each KH x KW window's codes added up, which is
+// their mean at an exponent log2(KH*KW) higher, so there is no division and no rounding.  Stride
+// (SH, SW) (the contract has it equal to the kernel), no padding, rows and columns past the last
+// whole window dropped (floor mode); KH = H, KW = W is global average pooling.  out_t has
+// log2(KH*KW) more bits than in_t, so a sum never overflows.  One window element per cycle.
+template <class L>
+void avgpool2d(const typename L::in_t in[L::C][L::H][L::W], typename L::out_t out[L::C][L::HO][L::WO]) {
+    typedef typename L::out_t out_t;
+    for (int c = 0; c < L::C; ++c) {
+        int y0 = 0;
+        for (int y = 0; y < L::HO; ++y) {
+            int x0 = 0;
+            for (int x = 0; x < L::WO; ++x) {
+                out_t sum = out_t(0);
+                for (int ky = 0; ky < L::KH; ++ky) {
+                    for (int kx = 0; kx < L::KW; ++kx) {
+#pragma HLS PIPELINE II=1
+                        sum = out_t(sum + out_t(in[c][y0 + ky][x0 + kx]));
+                    }
+                }
+                out[c][y][x] = sum;
                 x0 += L::SW;
             }
             y0 += L::SH;

@@ -8,8 +8,8 @@ import subprocess
 import numpy as np
 import pytest
 
-from hw.random_layers import random_inputs, random_layer
-from quant import __version__, reference
+from hw.random_layers import random_inputs, random_layer, random_network
+from quant import __version__, arith, reference
 from quant.artifact import Artifact, Golden, Layer, Network, conv_out_hw, load_artifact, save_artifact
 from templates.hls import GENERATOR, TEMPLATE_ROOT, c_names, generate, main
 from templates.render import artifact_id
@@ -106,18 +106,31 @@ def test_no_multiply_in_the_datapath(demo):
     assert "acc - p" in library and "acc + p" in library and "<<" in library
 
 
-def test_types_follow_the_derived_widths(demo, trained_runs):
-    result, _ = demo
+def assert_types_follow_the_contract(result, net):
+    """Every width in kernel.h is the one quant.arith derives: accumulators, outputs, codes, the
+    average pools' sums and the skip inputs."""
     header = (result.out_dir / "kernel.h").read_text()
-    net = load_artifact(trained_runs.artifact).network
     for layer, ctx in zip(net.layers, result.layers):
+        name = ctx["name"]
+        if layer.kind == "avgpool2d":
+            assert f"typedef shiftnn::uint<{layer.out_bits}> {name}_out_t;" in header
         if not layer.weighted:
             continue
-        struct = header.split(f"struct {ctx['name']}_layer {{", 1)[1].split("\n};", 1)[0]
+        struct = header.split(f"struct {name}_layer {{", 1)[1].split("\n};", 1)[0]
         assert f"typedef shiftnn::sint<{layer.arith.acc_bits}> acc_t;" in struct
         out = f"uint<{layer.out_bits}>" if layer.relu else f"sint<{layer.output_bits}>"
-        assert f"typedef shiftnn::{out} {ctx['name']}_out_t;" in header
+        assert f"typedef shiftnn::{out} {name}_out_t;" in header
         assert f"typedef shiftnn::uint<{layer.wbits * layer.terms}> code_t;" in struct
+        if layer.has_skip:
+            assert f"typedef shiftnn::uint<{layer.skip_bits}> {name}_skip_t;" in header
+            assert f"typedef {name}_skip_t skip_t;" in struct
+        else:
+            assert "skip" not in struct
+
+
+def test_types_follow_the_derived_widths(demo, trained_runs):
+    result, _ = demo
+    assert_types_follow_the_contract(result, load_artifact(trained_runs.artifact).network)
 
 
 def _calibrate(layer, x):
@@ -198,6 +211,200 @@ def test_random_networks_match_without_undefined_behaviour(make, tmp_path):
     run = build(result.out_dir, STRICT + " -fsanitize=undefined -fno-sanitize-recover=all")
     assert run.returncode == 0, run.stdout + run.stderr
     assert "PASS" in run.stdout and " 0 mismatches" in run.stdout
+
+
+def _consistent(net):
+    """Make every exponent and skip of ``net`` follow from its requant shifts and output exponents
+    (``in_exp``, ``exp``, the pools' exponents, ``skip_bits``, ``skip_exp``, ``skip_shift``), as
+    ``quant.artifact`` checks on load."""
+    tensors = {-1: (net.input_bits, net.input_bits)}  # index -> (bits, exp)
+    bits = exp = net.input_bits
+    for i, layer in enumerate(net.layers):
+        if layer.kind == "avgpool2d":
+            layer.in_bits, layer.in_exp = bits, exp
+            layer.out_bits, layer.out_exp = bits + layer.pool_log2, exp + layer.pool_log2
+            bits, exp = layer.out_bits, layer.out_exp
+        elif layer.weighted:
+            a = layer.arrays
+            layer.in_bits, layer.in_exp = bits, exp
+            a["exp"] = exp - a["requant"] - layer.out_exp
+            if layer.has_skip:
+                layer.skip_bits, layer.skip_exp = tensors[layer.skip]
+                a["skip_shift"] = exp - a["exp"] - layer.skip_exp
+            bits, exp = layer.out_bits, layer.out_exp
+        tensors[i] = (bits, exp)
+    return tensors
+
+
+def _add_skip(net, index, source):
+    """Give weighted layer ``index`` a residual add of tensor ``source`` (-1: the input)."""
+    layer = net.layers[index]
+    layer.skip = source
+    layer.arrays["skip_shift"] = np.zeros(layer.out_shape[0], dtype=np.int64)
+    _consistent(net)
+
+
+def _calibrate_graph(net, inputs, skip_down=2, fixed=None):
+    """Spread every ReLU layer's codes, layer by layer: a bias that centres the channel's sums and
+    the shift that brings their 90th percentile to the largest code (random shifts and biases
+    mostly saturate a deep network or silence its channels, which hides bugs).  A layer with a
+    skip gets an output exponent ``skip_down`` below its skip's, so the skip adds its codes
+    divided by ``2**skip_down`` and its skip shift is the requant shift minus ``skip_down``.
+    ``fixed`` maps a layer index to channels whose bias and requant shift are kept."""
+    fixed = fixed or {}
+    outs = []
+    for layer in net.layers:
+        x = inputs if not outs else outs[-1]
+        skip = reference.skip_input(layer, inputs, outs)
+        if layer.weighted and layer.relu:
+            a = layer.arrays
+            acc = reference.accumulate(layer, x, None if skip is None else np.zeros_like(skip))
+            bias = a["bias"].copy()
+            acc = np.moveaxis(acc, 1, 0).reshape(acc.shape[1], -1) - bias[:, None]  # (O, values)
+            bound = layer.arith.product_bound
+            a["bias"] = np.clip(-np.median(acc, axis=1).astype(np.int64), -bound, bound)
+            p90 = np.maximum(np.percentile(np.maximum(acc + a["bias"][:, None], 0), 90, axis=1), 1)
+            requant = np.ceil(np.log2(p90 / arith.act_max(layer.out_bits))).astype(np.int64)
+            keep = list(fixed.get(len(outs), ()))
+            a["bias"][keep] = bias[keep]
+            requant[keep] = a["requant"][keep]
+            a["requant"] = requant
+            if layer.has_skip:
+                layer.out_exp = _consistent(net)[layer.skip][1] - skip_down
+            _consistent(net)
+        outs.append(reference.run_layer(layer, x, skip))
+
+
+def _artifact(net, inputs):
+    """``net`` with the reference's golden vectors for ``inputs``; every ReLU layer uses its range."""
+    outputs = reference.run(net, inputs)
+    for layer, out in zip(net.layers, outputs):
+        if layer.weighted and layer.relu:
+            assert len(np.unique(out)) >= 6 and np.mean(out == 0) < 0.8, layer.name
+    return Artifact(network=net, golden=Golden(inputs=inputs, outputs=outputs,
+                                               labels=np.zeros(len(inputs), np.int64)), meta={})
+
+
+def _graph(rng, spec, input_shape, count=4):
+    """A random network of ``spec`` (``hw.random_layers.random_network``), calibrated, with
+    ``count`` random inputs."""
+    net = random_network(rng, spec, input_shape)
+    inputs = rng.integers(0, 2**net.input_bits, (count,) + tuple(input_shape))
+    _calibrate_graph(net, inputs)
+    return net, inputs
+
+
+def residual(rng):
+    """A residual CNN on a 3-channel input: a skip over two convolutions (its source stays alive
+    past the next layer), a 2x2 average pool in floor mode (9 -> 4: 6-bit sums into the next
+    convolution), a skip of those sums, and a global average pool (4x4: 8-bit sums)."""
+    net, inputs = _graph(rng, [("conv", 6, 3, 1, 1), ("conv", 6, 3, 1, 1), ("skipconv", 3, 1, 0), ("avgpool", 2),
+                               ("conv", 6, 3, 1, 1), ("skipconv", 1, 0, 3), ("avgpool", None), ("flatten",),
+                               ("linear", 10)], (3, 9, 9))
+    assert [layer.skip for layer in net.layers if layer.weighted] == [None, None, 0, None, 3, None]
+    assert net.layers[3].out_bits == 6 and net.layers[5].skip_bits == 6
+    assert net.layers[6].kernel == (4, 4) and net.layers[6].out_bits == 8
+    return _artifact(net, inputs)
+
+
+def strided(rng):
+    """Stride 2 without padding at every kernel size from 5 down to 1 (64 -> 30 -> 14 -> 6 -> 3 -> 2,
+    dropping the odd rows and columns where a window does not fit), no pool, then three linear
+    layers in a row."""
+    net, inputs = _graph(rng, [("conv", 4, 5, 2, 0), ("conv", 6, 4, 2, 0), ("conv", 6, 3, 2, 0), ("conv", 8, 2, 2, 0),
+                               ("conv", 8, 1, 2, 0), ("flatten",), ("linear", 12), ("linear", 12), ("linear", 10)],
+                         (3, 64, 64))
+    assert [layer.out_shape[1:] for layer in net.layers[:5]] == [(30, 30), (14, 14), (6, 6), (3, 3), (2, 2)]
+    return _artifact(net, inputs)
+
+
+def input_skip(rng):
+    """Skips from the network input (-1): the first layer's, and one two layers later."""
+    net, inputs = _graph(rng, [("skipconv", 3, 1, -1), ("conv", 3, 3, 1, 1), ("skipconv", 1, 0, -1), ("maxpool", 2),
+                               ("flatten",), ("linear", 10)], (3, 8, 8))
+    assert [layer.skip for layer in net.layers if layer.weighted] == [-1, None, -1, None]
+    return _artifact(net, inputs)
+
+
+#: Channels of the negative-skip-shift network that pass their skip straight through: requant
+#: shift per channel; with the skip 2 exponents above the output the skip shifts are these - 2.
+PASS_THROUGH = (0, -1, 1)
+
+
+def negative_skip_shift(rng):
+    """Skips shifted right (skip shift < 0, the round-half-up path), on a convolution and on a
+    linear layer.  Channels 0-2 of both have no weights and no bias and requant shifts 0, -1 and 1,
+    so their outputs are the rounded skip term itself: clamp(round_shift(skip_term(skip, k), q))
+    with k = -2, -3, -1; the tests check those values include ties (rounded up)."""
+    net = random_network(rng, [("conv", 4, 3, 1, 1), ("skipconv", 3, 1, 0), ("flatten",), ("linear", 16),
+                               ("linear", 16), ("linear", 10)], (3, 6, 6))
+    _add_skip(net, 4, 3)  # linear4 adds linear3's output
+    inputs = rng.integers(0, 2**net.input_bits, (16, 3, 6, 6))
+    through = range(len(PASS_THROUGH))
+    for index in (1, 4):
+        a = net.layers[index].arrays
+        for key in ("weight_zero", "weight_sign", "weight_shift"):
+            a[key][:, through] = key == "weight_zero"
+        a["bias"][through] = 0
+        a["requant"][through] = PASS_THROUGH
+    _calibrate_graph(net, inputs, skip_down=2, fixed={1: through, 4: through})
+    art = _artifact(net, inputs)
+    outs = art.golden.outputs
+    for index, source in ((1, 0), (4, 3)):
+        layer = net.layers[index]
+        k = layer.arrays["skip_shift"]
+        assert list(k[:3]) == [q - 2 for q in PASS_THROUGH] and k.min() < 0
+        skip = outs[source][:, :3]  # (N, 3[, H, W])
+        for channel, q in enumerate(PASS_THROUGH):
+            r = 2 - q  # the skip's right shift
+            codes = skip[:, channel]
+            want = np.clip(arith.round_shift((codes + (1 << (r - 1))) >> r, q), 0, 15)
+            assert np.array_equal(outs[index][:, channel], want)
+            assert np.any(codes % (1 << r) == 1 << (r - 1)), "no tie: the rounding is not exercised"
+    return art
+
+
+@pytest.mark.parametrize("make", [residual, strided, input_skip, negative_skip_shift])
+def test_graphs_match_every_value_of_every_layer(make, tmp_path):
+    """Average pools, skips and strided convolutions: every value of every layer and the
+    logits equal the reference's, with every width from the contract and no undefined behaviour."""
+    art = make(np.random.default_rng(11))
+    path = tmp_path / "artifact.npz"
+    save_artifact(path, art)
+    net = load_artifact(path).network
+    result = generate(path, tmp_path / "hls")
+    assert_types_follow_the_contract(result, net)
+    run = build(result.out_dir, STRICT + " -fsanitize=undefined -fno-sanitize-recover=all")
+    assert run.returncode == 0, run.stdout + run.stderr
+    checked = dict(re.findall(r"checked (\w+): .* (\d+) mismatches", run.stdout))
+    assert checked == dict.fromkeys([ctx["name"] for ctx in result.layers] + ["network"], "0")
+    assert "PASS" in run.stdout
+    libraries = {ctx["library"] for ctx in result.layers}
+    for layer, ctx in zip(net.layers, result.layers):
+        if layer.weighted and layer.has_skip:
+            source = "input.txt" if layer.skip < 0 else f"{result.layers[layer.skip]['name']}.txt"
+            assert [p["file"] for p in ctx["inputs"]] == [ctx["in_file"], source]  # the testbench's skip input
+    if any(layer.kind == "avgpool2d" for layer in net.layers):
+        assert "avgpool2d" in libraries
+    if any(layer.weighted and layer.has_skip for layer in net.layers):
+        assert libraries & {"conv2d_skip", "linear_skip"}
+
+
+def test_network_keeps_a_skipped_tensor_until_it_is_added(tmp_path):
+    """network() gives each layer output its own buffer and hands the skip's source to the layer
+    that adds it, however far back it is (here the output of conv0 two layers later, and the input)."""
+    path = tmp_path / "artifact.npz"
+    save_artifact(path, residual(np.random.default_rng(11)))
+    generate(path, tmp_path / "hls")
+    code = (tmp_path / "hls" / "kernel.cpp").read_text()
+    assert "::conv1(t0, t1);\n    ::skipconv2(t1, t0, t2);" in code
+    assert "::skipconv5(t4, t3, t5);" in code
+    assert "void skipconv2(const skipconv2_in_t in[6][9][9], const skipconv2_skip_t skip[6][9][9], " \
+           "skipconv2_out_t out[6][9][9])" in code
+    save_artifact(path, input_skip(np.random.default_rng(11)))
+    generate(path, tmp_path / "hls")
+    code = (tmp_path / "hls" / "kernel.cpp").read_text()
+    assert "::skipconv0(x, x, t0);" in code and "::skipconv2(t1, x, t2);" in code
 
 
 def test_layer_names_become_c_identifiers():
