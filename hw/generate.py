@@ -15,6 +15,7 @@ from quant.fileio import write_atomic, write_json
 from .array import SystolicArray
 from .config import HwConfig
 from .engine import LayerEngine
+from .graph import engine_layers
 from .pe import ShiftPE
 from .plan import LayerPlan, fit_config
 
@@ -53,13 +54,13 @@ def write_design(cfg, out_dir, *, top="engine", artifact=None):
 
 
 def layer_table(network, cfg):
-    """Lines of a table: how each weighted layer tiles onto ``cfg`` and its cycle count."""
+    """Lines of a table: how each weighted layer (average pools before it folded in,
+    :func:`hw.graph.engine_layers`) tiles onto ``cfg`` and its cycle count."""
     head = (f"{'layer':<8} {'fan-in':>6} {'acc':>4} {'K tiles':>7} {'N blocks':>8} {'M tiles':>7} {'cycles':>9} "
             f"{'PE use':>7}")
     lines = [head, "-" * len(head)]
-    for layer in network.layers:
-        if not layer.weighted:
-            continue
+    for el in engine_layers(network):
+        layer = el.layer
         p = LayerPlan(layer, cfg)
         lines.append(f"{layer.name:<8} {layer.arith.fan_in:>6} {layer.arith.acc_bits:>4} {p.kt:>7} {p.nb:>8} "
                      f"{len(p.m_tiles):>7} {p.cycles():>9} {p.utilisation():>7.1%}")

@@ -37,6 +37,7 @@ of output position ``m`` and block ``nb`` are read from the same place of their 
 """
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,6 +49,9 @@ from .config import HwConfig
 from .graph import engine_layers
 from .plan import LayerPlan, ceil_div, fit_config
 
+#: The partial-sum memory's depth (positions of an M tile) a program sizes a design with,
+#: rounded down to whole windows of its fused max-pools.
+PSUM_DEPTH = 256
 #: Names of the activation buffers, in the order they are allocated.
 BUFFER_NAMES = "ABCDEFGH"
 #: The destination of the last step.
@@ -215,8 +219,10 @@ class NetworkProgram:
                             f"buffer word and bank by bits), not {rows} / {cols} = {self.banks}; use e.g. --rows "
                             f"{cols * (1 << (self.banks.bit_length() - 1))}")
         items, self.packer = self._rewrite(network, rows)
-        self.cfg = cfg or fit_config(_Layers([it.layer for it in items]), psum_depth=given.pop("psum_depth", 256),
-                                     nb_multiple=self.banks, **given)
+        if "psum_depth" not in given:  # M tiles of whole pooling windows
+            windows = math.lcm(*(it.pool[0] * it.pool[1] for it in items if it.pool))
+            given["psum_depth"] = PSUM_DEPTH // windows * windows
+        self.cfg = cfg or fit_config(_Layers([it.layer for it in items]), nb_multiple=self.banks, **given)
         self.steps = []
         wgt_base, par_base = 0, 0
         for i, it in enumerate(items):
