@@ -17,8 +17,12 @@ from .methods import METHODS, method_class
 class TrainConfig:
     """Everything a training run depends on; saved as ``config.json`` and in every checkpoint."""
 
-    data: str = field(default="digits", metadata={"help": f"dataset: {' | '.join(DATASETS)} (digits is bundled)"})
-    data_dir: str = field(default=None, metadata={"help": "folder with the four MNIST IDX files (for --data mnist)"})
+    data: str = field(default="digits", metadata={
+        "help": f"dataset: {' | '.join(DATASETS)} (digits is bundled, synthetic is generated: 3x16x16 colour "
+                "images, 4 classes; mnist and cifar10 read --data-dir)"})
+    data_dir: str = field(default=None, metadata={
+        "help": "folder with the four MNIST IDX files (--data mnist), or with the CIFAR-10 binary version's "
+                "data_batch_N.bin and test_batch.bin (--data cifar10)"})
     model: str = field(default="cnn", metadata={
         "help": f"network: {' | '.join(MODELS)}, package.module:factory (a function returning an nn.Module), "
                 "or 'spec' for the [model] table of the TOML config (docs/networks.md)"})

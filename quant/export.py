@@ -36,7 +36,7 @@ def main(argv=None):
     p.add_argument("run_dir", help="run directory written by `python -m quant.train`")
     p.add_argument("--out", help=f"artifact path (default: RUN_DIR/{ARTIFACT})")
     p.add_argument("--golden", type=int, help="test images in the golden vectors (default: the run's --golden)")
-    p.add_argument("--data-dir", help="override the run's dataset folder (for --data mnist)")
+    p.add_argument("--data-dir", help="override the run's dataset folder (for --data mnist or cifar10)")
     args = p.parse_args(argv)
     qnet, state = load_network(args.run_dir)
     cfg = state["config"]

@@ -105,6 +105,10 @@ def lower(qnet, input_shape, num_classes):
                 raise UserError(f"layer {m.user_index} (average pool) needs a (C, H, W) input, got shape {shape}")
             k = m.window(shape)
             log2a = m._log2(k)
+            if m.kernel_size is None:
+                # a global pool learns its area in a forward pass, which a network fresh from its
+                # checkpoint has not had; the next weighted layer's input exponent needs it
+                m.log2_area = log2a
             layer = Layer(kind="avgpool2d", name=name, in_shape=shape, kernel=k, stride=k, padding=(0, 0),
                           out_shape=(shape[0],) + conv_out_hw(shape[1], shape[2], k, k, (0, 0)),
                           in_bits=bits, in_exp=exp, out_bits=bits + log2a, out_exp=exp + log2a)

@@ -299,6 +299,9 @@ EXAMPLES = """examples:
   python -m quant.train --method pow2 --wbits 4 --abits 4 --init-from runs/float --out runs/pow2
   # MNIST from a folder of the four IDX files (gzipped or not)
   python -m quant.train --data mnist --data-dir DIR --method pow2 --terms 2 --out runs/mnist
+  # colour images: the generated synthetic set (or --data cifar10 --data-dir DIR), a network of one's own
+  python -m quant.train --data synthetic --model examples.my_nets:resnet_avg --out runs/own
+  python -m quant.train --config examples/resnet_tiny.toml --out runs/resnet_tiny
   # continue an interrupted run, or extend it
   python -m quant.train --resume runs/mnist --epochs 12
 """

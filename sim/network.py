@@ -120,7 +120,7 @@ def main(argv=None):
     parser.add_argument("artifact", help="artifact.npz written by python -m quant.train")
     parser.add_argument("--data", choices=DATASETS, help="run this dataset's test split (default: the artifact's "
                                                          "golden vectors)")
-    parser.add_argument("--data-dir", help="MNIST IDX folder for --data mnist")
+    parser.add_argument("--data-dir", help="the dataset's folder for --data mnist or cifar10")
     parser.add_argument("--limit", type=int, help="only the first N test images")
     parser.add_argument("--rows", type=int, default=8, help="array rows (default 8, the iCEBreaker build's)")
     parser.add_argument("--cols", type=int, default=4, help="array columns (default 4, the iCEBreaker build's)")

@@ -1,4 +1,4 @@
-"""Tests for quant.data: IDX reading, the digits and MNIST loaders, and minibatching."""
+"""Tests for quant.data: IDX reading, the digits, MNIST, CIFAR-10 and synthetic loaders, and minibatching."""
 
 import gzip
 import struct
@@ -11,9 +11,12 @@ from quant.data import (
     DATASETS,
     Dataset,
     batches,
+    load_cifar10_dir,
     load_dataset,
     load_digits_dataset,
     load_mnist_dir,
+    load_synthetic_dataset,
+    read_cifar_batch,
     read_idx,
 )
 from quant.errors import UserError
@@ -101,7 +104,7 @@ def test_digits_split_is_deterministic_and_stratified(digits):
 
 
 def test_dataset_names():
-    assert DATASETS == ("digits", "mnist")
+    assert DATASETS == ("digits", "mnist", "cifar10", "synthetic")
 
 
 # --- read_idx -----------------------------------------------------------------------------
@@ -245,6 +248,160 @@ def test_mnist_corrupt_file_is_named(tmp_path):
     make_mnist_dir(tmp_path)
     (tmp_path / "t10k-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8bnot gzip at all")
     raises_one_line(lambda: load_mnist_dir(tmp_path), "t10k-images-idx3-ubyte.gz")
+
+
+# --- CIFAR-10 binary ----------------------------------------------------------------------
+
+
+def cifar_bytes(labels, pixels):
+    """Serialise CIFAR-10 binary records: per image its label byte, then its 3x32x32 pixel bytes."""
+    labels = np.asarray(labels, dtype=np.uint8)
+    return np.concatenate([labels[:, None], pixels.reshape(len(labels), -1)], axis=1).tobytes()
+
+
+def make_cifar_dir(root, *, train_batches=(1, 2), n_train=4, n_test=3):
+    """A tiny CIFAR-10 folder; returns (root, [(pixels, labels) per train batch], (test pixels, labels))."""
+    rng = np.random.default_rng(0)
+    root.mkdir(parents=True, exist_ok=True)
+    train = []
+    for b in train_batches:
+        px = rng.integers(0, 256, size=(n_train, 3, 32, 32), dtype=np.uint8)
+        y = (np.arange(n_train) + b) % 10
+        (root / f"data_batch_{b}.bin").write_bytes(cifar_bytes(y, px))
+        train.append((px, y))
+    test_px = rng.integers(0, 256, size=(n_test, 3, 32, 32), dtype=np.uint8)
+    test_y = np.arange(n_test) % 10
+    (root / "test_batch.bin").write_bytes(cifar_bytes(test_y, test_px))
+    return root, train, (test_px, test_y)
+
+
+def test_cifar_batch_layout():
+    # one record by hand: label 7, red plane 1s, green plane 2s, blue plane 3s except pixel (y=0, x=1)
+    record = bytes([7]) + bytes([1] * 1024) + bytes([2] * 1024) + bytes([3, 250] + [3] * 1022)
+    px = np.frombuffer(record[1:], dtype=np.uint8).reshape(1, 3, 32, 32)
+    assert cifar_bytes([7], px) == record
+    assert px[0, 0, 5, 5] == 1 and px[0, 1, 5, 5] == 2 and px[0, 2, 0, 1] == 250
+
+
+def test_cifar_dir_loads_a_subset_of_batches_with_exact_scaling(tmp_path):
+    root, train, (test_px, test_y) = make_cifar_dir(tmp_path, train_batches=(1, 3))
+    ds = load_cifar10_dir(root)
+    assert ds.name == "cifar10" and ds.num_classes == 10
+    assert ds.train_x.shape == (8, 3, 32, 32) and ds.test_x.shape == (3, 3, 32, 32)
+    assert ds.train_x.dtype == torch.float32 and ds.train_y.dtype == torch.int64
+    assert ds.image_shape == (3, 32, 32)
+    # the batches present, in order; x == float32(pixel) / 255 with the planes as channels R, G, B
+    assert ds.train_y.tolist() == [1, 2, 3, 4, 3, 4, 5, 6]
+    expected = torch.from_numpy(np.concatenate([px for px, _ in train])).float() / 255
+    assert torch.equal(ds.train_x, expected)
+    assert torch.equal((ds.test_x * 255).round().to(torch.uint8), torch.from_numpy(test_px))
+    assert ds.test_y.tolist() == test_y.tolist()
+    assert ds.describe() == "cifar10: 8 train / 3 test, 3x32x32, 10 classes"
+
+
+def test_cifar_unpacked_subfolder_is_found(tmp_path):
+    make_cifar_dir(tmp_path / "cifar-10-batches-bin")
+    assert load_dataset("cifar10", tmp_path).describe() == "cifar10: 8 train / 3 test, 3x32x32, 10 classes"
+
+
+def test_cifar_missing_dir(tmp_path):
+    raises_one_line(lambda: load_cifar10_dir(tmp_path / "absent"), "absent", "does not exist", "--data-dir")
+
+
+def test_cifar_missing_test_batch(tmp_path):
+    make_cifar_dir(tmp_path)
+    (tmp_path / "test_batch.bin").unlink()
+    msg = raises_one_line(lambda: load_cifar10_dir(tmp_path), tmp_path, "lacks test_batch.bin", "--data-dir")
+    assert "data_batch" not in msg  # the training batches that are there are not reported missing
+
+
+def test_cifar_missing_every_train_batch(tmp_path):
+    make_cifar_dir(tmp_path, train_batches=())
+    raises_one_line(lambda: load_cifar10_dir(tmp_path), tmp_path, "data_batch_1.bin .. data_batch_5.bin", "--data-dir")
+
+
+def test_cifar_missing_everything_names_both(tmp_path):
+    raises_one_line(lambda: load_cifar10_dir(tmp_path), "data_batch_1.bin", "test_batch.bin")
+
+
+def test_cifar_truncated_record(tmp_path):
+    make_cifar_dir(tmp_path)
+    path = tmp_path / "data_batch_2.bin"
+    path.write_bytes(path.read_bytes()[:-100])
+    raises_one_line(lambda: load_cifar10_dir(tmp_path), path, f"{4 * 3073 - 100} bytes",
+                    "not a whole number of 3073-byte records", "3 records and 2973 bytes over", "download it again")
+
+
+def test_cifar_empty_file(tmp_path):
+    make_cifar_dir(tmp_path)
+    path = tmp_path / "test_batch.bin"
+    path.write_bytes(b"")
+    raises_one_line(lambda: load_cifar10_dir(tmp_path), path, "empty file (0 records)")
+
+
+def test_cifar_bad_label(tmp_path):
+    make_cifar_dir(tmp_path)
+    path = tmp_path / "data_batch_1.bin"
+    raw = bytearray(path.read_bytes())
+    raw[2 * 3073] = 10  # the label byte of record 2
+    path.write_bytes(bytes(raw))
+    raises_one_line(lambda: load_cifar10_dir(tmp_path), path, "label 10 of record 2", "outside 0..9")
+
+
+def test_cifar_missing_batch_file(tmp_path):
+    raises_one_line(lambda: read_cifar_batch(tmp_path / "data_batch_9.bin"), "data_batch_9.bin", "does not exist")
+
+
+def test_load_dataset_cifar10_needs_data_dir():
+    raises_one_line(lambda: load_dataset("cifar10"), "--data cifar10 needs --data-dir")
+
+
+# --- synthetic ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    return load_synthetic_dataset()
+
+
+def test_synthetic_shapes_and_scaling(synthetic):
+    assert synthetic.name == "synthetic" and synthetic.num_classes == 4
+    assert synthetic.train_x.shape == (2000, 3, 16, 16) and synthetic.test_x.shape == (500, 3, 16, 16)
+    assert synthetic.train_x.dtype == torch.float32 and synthetic.train_y.dtype == torch.int64
+    assert synthetic.image_shape == (3, 16, 16)
+    assert synthetic.describe() == "synthetic: 2000 train / 500 test, 3x16x16, 4 classes"
+    for x in (synthetic.train_x, synthetic.test_x):
+        assert 0 <= x.min() and x.max() <= 1
+        pixels = (x * 255).round()
+        assert torch.equal(pixels / 255, x)  # pixel / 255 of whole pixels, like MNIST
+
+
+def test_synthetic_is_deterministic(synthetic):
+    torch.manual_seed(123)
+    np.random.seed(123)  # neither global seed plays a part
+    again = load_dataset("synthetic", "/ignored")
+    for field in ("train_x", "train_y", "test_x", "test_y"):
+        assert torch.equal(getattr(synthetic, field), getattr(again, field))
+    assert not torch.equal(synthetic.train_x[:500], synthetic.test_x)
+
+
+def test_synthetic_classes_are_balanced(synthetic):
+    assert torch.bincount(synthetic.train_y).tolist() == [500, 500, 500, 500]
+    assert torch.bincount(synthetic.test_y).tolist() == [125, 125, 125, 125]
+    assert synthetic.train_y[:8].tolist() != sorted(synthetic.train_y[:8].tolist())  # shuffled, not in blocks
+
+
+def test_synthetic_classes_are_colour_and_orientation(synthetic):
+    # class 2 * colour + vertical: red classes are redder than green on average, and a
+    # horizontal bar makes more change down the columns (its long edges) than along the rows
+    x, y = synthetic.train_x, synthetic.train_y
+    redness = (x[:, 0] - x[:, 1]).mean((1, 2))
+    down = (x[:, :, 1:, :] - x[:, :, :-1, :]).abs().sum((1, 2, 3))
+    across = (x[:, :, :, 1:] - x[:, :, :, :-1]).abs().sum((1, 2, 3))
+    for c in range(4):
+        red, vertical = c < 2, c % 2 == 1
+        assert (redness[y == c].mean() > 0) == red
+        assert (across[y == c].mean() > down[y == c].mean()) == vertical
 
 
 # --- load_dataset -------------------------------------------------------------------------

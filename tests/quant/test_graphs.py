@@ -108,3 +108,15 @@ def test_inexact_forms_are_refused_naming_the_users_layer(model, needle):
         net = quantize_model(model, make_weight_quant=weight_quant_factory("pow2", wbits=4, terms=1, per_channel=True), abits=4)
         net.eval()(torch.rand(2, 3, 4, 4))
     assert needle in str(err.value)
+
+
+def test_global_pool_lowers_straight_from_a_checkpoint():
+    # a network rebuilt from its state dict has had no forward pass, so its global pool has
+    # not measured its area yet: lowering (quant.export) must take it from the map's shape
+    shape = (3, 8, 8)
+    trained = qnet(RESNET, shape)
+    make = weight_quant_factory("pow2", wbits=4, terms=1, per_channel=True)
+    fresh = quantize_model(spec_to_module(RESNET, shape), make_weight_quant=make, abits=4)
+    fresh.load_state_dict(trained.state_dict())
+    network = check_all_layers(fresh.eval(), shape)
+    assert network.layers[3].kernel == (8, 8) and network.layers[5].in_bits == 4 + 6
