@@ -187,6 +187,16 @@ class LSQ(LearnedScaleMethod):
     def init_layer(self, layer):
         layer.weight_quant.init_step(layer.folded()[0])
 
+    @torch.no_grad()
+    def after_step(self, net):
+        """A step is a positive size: an optimiser step that pushes one through zero (a large
+        learning rate can) would give a NaN power of two, so steps are kept at least
+        ``2**-24``, as they start."""
+        for m in net.modules():
+            if isinstance(m, (LSQWeightQuant, LSQActQuant)):
+                m.step.clamp_(min=2.0**-24)
+        super().after_step(net)
+
     def describe(self):
         c = self.cfg
         return f"{self.label} W{c.wbits}/A{c.abits}"

@@ -79,3 +79,23 @@ def test_build_gives_one_step_per_channel_and_reloads():
     x = torch.rand(4, 1, 8, 8)
     net.eval(), again.eval()
     assert torch.equal(net(x), again(x))
+
+
+def test_a_step_pushed_through_zero_is_kept_positive():
+    """A large learning rate can push a learned step below zero; after the optimiser step the
+    method keeps it at 2**-24, so its power of two (and the activation exponent) stays finite."""
+    from torch import nn
+
+    from quant.layers import QuantNet
+    from quant.methods import get_method
+
+    wq, act = LSQWeightQuant(wbits=4), LSQActQuant(bits=4)
+    with torch.no_grad():
+        wq.step.fill_(-0.5)
+        act.step.fill_(-0.1)
+    holder = nn.Module()
+    holder.wq = wq
+    net = QuantNet(nn.Sequential(act, holder))
+    get_method(TrainConfig(method="lsq")).after_step(net)
+    assert wq.step.item() == act.step.item() == 2.0**-24
+    assert act.exp.item() == 24
