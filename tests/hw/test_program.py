@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from hw.program import STEP_OVERHEAD, NetworkProgram, PackerGeometry, flatten_linear, pack_input_layer
-from hw.random_layers import random_inputs, random_layer, random_network
+from hw.random_layers import GRAPHS, random_inputs, random_layer, random_network
 from quant import reference
 from quant.artifact import load_artifact
 from quant.errors import UserError
@@ -84,24 +84,6 @@ def test_network_core_on_amaranth_sim(trained_runs, rows, cols):
     assert np.array_equal(logits, art.golden.outputs[-1][:2])
     assert list(cycles) == [prog.cycles()] * 2
     assert step_cycles.tolist() == [[s.plan.cycles() + STEP_OVERHEAD for s in prog.steps]] * 2
-
-
-GRAPHS = {
-    # a residual CNN with a global average pool on 3-channel images: a two-conv block (a third
-    # buffer keeps its shortcut) and a one-conv block (its input written into two buffers)
-    "residual-gap": ([("conv", 8, 3, 1, 1), ("maxpool", 2), ("conv", 8, 3, 1, 1), ("skipconv", 3, 1, 1),
-                      ("skipconv", 1, 0, 3), ("avgpool", None), ("flatten",), ("linear", 10)], (3, 8, 8)),
-    # a shortcut from the network input (not packed), a 2x2 average pool before a conv
-    "input-skip-avgpool": ([("skipconv", 3, 1, -1), ("avgpool", 2), ("conv", 6, 3, 1, 1), ("flatten",),
-                            ("linear", 10)], (4, 6, 6)),
-    # stride-2 convolutions with no pool, then linear layers in a row
-    "strided": ([("conv", 6, 3, 2, 0), ("conv", 8, 2, 2, 0), ("flatten",), ("linear", 12), ("linear", 7),
-                 ("linear", 10)], (3, 11, 11)),
-    # more input channels than the array has rows: the packer writes channel blocks
-    "wide-input": ([("conv", 4, 3, 1, 1), ("maxpool", 2), ("flatten",), ("linear", 10)], (11, 4, 4)),
-    # an MLP: the first layer a linear over the flattened image
-    "mlp": ([("flatten",), ("linear", 9), ("linear", 10)], (3, 4, 4)),
-}
 
 
 @pytest.mark.parametrize("graph", sorted(GRAPHS))

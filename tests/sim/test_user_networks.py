@@ -16,6 +16,7 @@ import pytest
 from fpga.build import build
 from hw.plan import fit_config
 from hw.program import NetworkProgram
+from hw.random_layers import GRAPHS, random_network
 from quant.artifact import load_artifact
 from quant.diverge import main as diverge_main
 from quant.train import main as train_main
@@ -109,3 +110,17 @@ def test_the_residual_cnn_on_every_mnist_test_image(mnist_dir, tmp_path):
     assert report["images"] == 2000
     assert report["logit_differences"] == 0 and report["cycle_counts_as_planned"]
     assert np.isclose(report["hardware_accuracy"], report["reference_accuracy"])
+
+
+@pytest.mark.parametrize("graph", sorted(GRAPHS))
+def test_random_graphs_on_the_verilated_network_engine(graph):
+    """Every graph form (a one-layer residual block read twice at once, a shortcut from the
+    input, average pools folded, strided convs, an input wider than the array, an MLP) on the
+    Verilator batch harness, against the integer reference."""
+    spec, shape = GRAPHS[graph]
+    rng = np.random.default_rng(len(graph))
+    net = random_network(rng, spec, shape)
+    program = NetworkProgram(net, rows=8, cols=4, psum_depth=16)
+    inputs = rng.integers(0, 16, (6,) + shape)
+    report = check(program, inputs, jobs=1, progress=False)
+    assert report["logit_differences"] == 0 and report["cycle_counts_as_planned"]
