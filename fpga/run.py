@@ -2,9 +2,9 @@
 
 The client asks the board what it runs (INFO), checks the images fit it, then sends one
 CLASSIFY per image and prints the class and logits the board answers (frames:
-:mod:`fpga.protocol`).  Images are ``.png``/``.pgm`` files (read as grayscale), ``.npy``
-arrays of shape ``(C, H, W)`` or ``(N, C, H, W)`` (uint8 pixels 0..255, or floats in
-[0, 1]) and IDX image files (``*-idx3-ubyte``, MNIST's format, N images each).  Each image
+:mod:`fpga.protocol`).  Images are ``.png``/``.pgm`` files (a colour picture as RGB for a
+3-channel network, as its luma for a 1-channel one), ``.npy`` arrays of shape ``(C, H,
+W)`` or ``(N, C, H, W)`` (uint8 pixels 0..255, or floats in [0, 1]) and IDX image files (``*-idx3-ubyte``, MNIST's format, N images each).  Each image
 becomes input codes with the project's input quantiser (:func:`quantize`), sent in
 ``(y, x, c)`` raster order.
 
@@ -154,6 +154,12 @@ class Image:
     source: str  # the file
     index: int  # within it
     pixels: np.ndarray  # (C, H, W): uint8 0..255, or float32 in [0, 1]
+    grey: np.ndarray = None  # (1, H, W): a colour picture's luma, for a 1-channel network
+
+    def for_channels(self, channels):
+        """The pixels for a network of ``channels`` inputs: a colour picture's luma (as PIL
+        converts it) for a 1-channel network, else the pixels as they are."""
+        return self.grey if channels == 1 and self.grey is not None else self.pixels
 
     @property
     def label(self):
@@ -165,21 +171,31 @@ def _is_idx(path):
     return name.endswith(("idx3-ubyte", "idx3-ubyte.gz"))
 
 
+def _read_picture(path):
+    """A PNG/PGM file as ``(pixels, grey)``: ``(1, H, W)`` and ``None`` for a grey picture,
+    ``(3, H, W)`` RGB and its ``(1, H, W)`` luma for a colour one (uint8)."""
+    from PIL import Image as PILImage
+
+    with PILImage.open(path) as picture:
+        grey = np.asarray(picture.convert("L"), dtype=np.uint8)[None]
+        if picture.mode in ("1", "L", "LA", "I", "I;16", "F"):
+            return grey, None
+        return np.asarray(picture.convert("RGB"), dtype=np.uint8).transpose(2, 0, 1), grey
+
+
 def read_images(path):
-    """The images of one file as an ``(N, C, H, W)`` array: uint8 pixels, or float32 in [0, 1]."""
+    """The images of one file as ``(array, grey)``: an ``(N, C, H, W)`` array of uint8 pixels or
+    float32 in [0, 1], and for a colour picture its luma ``(1, 1, H, W)`` (else ``None``)."""
     path = pathlib.Path(path)
     if not path.is_file():
         raise UserError(f"image file {path} does not exist; check the path")
     suffix = path.suffix.lower()
     if suffix in PICTURE_SUFFIXES:
         try:
-            from PIL import Image as PILImage
-
-            with PILImage.open(path) as picture:
-                pixels = np.asarray(picture.convert("L"), dtype=np.uint8)
+            pixels, grey = _read_picture(path)
         except (OSError, ValueError) as exc:
             raise UserError(f"cannot read image {path} ({exc}); give a valid PNG or PGM file") from None
-        return pixels[None, None]
+        return pixels[None], None if grey is None else grey[None]
     if suffix == ".npy":
         try:
             array = np.load(path, allow_pickle=False)
@@ -190,13 +206,13 @@ def read_images(path):
         if array.ndim != 4 or array.shape[0] == 0:
             raise UserError(f"{path} holds an array of shape {array.shape}; give (C, H, W) or (N, C, H, W) images")
         if array.dtype == np.uint8:
-            return array
+            return array, None
         if array.dtype.kind != "f":
             raise UserError(f"{path} holds {array.dtype} values; give uint8 pixels 0..255 or floats in [0, 1]")
         array = array.astype(np.float32)
         if not np.all((array >= 0) & (array <= 1)):  # NaN fails too
             raise UserError(f"{path} holds floats outside [0, 1]; scale the images to [0, 1] or save uint8 pixels")
-        return array
+        return array, None
     if _is_idx(path):
         from quant.data import read_idx
 
@@ -204,7 +220,7 @@ def read_images(path):
         if pixels.ndim != 3:
             raise UserError(f"{path} holds IDX data of shape {pixels.shape}, not (N, H, W) images; "
                             f"give an image file (*-idx3-ubyte)")
-        return pixels[:, None]
+        return pixels[:, None], None
     raise UserError(f"{path}: unknown image file type; give .png, .pgm, .npy or an IDX image file (*-idx3-ubyte)")
 
 
@@ -214,9 +230,9 @@ def load_images(paths, limit=None):
     for path in paths:
         if limit is not None and len(images) >= limit:
             break
-        array = read_images(path)
+        array, grey = read_images(path)
         take = len(array) if limit is None else min(len(array), limit - len(images))
-        images += [Image(str(path), i, array[i]) for i in range(take)]
+        images += [Image(str(path), i, array[i], None if grey is None else grey[i]) for i in range(take)]
     return images
 
 
@@ -253,9 +269,10 @@ def check_model(info, images, network=None, artifact=None):
                             f"but {artifact} is {_shape(ours[0])} {ours[1]}-bit, {ours[2]}-class; program the board "
                             f"with that artifact's bitstream or pass the matching --artifact")
     for image in images:
-        if tuple(image.pixels.shape) != tuple(info.input_shape):
+        pixels = image.for_channels(info.input_shape[0])
+        if tuple(pixels.shape) != tuple(info.input_shape):
             c, h, w = info.input_shape
-            raise UserError(f"{image.label} is {_shape(image.pixels.shape)} (C x H x W) but the board's network takes "
+            raise UserError(f"{image.label} is {_shape(pixels.shape)} (C x H x W) but the board's network takes "
                             f"{_shape(info.input_shape)}; give {c}-channel {h}x{w} images (resize them first)")
 
 
@@ -280,7 +297,7 @@ def run(board, images, network=None, *, artifact=None, out=None, err=None):
     equal = 0
     start = time.monotonic()
     for image in images:
-        codes = quantize(image.pixels, info.input_bits)
+        codes = quantize(image.for_channels(info.input_shape[0]), info.input_bits)
         cls, logits = _classify_with_retry(board, image, raster(codes), err)
         line = f"{image.label}: class {cls}  logits [{', '.join(str(v) for v in logits)}]"
         if network is not None:

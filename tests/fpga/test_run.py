@@ -315,3 +315,17 @@ def test_cli_over_serial_ports(images, capsys):
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 5 and out[-1].startswith("3 images in ")
     assert len(fake.received) == 3
+
+
+def test_colour_pictures_fit_either_network(tmp_path):
+    """A colour PNG is RGB for a 3-channel network and its luma (as PIL converts it) for a
+    1-channel one; a grey PNG has one channel."""
+    rng = np.random.default_rng(5)
+    rgb = rng.integers(0, 256, (3, 4, 5), dtype=np.uint8)
+    PILImage.fromarray(rgb.transpose(1, 2, 0), mode="RGB").save(tmp_path / "colour.png")
+    PILImage.fromarray(rgb[0], mode="L").save(tmp_path / "grey.png")
+    colour, grey = client.load_images([tmp_path / "colour.png", tmp_path / "grey.png"])
+    assert np.array_equal(colour.for_channels(3), rgb)
+    luma = np.asarray(PILImage.fromarray(rgb.transpose(1, 2, 0), mode="RGB").convert("L"))
+    assert np.array_equal(colour.for_channels(1), luma[None])
+    assert np.array_equal(grey.for_channels(1), rgb[:1]) and grey.for_channels(3).shape == (1, 4, 5)
