@@ -73,9 +73,12 @@ def add_random_skip(rng, layer, shifts=(-3, 3)):
     return layer
 
 
-def random_skip(rng, layer, count=1):
-    """``count`` random skip tensors (``layer.out_shape`` codes of ``layer.skip_bits`` bits)."""
+def random_skip(rng, layer, count=1, *, extreme=False):
+    """``count`` random skip tensors (``layer.out_shape`` codes of ``layer.skip_bits`` bits;
+    all at the maximum with ``extreme``)."""
     amax = arith.act_max(layer.skip_bits)
+    if extreme:
+        return np.full((count,) + tuple(layer.out_shape), amax, dtype=np.int64)
     x = rng.integers(0, amax + 1, (count,) + tuple(layer.out_shape))
     x[rng.random(x.shape) < 0.05] = amax
     return x

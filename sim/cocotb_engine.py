@@ -72,7 +72,7 @@ async def random_layers(dut):
             x = random_inputs(rng, layer, 1, extreme=extreme)
             skip = None
             if "skip" in spec:  # a residual add of a random tensor, shifted within spec["skip"]
-                skip = random_skip(rng, add_random_skip(rng, layer, spec["skip"]))
+                skip = random_skip(rng, add_random_skip(rng, layer, spec["skip"]), extreme=extreme)
             expected = reference.run_layer(layer, x, skip)
             pool = spec.get("pool")
             if pool:  # the max-pool fused after it

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from hw.config import HwConfig
+from quant import arith
 from hw.plan import fit_config
 from quant.artifact import load_artifact, save_artifact
 from sim.layers import check_artifact
@@ -44,6 +45,19 @@ def test_accumulator_worst_case_at_the_deepest_fan_in():
                                    "terms": 3, "relu": False, "extreme": True}} for s in (0, 1, 2, 3)]
     # the seeds give both signs; the largest magnitude is 2 * product_bound, just inside acc_bits
     assert {int(np.random.default_rng(s["seed"]).integers(0, 2)) for s in specs} == {0, 1}
+    simulate(cfg, "engine", "sim.cocotb_engine", "random_layers", {"random": specs})
+
+
+def test_accumulator_worst_case_with_a_residual_add():
+    """The same worst case plus every skip code at the maximum shifted by the largest left
+    shift the design holds: with the positive sign the sum reaches ``2 * product_bound +
+    skip_bound``, the top of the widened accumulator."""
+    cfg = HwConfig(rows=4, cols=2, abits=8, wbits=5, terms=3, max_fan_in=40, psum_depth=4, max_left=0,
+                   act_depth=64, wgt_depth=256, out_depth=64, skip=True, max_skip_left=6)
+    specs = [{"seed": s, "layer": {"kind": "linear", "in_c": cfg.max_fan_in, "out_c": 3, "abits": 8, "wbits": 5,
+                                   "terms": 3, "relu": False, "extreme": True}, "skip": [6, 6]} for s in (0, 1, 2, 3)]
+    assert {int(np.random.default_rng(s["seed"]).integers(0, 2)) for s in specs} == {0, 1}
+    assert cfg.acc_bits == arith.signed_bits(2 * cfg.arith.product_bound + (255 << 6))
     simulate(cfg, "engine", "sim.cocotb_engine", "random_layers", {"random": specs})
 
 

@@ -11,6 +11,7 @@ CONFIGS = {
     "2x3": HwConfig(rows=2, cols=3, max_fan_in=64, **SMALL),
     "3x2-pipelined-2-terms": HwConfig(rows=3, cols=2, abits=3, wbits=3, terms=2, max_fan_in=64, pipeline=True,
                                       **SMALL),
+    "4x2-skip-bram-reg": HwConfig(rows=4, cols=2, max_fan_in=64, skip=True, max_skip_left=5, bram_reg=True, **SMALL),
 }
 
 
