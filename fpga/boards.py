@@ -69,13 +69,14 @@ BOARDS = {
         pnr_device=("--85k", "--package", "CABGA381", "--speed", "6"), target_mhz=100.0,
         leds=_ULX3S_LEDS, button=("button", 1), bitstream_suffix=".bit", defaults=_ECP5_DEFAULTS,
         loader=(("gpio", 0), "0+", "0-"),
-        capacity=(("logic cells (LUT4s + carry)", 83640), ("block RAM (DP16KD)", 208))),
+        # distributed RAM: TRELLIS_RAMW cells (16 x 4 bits), one per 8 LUT4s (nextpnr's count)
+        capacity=(("logic cells (LUT4s + carry)", 83640), ("block RAM (DP16KD)", 208), ("distributed RAM", 10455))),
     "ulx3s-25f": Board(
         name="ulx3s-25f", family="ecp5", platform=ULX3S_25F_Platform,
         pnr_device=("--25k", "--package", "CABGA381", "--speed", "6"), target_mhz=100.0,
         leds=_ULX3S_LEDS, button=("button", 1), bitstream_suffix=".bit", defaults=_ECP5_DEFAULTS,
         loader=(("gpio", 0), "0+", "0-"),
-        capacity=(("logic cells (LUT4s + carry)", 24288), ("block RAM (DP16KD)", 56))),
+        capacity=(("logic cells (LUT4s + carry)", 24288), ("block RAM (DP16KD)", 56), ("distributed RAM", 3036))),
 }
 
 

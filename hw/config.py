@@ -129,9 +129,9 @@ class HwConfig:
 
     @property
     def skip_issue(self):
-        """Cycles after a position's activations enter the array that its skip codes are
-        read: its sums leave ``latency`` cycles after, ``input_stages``-independent, and the
-        drain's adder takes them ``bram_reg`` cycles later still."""
+        """Cycles from a position entering the array to the read of its skip codes: its sums
+        leave the array ``latency`` cycles after it enters, the drain's adder takes them
+        ``bram_reg`` cycles later, and the read comes ``skip_lead`` cycles before that."""
         return self.latency + int(self.bram_reg) - self.skip_lead
 
     @property

@@ -112,9 +112,11 @@ class Trainer:
         if own is not None and own.init_from:
             self.float_out = own.init_from
             self.float_cfg = None
-        else:
-            self.float_cfg = TrainConfig(data=data, data_dir=data_dir, model=model, method="float",
-                                         epochs=float_epochs, seed=seed, out=str(self.folder / "float")).validate()
+        else:  # the float start, of the run's own network (its spec) when there is a run
+            base = dataclasses.asdict(own) if own is not None else {}
+            base.update(data=data, data_dir=data_dir, model=model, method="float", epochs=float_epochs, seed=seed,
+                        init_from=None, out=str(self.folder / "float"))
+            self.float_cfg = TrainConfig.from_dict(base, "explore").validate()
             self.float_out = self.float_cfg.out
 
     def config(self, q):

@@ -41,12 +41,15 @@ class RamBlock:
 
 #: The block memories of each family, with yosys's costs and shapes (``share/ice40/brams.txt``,
 #: ``share/ice40/spram.txt``, ``share/lattice/brams_16kd.txt``: the DP16KD and, 36 bits
-#: wide, its pseudo-dual-port mode PDPW16KD, counted as the same block).
+#: wide, its pseudo-dual-port mode PDPW16KD, counted as the same block;
+#: ``share/lattice/lutrams_trellis.txt``: the TRELLIS_DPR16X4 distributed RAM, RAMs only,
+#: where a small buffer goes).
 BLOCKS = {
     "ice40": (RamBlock("block RAM (4 kbit)", ((2, 2048), (4, 1024), (8, 512), (16, 256)), 64),
               RamBlock("SPRAM (256 kbit)", ((SPRAM_BITS, SPRAM_WORDS),), 2048, byte=4, init=False, huge=True)),
     "ecp5": (RamBlock("block RAM (DP16KD)", ((1, 16384), (2, 8192), (4, 4096), (9, 2048), (18, 1024), (36, 512)),
-                      128, byte=9),),
+                      128, byte=9),
+             RamBlock("distributed RAM", ((4, 16),), 4, byte=4, init=False)),
 }
 #: yosys's cost of a memory bit left to soft logic (``memory_libmap``'s defaults), and of the
 #: read multiplexer and write-enable decoder it adds when a memory spans several blocks deep.

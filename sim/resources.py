@@ -171,7 +171,7 @@ def measured(report, family):
     """The figures the models predict, read from a build report (:func:`fpga.build.build`)."""
     res = {r["resource"]: r["used"] for r in report["resources"]}
     logic = res["logic cells" if family == "ice40" else "logic cells (LUT4s + carry)"]
-    blocks = {k: v for k, v in res.items() if (k.startswith("block RAM") or k.startswith("SPRAM")) and v}
+    blocks = {k: v for k, v in res.items() if k.startswith(("block RAM", "SPRAM", "distributed RAM")) and v}
     fmax = min(report["fmax_mhz"].values()) if report.get("fmax_mhz") else None
     return {"logic": logic, "ff": res["flip-flops"], "fmax_mhz": fmax, "blocks": blocks}
 
