@@ -122,3 +122,17 @@ def test_the_recommended_point_is_built_for_real(tmp_path):
     assert point["model"]["blocks"] == point["blocks"]
     assert point["images_per_s"] == point["built"]["fmax_mhz"] * 1e6 / point["cycles"]
     assert "(measured on the build)" in (out / "explore.md").read_text()
+
+
+def test_a_run_of_ones_own_network_starts_its_float_run_from_that_network(tmp_path):
+    """A run folder whose network is a [model] table and has no float start: the sweep's float
+    run trains the same network (its spec), not a built-in."""
+    from quant.train import main as train_main
+
+    run = tmp_path / "resnet"
+    toml = pathlib.Path(__file__).resolve().parents[2] / "examples" / "resnet_tiny.toml"
+    train_main(["--config", str(toml), "--epochs", "1", "--golden", "2", "--out", str(run), "--no-progress"])
+    trainer = explore.Trainer(str(run), data=None, data_dir=None, epochs=None, float_epochs=1, cache=tmp_path / "c")
+    own = json.loads((run / "config.json").read_text())
+    assert trainer.float_cfg.method == "float" and trainer.float_cfg.init_from is None
+    assert trainer.float_cfg.arch == own["arch"] and trainer.float_cfg.data == "synthetic"
