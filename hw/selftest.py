@@ -79,8 +79,9 @@ def for_plan(plan, par_words, y):
 
 class SelfTest(wiring.Component):
     """Loads a layer's descriptor and ``par_count`` parameter words from the control memory
-    (``ctl_r``), runs it on a :class:`LayerEngine` whose ``act`` and ``wgt`` memories are
-    outside (``act_r``, ``wgt_r``: memories in the board top) and checks the output memory
+    (``ctl_r``), runs it on a :class:`LayerEngine` whose ``act`` and ``wgt`` memories (and
+    ``skip``, in a design with the skip path) are outside (``act_r``, ``wgt_r``, ``skip_r``:
+    memories in the board top) and checks the output memory
     against ``expected`` (:func:`expected_checksum`).
 
     Ports: the three memory read ports, ``passed``, ``failed`` (each stays high once decided),
@@ -88,11 +89,11 @@ class SelfTest(wiring.Component):
     a testbench).
     """
 
-    EXTERNAL = ("act", "wgt")
-
     def __init__(self, cfg, *, par_count, out_words, expected):
         self.cfg = cfg
-        self.engine = LayerEngine(cfg, external=self.EXTERNAL)
+        # the board's memories: activations, weights and, with the skip path, the skip codes
+        self.external = ("act", "wgt") + (("skip",) if cfg.skip else ())
+        self.engine = LayerEngine(cfg, external=self.external)
         self.par_count = int(par_count)
         self.out_words = int(out_words)
         self.expected = int(expected)
@@ -103,7 +104,7 @@ class SelfTest(wiring.Component):
         self.ctl_words = chunks(descriptor_layout(cfg).size) + self.par_count * chunks(par_layout(cfg).size)
         members = {f"{name}_r": In(ReadPort.Signature(addr_width=_abits(self.engine.depth(name)),
                                                        shape=self.engine.shape(name)))
-                   for name in self.EXTERNAL}
+                   for name in self.external}
         members["ctl_r"] = In(ReadPort.Signature(addr_width=_abits(self.ctl_words), shape=CTL_BITS))
         super().__init__(members | {
             "passed": Out(1),
@@ -116,7 +117,7 @@ class SelfTest(wiring.Component):
         m = Module()
         cfg = self.cfg
         m.submodules.engine = engine = self.engine
-        for name in self.EXTERNAL:
+        for name in self.external:
             outer, inner = getattr(self, f"{name}_r"), getattr(engine, f"{name}_r")
             m.d.comb += [outer.addr.eq(inner.addr), outer.en.eq(inner.en), inner.data.eq(outer.data)]
 

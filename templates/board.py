@@ -18,6 +18,7 @@ import numpy as np
 from amaranth.back import verilog
 
 from fpga.boards import pins
+from hw.graph import engine_layers
 from hw.plan import LayerPlan
 from hw.selftest import CTL_BITS, SelfTest, for_plan
 from quant.errors import UserError
@@ -54,21 +55,25 @@ class SelfTestCase:
     @classmethod
     def from_artifact(cls, art, cfg, *, layer=None, sample=0):
         network, golden = art.network, art.golden
-        weighted = [i for i, lay in enumerate(network.layers) if lay.weighted]
+        engine = engine_layers(network)  # average pools folded into the layer after them
+        names = {network.layers[el.index].name: el for el in engine}
         if layer is None:
-            index = weighted[0]
+            el = engine[0]
+        elif layer not in names:
+            raise UserError(f"no weighted layer {layer!r} in the artifact; choose one of {', '.join(names)}")
         else:
-            names = {network.layers[i].name: i for i in weighted}
-            if layer not in names:
-                raise UserError(f"no weighted layer {layer!r} in the artifact; choose one of {', '.join(names)}")
-            index = names[layer]
+            el = names[layer]
         n = golden.inputs.shape[0]
         if not 0 <= sample < n:
             raise UserError(f"sample {sample} is out of range: the artifact has {n} golden samples")
-        x = golden.inputs[sample] if index == 0 else golden.outputs[index - 1][sample]
-        plan = LayerPlan(network.layers[index], cfg)
-        return cls(plan=plan, sample=sample, words=plan.memory_words(x),
-                   output=golden.outputs[index][sample])
+
+        def tensor(i):  # artifact layer i's golden output (-1: the input) for the sample
+            return golden.inputs[sample] if i < 0 else golden.outputs[i][sample]
+
+        plan = LayerPlan(el.layer, cfg)
+        skip = tensor(el.layer.skip) if el.layer.has_skip else None
+        return cls(plan=plan, sample=sample, words=plan.memory_words(tensor(el.source), skip),
+                   output=golden.outputs[el.index][sample])
 
 
 def hex_lines(words, width):
@@ -144,7 +149,7 @@ def write_board(out_dir, board, cfg, case, *, artifact=None, mem_prefix=""):
         shutil.copyfile(TEMPLATE_ROOT / "board" / name, out / name)
 
     memories = []
-    contents = {name: (case.words[name], engine.shape(name).size, engine.depth(name)) for name in SelfTest.EXTERNAL}
+    contents = {name: (case.words[name], engine.shape(name).size, engine.depth(name)) for name in dut.external}
     contents["ctl"] = (ctl, CTL_BITS, len(ctl))
     for name, (words, width, depth) in contents.items():
         file = f"{name}.hex"

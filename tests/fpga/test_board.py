@@ -95,3 +95,27 @@ def test_unknown_layer_and_sample_are_refused(trained_runs):
         SelfTestCase.from_artifact(art, cfg, layer="nope")
     with pytest.raises(UserError, match="out of range"):
         SelfTestCase.from_artifact(art, cfg, sample=10**6)
+
+
+@pytest.mark.parametrize("layer", ["skipconv3", "linear7"])
+def test_residual_and_pooled_layers_selftest_passes(tmp_path, layer):
+    """A layer that adds a shortcut (its skip codes in a third board memory) and a linear layer
+    after a global average pool (folded into its weights) pass the self-test."""
+    import numpy as np
+
+    from hw.random_layers import GRAPHS, random_network
+    from quant import reference
+    from quant.artifact import Artifact, Golden, save_artifact
+
+    spec, shape = GRAPHS["residual-gap"]
+    rng = np.random.default_rng(4)
+    net = random_network(rng, spec, shape)
+    x = rng.integers(0, 16, (2,) + shape)
+    path = tmp_path / "art.npz"
+    save_artifact(path, Artifact(net, Golden(x, reference.run(net, x), np.zeros(2, dtype=np.int64)), {}))
+    art = load_artifact(path)
+    cfg = design_config({"rows": 4, "cols": 4}, art)
+    assert cfg.skip
+    case = SelfTestCase.from_artifact(art, cfg, layer=layer, sample=1)
+    folder = _write(tmp_path, "ulx3s-85f", cfg, case, artifact=path)
+    simulate_board(folder, BOARDS["ulx3s-85f"], cfg, case.plan, expect="passed")
