@@ -37,6 +37,9 @@ def main(argv=None):
     p.add_argument("--out", help=f"artifact path (default: RUN_DIR/{ARTIFACT})")
     p.add_argument("--golden", type=int, help="test images in the golden vectors (default: the run's --golden)")
     p.add_argument("--data-dir", help="override the run's dataset folder (for --data mnist or cifar10)")
+    p.add_argument("--qonnx", metavar="PATH", help="also write the network as QONNX (for FINN, hls4ml, Brevitas) and "
+                                                  "check every layer of it on qonnx's executor against the golden "
+                                                  "vectors (needs the onnx extra)")
     args = p.parse_args(argv)
     qnet, state = load_network(args.run_dir)
     cfg = state["config"]
@@ -50,7 +53,30 @@ def main(argv=None):
     network, _ = export_network(qnet, cfg, dataset, out, golden=golden)
     count = min(golden, dataset.test_x.shape[0])
     print(f"wrote {out}: {len(network.layers)} layers, {count} golden vectors", file=sys.stderr)
+    if args.qonnx:
+        return _qonnx(pathlib.Path(args.qonnx), out)
+    return 0
+
+
+def _qonnx(path, artifact_path):
+    """Write the artifact's network as QONNX at ``path`` and check it on qonnx's executor."""
+    from . import qonnx_io
+    from .artifact import load_artifact
+
+    art = load_artifact(artifact_path)
+    try:
+        qonnx_io.save(path, art.network)
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: {exc.strerror or exc}; choose another --qonnx path") from None
+    images, values, bad, first = qonnx_io.check(path, art)
+    if bad:
+        print(f"FAILED: {path} on qonnx's executor: {bad} of {values} values differ from the golden vectors, first "
+              f"in layer {first}", file=sys.stderr)
+        return 1
+    print(f"wrote {path}: QONNX, checked on qonnx's executor: {images} golden vectors, every layer's {values} values "
+          f"equal (times 2**{art.network.output_exp} at the logits)", file=sys.stderr)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
