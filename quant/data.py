@@ -261,6 +261,8 @@ def _load_mnist_split(data_dir, prefix):
             f"{img_path} has {len(images)} images but {lbl_path} has {len(labels)} labels; "
             "use image and label files from the same download"
         )
+    if len(images) == 0:
+        raise UserError(f"{img_path} holds 0 images: the {prefix} split is empty; pass IDX files with images in them")
     bad = np.flatnonzero(labels >= _MNIST_CLASSES)
     if bad.size:
         i = int(bad[0])

@@ -5,7 +5,6 @@ Implementations: ``golden`` (the artifact's stored vectors, from PyTorch at expo
 Later stages register more (the RTL simulation) through :data:`BACKENDS`.
 """
 
-import argparse
 import sys
 from dataclasses import dataclass
 
@@ -13,6 +12,7 @@ import numpy as np
 
 from . import reference, torch_int
 from .artifact import load_artifact
+from .config import make_parser
 from .errors import UserError, cli_main
 
 #: name -> callable(network, inputs) returning every layer's outputs
@@ -61,7 +61,7 @@ def outputs_of(name, artifact, inputs, index):
 @cli_main
 def main(argv=None):
     choices = ["golden", *BACKENDS]
-    p = argparse.ArgumentParser(prog="python -m quant.diverge", description=__doc__.split(": ", 1)[1].split("\n")[0])
+    p = make_parser("python -m quant.diverge", __doc__.split(": ", 1)[1].split("\n")[0])
     p.add_argument("artifact", help="artifact written by quant.train / quant.export")
     p.add_argument("--a", default="golden", choices=choices, help="first implementation (default: golden)")
     p.add_argument("--b", default="reference", choices=choices, help="second implementation (default: reference)")

@@ -1,11 +1,11 @@
 """``python -m quant.export RUN_DIR``: write a run's hardware artifact with golden vectors."""
 
-import argparse
 import pathlib
 import sys
 
 from . import __version__
 from .artifact import Artifact, save_artifact
+from .config import make_parser
 from .data import load_dataset
 from .errors import UserError, cli_main
 from .lower import golden_vectors, lower
@@ -32,7 +32,7 @@ def export_network(qnet, cfg, dataset, path, *, golden, meta=None):
 
 @cli_main
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m quant.export", description=__doc__.split(":", 1)[1].strip())
+    p = make_parser("python -m quant.export", __doc__.split(":", 1)[1].strip())
     p.add_argument("run_dir", help="run directory written by `python -m quant.train`")
     p.add_argument("--out", help=f"artifact path (default: RUN_DIR/{ARTIFACT})")
     p.add_argument("--golden", type=int, help="test images in the golden vectors (default: the run's --golden)")

@@ -449,6 +449,10 @@ def quantize_model(model, config=None, *, method=None, make_weight_quant=None, m
                 out.append(nn.Flatten())
             elif isinstance(m, nn.Dropout):
                 pass  # the identity at inference: dropped
+            elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+                raise UserError(f"{where(here, type(m).__name__)} is not supported here: a BatchNorm must come "
+                                "directly after a Conv2d or Linear, whose weights and bias it is folded into; move it "
+                                "before the ReLU or pooling")
             elif isinstance(m, Residual):
                 source, at_start = len(out) - 1, feeding
                 block = list(m.block) if isinstance(m.block, nn.Sequential) else [m.block]

@@ -130,9 +130,31 @@ class Trainer:
                 self.sched.T_max = max(1, self.cfg.epochs)
 
 
+def check_out(cfg):
+    """Refuse an ``--out`` that holds another run (one of a different config), so a run is never
+    overwritten by an unrelated one; the same config may train again (a rerun)."""
+    out = pathlib.Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a run directory; choose another --out")
+    if not (out / runs.CONFIG).is_file():
+        return
+    try:
+        theirs = json.loads((out / runs.CONFIG).read_text())
+    except (OSError, ValueError):
+        raise UserError(f"--out {out} holds a run whose {runs.CONFIG} is unreadable; choose another --out") from None
+    ours = cfg.to_dict()
+    keys = sorted(k for k in set(ours) | set(theirs) if k not in ("out", "arch") and ours.get(k) != theirs.get(k))
+    if keys:
+        k = keys[0]
+        raise UserError(f"--out {out} holds another run ({k} {theirs.get(k)!r}, not {ours.get(k)!r}); choose another "
+                        f"--out, continue it with --resume {out}, or remove it first")
+
+
 def train(cfg, *, resume=False, progress=True):
     """Train per ``cfg`` into ``cfg.out``; export and verify quantised models.  Returns the summary."""
     out = pathlib.Path(cfg.out)
+    if not resume:
+        check_out(cfg)
     dataset = load_dataset(cfg.data, cfg.data_dir)
     if cfg.arch is None and cfg.init_from and not resume:
         src = runs.load_checkpoint(cfg.init_from)["config"]

@@ -24,11 +24,11 @@ def check_artifact(path, cfg=None, *, samples=1, rtl_dir=None):
     path = pathlib.Path(path).resolve()
     art = load_artifact(path)
     cfg = cfg or fit_config(art.network)
-    if rtl_dir is not None:
-        write_design(cfg, rtl_dir, top="engine", artifact=path)
     count = art.golden.inputs.shape[0]
     if not 1 <= samples <= count:
         raise UserError(f"--samples {samples} is out of range; the artifact has {count} golden vectors")
+    if rtl_dir is not None:
+        write_design(cfg, rtl_dir, top="engine", artifact=path)
     layers = [layer.name for layer in art.network.layers if layer.weighted]
     with tempfile.TemporaryDirectory(prefix="sim-report-") as tmp:
         report_path = pathlib.Path(tmp) / "report.json"

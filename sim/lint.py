@@ -1,7 +1,6 @@
 """``python -m sim.lint``: Verilator's ``--lint-only -Wall`` on generated Verilog, less the warnings
 that Amaranth's output trips harmlessly; exits 1 when any other warning is left."""
 
-import argparse
 import collections
 import os
 import pathlib
@@ -10,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 
+from quant.config import make_parser
 from quant.errors import UserError, cli_main
 
 from .runner import verilator_env
@@ -86,9 +86,9 @@ def lint(verilog_path, top):
 
 @cli_main
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m sim.lint", description=__doc__.replace("``", ""),
-                                     epilog="example: python -m hw.generate --top array --rows 2 --cols 2 "
-                                            "--out build/rtl && python -m sim.lint build/rtl/array.v --top array")
+    parser = make_parser("python -m sim.lint", __doc__.replace("``", ""),
+                         epilog="example: python -m hw.generate --top array --rows 2 --cols 2 "
+                                "--out build/rtl && python -m sim.lint build/rtl/array.v --top array")
     parser.add_argument("verilog", help="the Verilog file")
     parser.add_argument("--top", required=True, help="its top module (e.g. engine, array, pe)")
     args = parser.parse_args(argv)
