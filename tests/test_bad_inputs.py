@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from fpga.build import main as fpga_build
@@ -101,6 +102,14 @@ def ws(trained_runs, tmp_path_factory):
     shutil.copytree(run, broken)
     (broken / "checkpoint.pt").write_bytes(b"not a checkpoint")
     (root / "afile").write_text("a file where a folder should be\n")
+    for name, arch in (("other-arch-run", [{"type": "conv", "out": 3, "kernel": 3, "padding": 1}, {"type": "relu"},
+                                           {"type": "flatten"}, {"type": "linear", "out": 0}]),
+                       ("bad-arch-run", [{"type": "conv", "out": 3}, {"type": "transformer"}])):
+        folder = root / name  # a run whose recorded network is not the one its weights are for
+        shutil.copytree(run, folder)
+        state = torch.load(folder / "checkpoint.pt", weights_only=False)
+        state["config"]["arch"] = arch
+        torch.save(state, folder / "checkpoint.pt")
     return Workspace(root=root, run=run, artifact=art)
 
 
@@ -149,6 +158,9 @@ CASES = [
     ("train-out-is-a-file", train, lambda w: ["--out", str(w.afile)], "is a file"),
     ("train-resume-missing", train, lambda w: ["--resume", str(w.nowhere)], "nowhere"),
     ("train-resume-corrupt", train, lambda w: ["--resume", str(w.broken_run)], "unreadable"),
+    ("train-resume-other-network", train, lambda w: ["--resume", str(w.other_arch_run)], "does not fit"),
+    ("train-resume-unknown-layer", train, lambda w: ["--resume", str(w.bad_arch_run)], "transformer"),
+    ("export-other-network", export, lambda w: [str(w.other_arch_run)], "does not fit"),
     ("train-resume-with-flags", train, lambda w: ["--resume", str(w.run), "--wbits", "3"], "--resume"),
     # quant.export
     ("export-missing-run", export, lambda w: [str(w.nowhere)], "nowhere"),
