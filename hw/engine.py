@@ -155,10 +155,10 @@ class LayerEngine(wiring.Component):
         if not isinstance(cfg, HwConfig):
             raise TypeError(f"cfg must be an HwConfig, not {cfg!r}")
         # the skip memory (codes of the tensor a residual add reads) exists with the skip path
-        self.INPUT_MEMORIES = LayerEngine.INPUT_MEMORIES + (("skip",) if cfg.skip else ())
-        unknown = set(external) - set(self.INPUT_MEMORIES)
+        self.input_memories = self.INPUT_MEMORIES + (("skip",) if cfg.skip else ())
+        unknown = set(external) - set(self.input_memories)
         if unknown:
-            raise ValueError(f"external memories must be among {self.INPUT_MEMORIES}, not {sorted(unknown)}")
+            raise ValueError(f"external memories must be among {self.input_memories}, not {sorted(unknown)}")
         self.cfg = cfg
         self.external = tuple(external)
         self.out_memory = bool(out_memory)
@@ -174,7 +174,7 @@ class LayerEngine(wiring.Component):
             "busy": Out(1),
             "done": Out(1),
         }
-        for name in self.INPUT_MEMORIES:
+        for name in self.input_memories:
             geometry = dict(addr_width=_abits(self.depth(name)), shape=self.shape(name))
             if name in self.external:
                 members[f"{name}_r"] = In(ReadPort.Signature(**geometry))
@@ -267,7 +267,7 @@ class LayerEngine(wiring.Component):
         scoord = signed(cw + 1)
 
         readers = {}
-        for name in self.INPUT_MEMORIES:
+        for name in self.input_memories:
             if name in self.external:
                 port = readers[name] = getattr(self, f"{name}_r")
                 m.d.comb += port.en.eq(1)
@@ -276,7 +276,7 @@ class LayerEngine(wiring.Component):
                 m.submodules[f"{name}_mem"] = mem
                 wiring.connect(m, wiring.flipped(getattr(self, f"{name}_w")), mem.write_port())
                 readers[name] = mem.read_port()
-        act_rd, wgt_rd, par_rd = (readers[name] for name in LayerEngine.INPUT_MEMORIES)
+        act_rd, wgt_rd, par_rd = (readers[name] for name in self.INPUT_MEMORIES)
         m.submodules.psum_mem = psum_mem = Memory(shape=self.psum_shape, depth=cfg.psum_depth, init=[],
                                                   attrs=NO_RW_CHECK)
         out_port = WritePort.Signature(addr_width=_abits(cfg.out_depth), shape=self.out_shape)
