@@ -19,6 +19,7 @@ import time
 
 import numpy as np
 
+from hw.config import HwConfig
 from hw.program import STEP_OVERHEAD, NetworkProgram
 from quant import reference
 from quant.artifact import load_artifact
@@ -122,22 +123,38 @@ def main(argv=None):
                                                          "golden vectors)")
     parser.add_argument("--data-dir", help="the dataset's folder for --data mnist or cifar10")
     parser.add_argument("--limit", type=int, help="only the first N test images")
-    parser.add_argument("--rows", type=int, default=8, help="array rows (default 8, the iCEBreaker build's)")
-    parser.add_argument("--cols", type=int, default=4, help="array columns (default 4, the iCEBreaker build's)")
+    parser.add_argument("--rows", type=int, help="array rows (default 8, the iCEBreaker build's; with --fpga-report, "
+                                                  "the build's)")
+    parser.add_argument("--cols", type=int, help="array columns (default 4, the iCEBreaker build's; with "
+                                                  "--fpga-report, the build's)")
     parser.add_argument("--jobs", type=int, help="simulator processes (default: up to 2)")
     parser.add_argument("--mhz", type=float, help="clock for the images-per-second figure")
-    parser.add_argument("--fpga-report", help="report.json of a board build: its Fmax is the clock")
+    parser.add_argument("--fpga-report", help="report.json of a board build: simulate the design it built (its "
+                                              "config) at its Fmax")
     parser.add_argument("--out", help="write the report as JSON here")
     args = parser.parse_args(argv)
     art = load_artifact(args.artifact)
-    program = NetworkProgram(art.network, rows=args.rows, cols=args.cols)
-    mhz = args.mhz
+    mhz, built = args.mhz, None
     if args.fpga_report:
         path = pathlib.Path(args.fpga_report)
         if not path.is_file():
             raise UserError(f"no board report {path}; build one with python -m fpga.build or drop --fpga-report")
-        fmax = json.loads(path.read_text()).get("fmax_mhz", {})
+        try:
+            report = json.loads(path.read_text())
+        except ValueError:
+            raise UserError(f"board report {path} is not JSON; build again with python -m fpga.build") from None
+        fmax = report.get("fmax_mhz", {})
         mhz = min(fmax.values()) if fmax else mhz
+        built = (report.get("design") or {}).get("config")
+    if built is not None:  # the design the board runs, as built
+        cfg = HwConfig.from_dict(built)
+        if (args.rows or cfg.rows, args.cols or cfg.cols) != (cfg.rows, cfg.cols):
+            given = " ".join(f"--{k} {v}" for k, v in (("rows", args.rows), ("cols", args.cols)) if v)
+            raise UserError(f"{given} differs from the {cfg.rows}x{cfg.cols} design of {args.fpga_report}; drop it to "
+                            "simulate the built design")
+        program = NetworkProgram(art.network, cfg)
+    else:
+        program = NetworkProgram(art.network, rows=args.rows or 8, cols=args.cols or 4)
     if args.data:
         inputs, labels = dataset_codes(art.network, args.data, args.data_dir, args.limit)
     else:

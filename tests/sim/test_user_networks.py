@@ -5,6 +5,7 @@ layer on the layer engine, a batch on the network engine, the HLS C-sim and the 
 bitstream; each compared exactly with the integer reference.  The residual CNN on all 2,000
 mnist-10k test images is in ``make test-all``."""
 
+import json
 import os
 import pathlib
 import re
@@ -22,6 +23,7 @@ from quant.diverge import main as diverge_main
 from quant.train import main as train_main
 from sim.layers import check_artifact
 from sim.network import check, dataset_codes
+from sim.network import main as network_main
 from templates.hls import generate
 
 from ..conftest import REPO, one_thread
@@ -96,6 +98,13 @@ def test_ulx3s_bitstream(resnet, tmp_path):
     assert report["passed"], report["failures"]
     assert report["dsp_blocks"] == 0 and report["multiplier_cells"] == 0
     assert pathlib.Path(report["bitstream"]).stat().st_size > 0
+    # sim.network with the build's report simulates the design it built (ECP5: registered BRAM reads)
+    out = tmp_path / "sim.json"
+    assert network_main([str(resnet), "--data", "synthetic", "--limit", "4", "--jobs", "1", "--out", str(out),
+                         "--fpga-report", str(tmp_path / "ulx3s" / "report.json")]) == 0
+    sim = json.loads(out.read_text())
+    assert sim["config"] == report["design"]["config"] and sim["config"]["bram_reg"]
+    assert sim["cycles_per_image"] == report["design"]["cycles"] and sim["logit_differences"] == 0
 
 
 @pytest.mark.slow
