@@ -97,7 +97,7 @@ bitstream-mnist: $(NET_RUN)/artifact.npz
 	$(PY) -m fpga.build --board $(BOARD) --artifact $(NET_RUN)/artifact.npz --out build/fpga/mnist-$(BOARD) $(ARGS)
 
 sweep: $(STAMP)
-	$(PY) -m fpga.sweep --board $(BOARD) $(ARGS)
+	$(PY) -m sim.explore --hardware --board $(BOARD) $(ARGS)
 
 # the co-design explorer on the MNIST CNN: trainings and builds cached in runs/explore
 explore: $(STAMP)

@@ -16,6 +16,7 @@ Usage::
 """
 
 import argparse
+import dataclasses
 import pathlib
 import sys
 
@@ -24,11 +25,12 @@ sys.path.insert(0, str(REPO))
 
 from quant import runs  # noqa: E402
 from quant.config import TrainConfig  # noqa: E402
-from quant.errors import UserError, cli_main  # noqa: E402
-from quant.fileio import write_atomic  # noqa: E402
+from core.errors import UserError, cli_main  # noqa: E402
+from core.fileio import write_atomic  # noqa: E402
 from quant.methods import METHODS, method_class  # noqa: E402
+from quant.methods.ptq import PTQ, RANGES, quantize  # noqa: E402
 from quant.runs import finished as cached  # noqa: E402
-from quant.train import train_all as run_all  # noqa: E402
+from quant.train import evaluate, train_all as run_all  # noqa: E402
 
 QUANT_METHODS = [m for m in METHODS if m != "float"]
 #: terms each method runs with in the table (APoT's levels are sums of two powers of two)
@@ -183,7 +185,7 @@ def write_doc(args, rows, extra_sections):
              f"Model: the small CNN (`quant/models.py`).  Per dataset one float run of {args.float_epochs} "
              f"epochs is the starting point of every method; each method then trains {args.epochs} epochs "
              "(Adam, cosine schedule, batch 64; `ptq` trains none).  The integer model is the exported artifact "
-             "run by the integer reference (`quant/reference.py`) on the whole test split; it is the accuracy "
+             "run by the integer reference (`core/reference.py`) on the whole test split; it is the accuracy "
              "that counts, and it equals the PyTorch quantised accuracy exactly in every row "
              "(logits differing: 0).  Weight-only rows use 8-bit activations, the hardware's widest.  "
              "Training seconds include set-up, measured with runs two at a time on a shared 2-core machine.  "
@@ -207,11 +209,30 @@ def write_doc(args, rows, extra_sections):
     write_atomic(args.doc, lambda tmp: pathlib.Path(tmp).write_text("\n".join(lines)))
 
 
+def ptq_variants(cfg, dataset, float_net):
+    """Test accuracy of every range rule x equalisation on/off x bias correction on/off.
+
+    ``cfg`` gives the bits (``wbits``, ``abits``, ``terms``, ``per_channel``); ``float_net``
+    is the float ``nn.Sequential`` (left unchanged).  Returns one dict per variant with keys
+    ``wbits, abits, terms, range, cle, bias_correction, accuracy``.
+    """
+    rows = []
+    for rule in RANGES:
+        for cle in (False, True):
+            for bc in (False, True):
+                c = dataclasses.replace(cfg, method="ptq", ptq_range=rule, ptq_cle=cle, ptq_bias_correction=bc)
+                net = runs.build_network(c, dataset.image_shape, dataset.num_classes, float_model=float_net,
+                                         method=PTQ(c))
+                quantize(net, rule, cle=cle, bias_correction=bc)
+                rows.append({"wbits": c.wbits, "abits": c.abits, "terms": c.terms, "range": rule, "cle": cle,
+                             "bias_correction": bc, "accuracy": evaluate(net, dataset.test_x, dataset.test_y)})
+    return rows
+
+
 def ptq_section(args, floats):
     """Data-free PTQ's variants (range rule x equalisation x bias correction), Nayak et al.'s
     comparison, from the same float runs; PyTorch accuracy, which the integer model equals."""
     from quant.data import load_dataset
-    from quant.methods.ptq import ptq_variants
 
     lines = ["## Data-free PTQ variants", "",
              "`ptq` with every weight range rule, cross-layer equalisation (CLE) and bias correction (BC) "

@@ -17,7 +17,7 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-from hw.config import HwConfig  # noqa: E402
+from core.hwconfig import HwConfig  # noqa: E402
 from sim.amaranth_sim import run_array  # noqa: E402
 from sim.cocotb_array import random_problem  # noqa: E402
 from sim.simulate import simulate  # noqa: E402

@@ -2,14 +2,14 @@
 
 The client asks the board what it runs (INFO), checks the images fit it, then sends one
 CLASSIFY per image and prints the class and logits the board answers (frames:
-:mod:`fpga.protocol`).  Images are ``.png``/``.pgm`` files (a colour picture as RGB for a
+:mod:`core.protocol`).  Images are ``.png``/``.pgm`` files (a colour picture as RGB for a
 3-channel network, as its luma for a 1-channel one), ``.npy`` arrays of shape ``(C, H,
 W)`` or ``(N, C, H, W)`` (uint8 pixels 0..255, or floats in [0, 1]) and IDX image files (``*-idx3-ubyte``, MNIST's format, N images each).  Each image
 becomes input codes with the project's input quantiser (:func:`quantize`), sent in
 ``(y, x, c)`` raster order.
 
 With ``--artifact`` the board's INFO is checked against the exported model and every
-answer is compared with the integer reference (:func:`quant.reference.predict`); the exit
+answer is compared with the integer reference (:func:`core.reference.predict`); the exit
 status is 1 when any differs.  A board ERROR reply, or a reply that fails its CRC, is
 reported and that image sent once more; anything else that goes wrong is one line and
 exit status 2.
@@ -26,10 +26,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from quant.config import make_parser
-from quant.errors import UserError, cli_main
-
-from . import protocol as P
+from core import protocol as P
+from core.cli import make_parser
+from core.errors import UserError, cli_main
 
 DEFAULT_BAUD = 115200
 DEFAULT_TIMEOUT = 5.0
@@ -134,7 +133,7 @@ class Board:
                             f"this checkout") from None
 
     def info(self):
-        """The :class:`fpga.protocol.ModelInfo` of the network the board runs."""
+        """The :class:`core.protocol.ModelInfo` of the network the board runs."""
         payload = self.request(P.encode(P.INFO), "INFO", P.INFO_REPLY)
         self.model = self._parse(P.parse_info, payload, "INFO")
         return self.model
@@ -301,7 +300,7 @@ def run(board, images, network=None, *, artifact=None, out=None, err=None):
         cls, logits = _classify_with_retry(board, image, raster(codes), err)
         line = f"{image.label}: class {cls}  logits [{', '.join(str(v) for v in logits)}]"
         if network is not None:
-            from quant.reference import predict
+            from core.reference import predict
 
             ref_classes, ref_logits = predict(network, codes[None])
             ref = [int(v) for v in ref_logits[0]]
@@ -358,7 +357,7 @@ def main(argv=None):
     images = load_images(args.images, args.limit)  # bad files fail before the port is touched
     network = None
     if args.artifact:
-        from quant.artifact import load_artifact
+        from core.artifact import load_artifact
 
         network = load_artifact(args.artifact).network
     port = open_port(args.port, args.baud)

@@ -4,7 +4,8 @@ from amaranth.hdl import Module, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from .config import HwConfig
+from core.hwconfig import HwConfig
+
 from .pe import ShiftPE
 
 

@@ -36,8 +36,9 @@ from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory, ReadPort, WritePort
 from amaranth.lib.wiring import In, Out
 
+from core.hwconfig import HwConfig
+
 from .array import SystolicArray, delay
-from .config import HwConfig
 from .requant import Requantizer
 
 #: Bits of the kernel, stride and padding fields of a layer descriptor.
@@ -228,7 +229,7 @@ class LayerEngine(wiring.Component):
         the bias.  A second walker visits the output positions in the order the drain
         takes them, ``skip_issue`` cycles after each enters the array (``a_valid``), and
         reads the ``cols`` skip codes of block ``nb`` there; a cycle later each column's code
-        is shifted by its channel's skip shift (:func:`quant.arith.skip_term`: left where
+        is shifted by its channel's skip shift (:func:`core.arith.skip_term`: left where
         >= 0, rounding half up where negative) and added to the bias, into ``base``, which
         the adder takes as the position's dot products arrive.  No cycle is added.
 

@@ -1,7 +1,7 @@
 """A network's weighted layers as the layer engine runs them: average pools folded into weights.
 
 An average pool gives window *sums* (its mean at an exponent ``log2(area)`` higher, see
-:mod:`quant.arith`), so the weighted layer after it computes
+:mod:`core.arith`), so the weighted layer after it computes
 ``sum_w W[w] * sum_{x in window w} a[x] = sum_x W[window(x)] * a[x]``: the same
 accumulator, bit for bit, as a layer that reads the pool's *input* with each weight
 repeated over its window.  That layer is what the engine runs:
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from quant.errors import UserError
+from core.errors import UserError
 
 #: Per-term weight code arrays (a fold repeats them; the per-channel arrays stay as they are).
 CODE_ARRAYS = ("weight_sign", "weight_shift", "weight_zero")

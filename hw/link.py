@@ -1,4 +1,4 @@
-"""The host link: the frame protocol of :mod:`fpga.protocol` in hardware, between a UART and the network core.
+"""The host link: the frame protocol of :mod:`core.protocol` in hardware, between a UART and the network core.
 
 One frame is handled at a time: the link receives a frame, checks it, runs the core if it
 is a good CLASSIFY, sends the reply, and only then looks for the next ``SYNC`` (bytes that
@@ -16,7 +16,7 @@ the rest of that frame is skipped as garbage.  So a garbled frame never gets a R
 
 Transmit: a byte sequencer walks the reply: 4 header bytes and the INFO_REPLY payload
 from small constant tables, the class and the logits (each read from the core and
-sign-extended to :data:`fpga.protocol.LOGIT_BYTES` bytes), an error code; the CRC is
+sign-extended to :data:`core.protocol.LOGIT_BYTES` bytes), an error code; the CRC is
 computed on the fly, by the same CRC-8 step the receiver uses.
 """
 
@@ -24,7 +24,7 @@ from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from fpga import protocol as P
+from core import protocol as P
 
 from .uart import UartRx, UartTx, check_clocks_per_bit
 

@@ -4,8 +4,8 @@ from amaranth.hdl import Cat, Const, Module, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from .codes import zero_field
-from .config import HwConfig
+from core.codes import zero_field
+from core.hwconfig import HwConfig
 
 
 def shifted_terms(m, a, code, cfg, *, name):

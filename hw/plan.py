@@ -10,10 +10,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from quant import arith
-from quant.errors import UserError
+from core import arith, codes
+from core.errors import UserError
+from core.hwconfig import HwConfig, settings
 
-from . import codes
 from .engine import GEOM_BITS, LEVELS, coord_bits, par_layout
 from .graph import engine_layers
 
@@ -283,7 +283,7 @@ class LayerPlan:
         return padded.reshape(self.cb, rows, g.in_h, g.in_w).transpose(2, 3, 0, 1).reshape(-1, rows)
 
     def weight_codes(self):
-        """Hardware weight codes ``(O, C, kh, kw)`` (:func:`hw.codes.encode_terms`), padded to
+        """Hardware weight codes ``(O, C, kh, kw)`` (:func:`core.codes.encode_terms`), padded to
         ``cfg.terms`` with zero terms."""
         a, cfg = self.layer.arrays, self.cfg
         sign, shift, zero = a["weight_sign"], a["weight_shift"], a["weight_zero"].astype(bool)
@@ -384,9 +384,9 @@ def _pow2_at_least(n):
 
 
 def fit_config(network, *, nb_multiple=1, **given):
-    """The smallest :class:`~hw.config.HwConfig` that runs every weighted layer of ``network``.
+    """The smallest :class:`~core.hwconfig.HwConfig` that runs every weighted layer of ``network``.
 
-    ``network`` is a :class:`quant.artifact.Network` (its layers as :func:`hw.graph.engine_layers`
+    ``network`` is a :class:`core.artifact.Network` (its layers as :func:`hw.graph.engine_layers`
     gives them, average pools folded in) or anything with ``layers`` that the engine runs as
     they are.  Widths come from the layers (activation and weight bits, terms, deepest
     fan-in, largest left shift, the skip path and its largest left shift); memory depths are
@@ -396,8 +396,6 @@ def fit_config(network, *, nb_multiple=1, **given):
     rounding the layers will be planned with (a network's buffers,
     :class:`hw.program.NetworkProgram`).
     """
-    from .config import HwConfig
-
     if hasattr(network, "input_shape"):
         layers = [e.layer for e in engine_layers(network)]
     else:
@@ -423,3 +421,11 @@ def fit_config(network, *, nb_multiple=1, **given):
     for lay in layers:
         LayerPlan(lay, cfg, nb_multiple=nb_multiple)  # refuses what does not fit, naming the layer
     return cfg
+
+
+def design_config(network=None, *, board=None, flags=None):
+    """The layer engine's :class:`~core.hwconfig.HwConfig` for a command: the board's defaults,
+    then the ``flags`` given (:func:`core.hwconfig.settings`), the rest fitted to ``network``'s
+    layers (:func:`fit_config`), or defaulted without a network."""
+    given = settings(flags, board)
+    return fit_config(network, **given) if network is not None else HwConfig(**given)

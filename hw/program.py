@@ -42,10 +42,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from quant.errors import UserError
+from core import codes
+from core.errors import UserError
+from core.hwconfig import HwConfig, settings
 
-from . import codes
-from .config import HwConfig
 from .graph import engine_layers
 from .plan import LayerPlan, ceil_div, fit_config
 
@@ -200,11 +200,17 @@ class NetworkProgram:
 
     Parameters
     ----------
-    network : quant.artifact.Network
+    network : core.artifact.Network
     cfg : HwConfig, optional
         The design.  ``rows`` must be a multiple of ``cols``.  Without it,
         :func:`hw.plan.fit_config` sizes one from ``given`` (e.g. ``rows=8, cols=4``).
     """
+
+    @classmethod
+    def for_board(cls, network, board=None, flags=None):
+        """The program a command builds: the board's defaults, then the ``flags`` given
+        (:func:`core.hwconfig.settings`), the rest fitted to ``network``."""
+        return cls(network, **settings(flags, board))
 
     def __init__(self, network, cfg=None, **given):
         self.network = network

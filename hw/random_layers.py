@@ -1,13 +1,13 @@
 """Random integer layers and inputs within a design's limits, for randomised hardware tests.
 
-The layers are ordinary :class:`quant.artifact.Layer` objects, so the golden model that
-checks them is the foundation's :mod:`quant.reference`, the same as for trained networks.
+The layers are ordinary :class:`core.artifact.Layer` objects, so the golden model that
+checks them is the foundation's :mod:`core.reference`, the same as for trained networks.
 """
 
 import numpy as np
 
-from quant import arith
-from quant.artifact import Layer, conv_out_hw
+from core import arith
+from core.artifact import Layer, conv_out_hw
 
 
 def random_codes(rng, shape, wbits, terms, p_zero=0.2):
@@ -21,7 +21,7 @@ def random_codes(rng, shape, wbits, terms, p_zero=0.2):
 
 def random_layer(rng, *, kind, in_c, out_c, hw=(1, 1), kernel=(3, 3), stride=(1, 1), padding=(1, 1),
                  abits=4, wbits=4, terms=1, relu=True, name="layer", extreme=False):
-    """A conv2d or linear :class:`~quant.artifact.Layer` with random codes, bias and shifts.
+    """A conv2d or linear :class:`~core.artifact.Layer` with random codes, bias and shifts.
 
     With ``extreme`` every weight term is the largest shift with one sign, the bias is at
     its bound with the same sign and the requantiser passes the accumulator through: with
@@ -96,7 +96,7 @@ def random_inputs(rng, layer, count=1, *, extreme=False):
 
 
 def random_network(rng, layers, input_shape, *, abits=4, wbits=4, terms=1, num_classes=10):
-    """A random integer :class:`~quant.artifact.Network` of the layers described, with
+    """A random integer :class:`~core.artifact.Network` of the layers described, with
     consistent exponents, for tests of every stage on graphs no training has to make.
 
     ``layers`` lists tuples: ``("conv", out_c, kernel, stride, padding)``,
@@ -106,7 +106,7 @@ def random_network(rng, layers, input_shape, *, abits=4, wbits=4, terms=1, num_c
     ``("linear", out)``.  The last weighted layer is the logits (no ReLU; its ``out`` is
     ``num_classes``).
     """
-    from quant.artifact import Network
+    from core.artifact import Network
 
     shape, bits, exp = tuple(input_shape), abits, abits
     tensors = {-1: (shape, bits, exp)}

@@ -4,11 +4,11 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from .config import HwConfig
+from core.hwconfig import HwConfig
 
 
 class Requantizer(wiring.Component):
-    """``out = requantize(acc, shift)`` of :func:`quant.arith.requantize`, in two paths.
+    """``out = requantize(acc, shift)`` of :func:`core.arith.requantize`, in two paths.
 
     ReLU layers (``relu`` high) need only an ``abits``-bit code, so nothing ``acc_bits``
     wide is shifted.  With ``L = max_left`` and ``e = acc << L`` (wiring only), the shift

@@ -17,7 +17,8 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import ReadPort
 from amaranth.lib.wiring import In, Out
 
-from . import codes
+from core import codes
+
 from .engine import LayerEngine, _abits, descriptor_layout, par_layout
 
 #: Bits of the checksum.

@@ -9,7 +9,7 @@ from amaranth.lib import wiring
 from amaranth.lib.cdc import FFSynchronizer
 from amaranth.lib.wiring import In, Out
 
-from quant.errors import UserError
+from core.errors import UserError
 
 #: The fewest clocks per bit the receiver samples reliably (mid-bit, with a glitch check).
 MIN_CLOCKS_PER_BIT = 4

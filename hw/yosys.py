@@ -7,7 +7,7 @@ import subprocess
 import sys
 import tempfile
 
-from quant.errors import UserError
+from core.errors import UserError
 
 #: Arithmetic cells that would be multipliers (or worse) in the datapath.
 MULTIPLIER_CELLS = ("$mul", "$div", "$mod", "$divfloor", "$modfloor", "$pow", "SB_MAC16", "MULT18X18D", "ALU54B")

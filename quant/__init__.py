@@ -1,3 +1,1 @@
-"""Power-of-two quantisation-aware training and the integer contract the hardware implements."""
-
-__version__ = "0.1.0"
+"""Power-of-two quantisation-aware training: quantisers, layers, methods, export and the QONNX bridge."""

@@ -1,16 +1,16 @@
 """The typed training config: one dataclass from the command line (or a TOML file) to every artifact."""
 
-import argparse
 import dataclasses
 import tomllib
 import typing
 from dataclasses import dataclass, field
 
-from . import arith
+from core import arith
+from core.errors import UserError
+
 from .data import DATASETS
-from .errors import UserError
-from .models import MODELS, complete_spec, is_factory, resolve_spec, spec_to_module
 from .methods import METHODS, method_class
+from .models import MODELS, complete_spec, is_factory, resolve_spec, spec_to_module
 
 
 @dataclass
@@ -182,50 +182,6 @@ def load_toml(path):
             raise UserError(f"config file {path} has both a [model] table and a model key; keep one")
         d["model"], d["arch"] = "spec", layers
     return d
-
-
-def _parse_bool(text):
-    low = text.lower()
-    if low in ("1", "true", "yes", "on"):
-        return True
-    if low in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, not {text!r}")
-
-
-def _parse_widths(text):
-    try:
-        return [int(t) for t in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a comma list of integers such as 16,32, not {text!r}") from None
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        # argparse's usage block plus message; keep the one-line error and exit 2
-        raise UserError(f"{message} (see --help)")
-
-
-def add_config_arguments(parser, cls=None):
-    """One flag per field of the config dataclass ``cls`` (default :class:`TrainConfig`;
-    ``data_dir`` -> ``--data-dir``), each with its ``help`` metadata, default unset."""
-    cls = TrainConfig if cls is None else cls
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        if f.metadata.get("cli") is False:
-            continue
-        typ = {bool: _parse_bool, list: _parse_widths}.get(hints[f.name], hints[f.name])
-        default = f.default
-        parser.add_argument(
-            "--" + f.name.replace("_", "-"), dest=f.name, type=typ, default=None,
-            metavar=f.name.upper() if hints[f.name] is not bool else "BOOL",
-            help=f"{f.metadata['help']} (default: {default})",
-        )
-
-
-def make_parser(prog, description, epilog=None):
-    return _Parser(prog=prog, description=description, epilog=epilog,
-                   formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def resolve(args, given_toml=None):

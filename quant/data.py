@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .errors import UserError
+from core.errors import UserError
 
 DATASETS = ("digits", "mnist", "cifar10", "synthetic")
 

@@ -10,10 +10,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import reference, torch_int
-from .artifact import load_artifact
-from .config import make_parser
-from .errors import UserError, cli_main
+from core import reference
+from core.artifact import load_artifact
+from core.cli import make_parser
+from core.errors import UserError, cli_main
+
+from . import torch_int
 
 #: name -> callable(network, inputs) returning every layer's outputs
 BACKENDS = {

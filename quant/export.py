@@ -3,31 +3,11 @@
 import pathlib
 import sys
 
-from . import __version__
-from .artifact import Artifact, save_artifact
-from .config import make_parser
+from core.cli import make_parser
+from core.errors import UserError, cli_main
+
 from .data import load_dataset
-from .errors import UserError, cli_main
-from .lower import golden_vectors, lower
-from .runs import ARTIFACT, checkpoint_path, is_quant, load_network
-
-
-def export_network(qnet, cfg, dataset, path, *, golden, meta=None):
-    """Lower ``qnet``, take golden vectors from the first ``golden`` test images, save to ``path``.
-
-    Returns ``(network, taps)`` for further checks.
-    """
-    if not is_quant(qnet):
-        raise UserError(f"method {cfg.method!r} is not quantised; the hardware runs quantised models only "
-                        f"(train with --method pow2 --init-from this run)")
-    qnet.eval()
-    network, taps = lower(qnet, dataset.image_shape, dataset.num_classes)
-    n = min(golden, dataset.test_x.shape[0])
-    gold = golden_vectors(qnet, taps, network, dataset.test_x[:n], dataset.test_y[:n].numpy())
-    info = {"generator": f"shiftnn {__version__}", "config": cfg.to_dict(), "dataset": dataset.describe()}
-    info.update(meta or {})
-    save_artifact(path, Artifact(network=network, golden=gold, meta=info))
-    return network, taps
+from .runs import ARTIFACT, checkpoint_path, export_network, load_network
 
 
 @cli_main
@@ -61,7 +41,7 @@ def main(argv=None):
 def _qonnx(path, artifact_path):
     """Write the artifact's network as QONNX at ``path`` and check it on qonnx's executor."""
     from . import qonnx_io
-    from .artifact import load_artifact
+    from core.artifact import load_artifact
 
     art = load_artifact(artifact_path)
     try:

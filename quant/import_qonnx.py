@@ -16,11 +16,13 @@ import sys
 
 import numpy as np
 
-from . import qonnx_io, reference
-from .artifact import Artifact, Golden, save_artifact
-from .config import make_parser
+from core import reference
+from core.artifact import Artifact, Golden, save_artifact
+from core.cli import make_parser
+from core.errors import UserError, cli_main
+
+from . import qonnx_io
 from .data import DATASETS, load_dataset
-from .errors import UserError, cli_main
 from .quantizers import quantize_input
 
 GENERATOR = "python -m quant.import_qonnx"

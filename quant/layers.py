@@ -13,8 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import arith
-from .errors import UserError
+from core import arith
+from core.errors import UserError
+
 from .modules import Residual
 from .quantizers import ActQuant, quant_bias, quantize_input, ste
 
@@ -90,7 +91,7 @@ class _QuantWeighted:
 
     @property
     def arith(self):
-        """The layer's derived integer numbers (:class:`quant.arith.LayerArith`)."""
+        """The layer's derived integer numbers (:class:`core.arith.LayerArith`)."""
         return arith.LayerArith(
             fan_in=self.fan_in,
             in_bits=self.input_quant.bits,
@@ -354,7 +355,7 @@ class QuantNet(nn.Module):
             m.bn_frozen = frozen
 
 
-def quantize_model(model, config=None, *, method=None, make_weight_quant=None, make_act_quant=None, abits=None):
+def quantize_model(model, *, method=None, make_weight_quant=None, make_act_quant=None, abits=None):
     """Convert a float ``nn.Sequential`` into a :class:`QuantNet`.
 
     Supported layers: ``Conv2d`` (groups 1, zero padding) and ``Linear``, each optionally
@@ -366,8 +367,6 @@ def quantize_model(model, config=None, *, method=None, make_weight_quant=None, m
     ----------
     model : nn.Sequential
         The float network.
-    config : quant.config.TrainConfig, optional
-        Its method (:mod:`quant.methods`) makes the quantisers.
     method : quant.methods.base.Method, optional
         The method object itself (its config gives the bits); it makes the quantisers and
         ``build`` s the network.  Or give the keywords instead:
@@ -378,10 +377,6 @@ def quantize_model(model, config=None, *, method=None, make_weight_quant=None, m
     abits : int
         Activation bits (also the input's bits).
     """
-    if config is not None:
-        from .methods import get_method  # the methods build on these layers
-
-        method = get_method(config)
     if method is not None:
         make_weight_quant = method.weight_quant if method.quantized else None
         make_act_quant, abits = method.act_quant, method.cfg.abits

@@ -1,4 +1,4 @@
-"""Lower a trained :class:`quant.layers.QuantNet` to the integer :class:`quant.artifact.Network`.
+"""Lower a trained :class:`quant.layers.QuantNet` to the integer :class:`core.artifact.Network`.
 
 Also reads the fake-quantised PyTorch forward at the same points as integers, which is
 where the golden vectors come from.
@@ -8,9 +8,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import arith
-from .artifact import Golden, Layer, Network, conv_out_hw
-from .errors import UserError
+from core import arith
+from core.artifact import Golden, Layer, Network, conv_out_hw
+from core.errors import UserError
+
 from .layers import IntAvgPool2d, IntMaxPool2d, QuantConv2d, QuantInput, QuantLinear, QuantNet, QuantReLU
 from .quantizers import quantize_input
 

@@ -15,7 +15,8 @@ import inspect
 
 from torch import nn
 
-from .errors import UserError
+from core.errors import UserError
+
 from .modules import Residual
 
 MODELS = ("cnn", "mlp")

@@ -3,7 +3,7 @@
 QONNX (the ONNX dialect of Brevitas, FINN and hls4ml) writes a quantised network as float
 ONNX operators with ``Quant`` nodes: ``Quant(x, scale, zeropt, bitwidth)`` clips ``x / scale
 + zeropt`` to the integers of ``bitwidth`` bits, rounds and scales back.  The artifact's
-integer contract (:mod:`quant.arith`) maps onto it exactly, with every scale a power of two:
+integer contract (:mod:`core.arith`) maps onto it exactly, with every scale a power of two:
 
 * the input: ``Quant(x, 2**-bits)``, unsigned, rounding half up (the input quantiser);
 * a weight: its integer value (a sum of ``terms`` signed powers of two) times ``2**e0`` of
@@ -11,12 +11,12 @@ integer contract (:mod:`quant.arith`) maps onto it exactly, with every scale a p
   bit width of the largest integer;
 * a conv2d or linear layer: ``Conv`` / ``Gemm`` on the quantised input and weights with the
   bias ``bias * 2**(e0 - in_exp)``, all exact in float32 (integers below ``2**24`` in the
-  accumulator's unit, :func:`quant.arith.float32_exact`);
+  accumulator's unit, :func:`core.arith.float32_exact`);
 * the residual add: ``Add`` of the accumulator and ``Quant(skip, 2**(e0 - in_exp))``, whose
   half-up rounding is the skip term's right shift where the skip is finer than the
-  accumulator (:func:`quant.arith.skip_term`);
+  accumulator (:func:`core.arith.skip_term`);
 * requantisation with ReLU: ``Relu`` then ``Quant(acc, 2**-out_exp)``, unsigned, ``out_bits``
-  bits, rounding half up: the round shift and clamp of :func:`quant.arith.requantize`;
+  bits, rounding half up: the round shift and clamp of :func:`core.arith.requantize`;
 * max-pool, average pool (``AveragePool``: a window's mean, the sum at the exponent the
   artifact gives it) and flatten as themselves;
 * the logits: the last accumulator, ``logits * 2**-output_exp``.
@@ -30,9 +30,9 @@ Needs the ``onnx`` extra (``pip install -e '.[onnx]'``: onnx and qonnx).
 
 import numpy as np
 
-from . import arith
-from .errors import UserError
-from .fileio import write_atomic
+from core import arith
+from core.errors import UserError
+from core.fileio import write_atomic
 
 #: The custom-op domain of QONNX's ``Quant``.
 QONNX_DOMAIN = "qonnx.custom_op.general"
@@ -84,7 +84,7 @@ def _channel(values, ndim):
 
 
 def to_model(network):
-    """The QONNX ``ModelProto`` of ``network`` (a :class:`quant.artifact.Network`) and the
+    """The QONNX ``ModelProto`` of ``network`` (a :class:`core.artifact.Network`) and the
     exponent of every layer's output tensor (its name is the layer's name; the last is
     :data:`OUTPUT`), as ``[(tensor, exp), ...]``."""
     onnx = _modules()
@@ -230,7 +230,7 @@ def _pow2_exponent(scale, where):
 
 
 class _Importer:
-    """Walks a cleaned QONNX graph in order, building :class:`quant.artifact.Layer` s."""
+    """Walks a cleaned QONNX graph in order, building :class:`core.artifact.Layer` s."""
 
     def __init__(self, model, wbits, terms):
         self.m, self.wbits, self.terms = model, wbits, terms
@@ -264,7 +264,7 @@ class _Importer:
         """A Conv/Gemm/MatMul on quantised tensor ``x``: its layer, pending its ReLU and scale."""
         import torch
 
-        from .artifact import Layer, conv_out_hw
+        from core.artifact import Layer, conv_out_hw
         from .quantizers import pow2_codes
 
         shape, bits, exp, _ = self.tensor[x]
@@ -332,7 +332,7 @@ class _Importer:
 
     def node(self, node):
         op, where = node.op_type, f"{node.op_type} node {node.name or node.output[0]}"
-        from .artifact import Layer, conv_out_hw
+        from core.artifact import Layer, conv_out_hw
 
         x = node.input[0]
         if op not in IMPORTED:
@@ -413,7 +413,7 @@ def _attr(a):
 
 
 def from_model(model, *, wbits, terms=1):
-    """The integer :class:`quant.artifact.Network` of a QONNX ``ModelProto`` whose activation
+    """The integer :class:`core.artifact.Network` of a QONNX ``ModelProto`` whose activation
     quantisers are unsigned with power-of-two scales (Brevitas' ``*FixedPoint`` quantisers),
     and a report of what had to be rounded: every weight to ``terms`` powers of two in a
     ``wbits``-bit window per output channel (:func:`quant.quantizers.pow2_codes`), every bias
@@ -422,7 +422,7 @@ def from_model(model, *, wbits, terms=1):
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.util.cleanup import cleanup_model
 
-    from .artifact import Network
+    from core.artifact import Network
 
     arith.check_bits(wbits=wbits, terms=terms)
     m = cleanup_model(ModelWrapper(model), preserve_qnt_ops=False)

@@ -3,7 +3,7 @@
 Layers of code, bottom up:
 
 1. straight-through functions (:func:`ste`, :class:`ActQuantFn`);
-2. code functions that turn a float tensor into the integer codes of :mod:`quant.arith`
+2. code functions that turn a float tensor into the integer codes of :mod:`core.arith`
    (:func:`pow2_codes`, :func:`uniform_codes`, :func:`quant_bias`);
 3. quantiser modules (:class:`Pow2WeightQuant`, :class:`UniformWeightQuant`,
    :class:`ActQuant`) that the layers in :mod:`quant.layers` hold.
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from . import arith
+from core import arith
 
 
 def ste(x, q):
@@ -90,7 +90,7 @@ def _view_channels(v, w):
 
 @dataclass
 class WeightCodes:
-    """Integer weight codes of one layer (see :mod:`quant.arith`).
+    """Integer weight codes of one layer (see :mod:`core.arith`).
 
     ``sign``, ``shift``, ``zero`` have shape ``(terms, *weight.shape)``; ``e0`` has one
     exponent per output channel; ``value`` is the integer weight in units of ``2**e0``.
@@ -179,7 +179,7 @@ def pow2_sum_codes(units, e0, levels, terms, *, values_only=False):
 def uniform_codes(w, wbits, per_channel=True):
     """Plain uniform integers ``[-(2**(b-1) - 1), 2**(b-1) - 1]`` with a power-of-two scale,
     the baseline.  The hardware runs them as canonical-signed-digit sums of powers of two
-    (:func:`quant.arith.csd_codes`), so ``sign``/``shift``/``zero`` are filled at export."""
+    (:func:`core.arith.csd_codes`), so ``sign``/``shift``/``zero`` are filled at export."""
     qmax = 2 ** (wbits - 1) - 1
     absmax = channel_absmax(w, per_channel)
     safe = torch.where(absmax > 0, absmax, torch.ones_like(absmax))

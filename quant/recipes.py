@@ -3,6 +3,7 @@
 The methods themselves live in :mod:`quant.methods`.
 """
 
+from .config import TrainConfig
 from .methods import METHODS, method_class
 
 __all__ = ["METHODS", "weight_quant_factory"]
@@ -13,8 +14,6 @@ def weight_quant_factory(method, *, wbits, terms, per_channel, **options):
 
     ``options`` are further config keys the method reads (defaults otherwise).
     """
-    from .config import TrainConfig
-
     cfg = TrainConfig(method=method, wbits=wbits, terms=terms, per_channel=per_channel, **options)
     m = method_class(method)(cfg)
     return m.weight_quant if m.quantized else None

@@ -1,14 +1,19 @@
-"""Run directories: building a run's network from its config, and atomic checkpoints."""
+"""Run directories: building a run's network from its config, atomic checkpoints, and the
+export of a trained network as the hardware artifact."""
 
 import json
 import pathlib
 
 import torch
 
+from core import __version__
+from core.artifact import Artifact, save_artifact
+from core.errors import UserError
+from core.fileio import write_atomic
+
 from .config import TrainConfig
-from .errors import UserError
-from .fileio import write_atomic
 from .layers import QuantNet, quantize_model
+from .lower import golden_vectors, lower
 from .methods import get_method
 
 CHECKPOINT = "checkpoint.pt"
@@ -100,3 +105,21 @@ def finished(cfg):
         saved = {**saved, "arch": None}  # the run recorded the spec its --model resolved to
     same = saved == mine
     return summary(cfg.out) if same else None
+
+
+def export_network(qnet, cfg, dataset, path, *, golden, meta=None):
+    """Lower ``qnet``, take golden vectors from the first ``golden`` test images, save to ``path``.
+
+    Returns ``(network, taps)`` for further checks.
+    """
+    if not is_quant(qnet):
+        raise UserError(f"method {cfg.method!r} is not quantised; the hardware runs quantised models only "
+                        f"(train with --method pow2 --init-from this run)")
+    qnet.eval()
+    network, taps = lower(qnet, dataset.image_shape, dataset.num_classes)
+    n = min(golden, dataset.test_x.shape[0])
+    gold = golden_vectors(qnet, taps, network, dataset.test_x[:n], dataset.test_y[:n].numpy())
+    info = {"generator": f"shiftnn {__version__}", "config": cfg.to_dict(), "dataset": dataset.describe()}
+    info.update(meta or {})
+    save_artifact(path, Artifact(network=network, golden=gold, meta=info))
+    return network, taps

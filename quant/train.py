@@ -15,13 +15,15 @@ import time
 import torch
 from tqdm import tqdm
 
+from core.cli import add_config_arguments, make_parser
+from core.errors import UserError, cli_main
+from core.fileio import write_json
+
 from . import runs
-from .config import add_config_arguments, explicit_flags, make_parser, resolve
+from .config import TrainConfig, explicit_flags, resolve
 from .data import batches, load_dataset
-from .errors import UserError, cli_main
-from .export import export_network
-from .fileio import write_json
 from .methods import get_method
+from .runs import export_network
 from .verify import compare
 
 
@@ -238,8 +240,6 @@ def train(cfg, *, resume=False, progress=True):
 
 def _train_quietly(cfg_dict):
     """One run in a worker process, with one intra-op thread so that workers share the cores."""
-    from .config import TrainConfig
-
     torch.set_num_threads(1)
     cfg = TrainConfig.from_dict(cfg_dict, "sweep").validate()
     train(cfg, progress=False)
@@ -332,7 +332,7 @@ EXAMPLES = """examples:
 @cli_main
 def main(argv=None):
     parser = make_parser("python -m quant.train", __doc__.split("\n")[0].split(": ", 1)[1], epilog=EXAMPLES)
-    add_config_arguments(parser)
+    add_config_arguments(parser, TrainConfig)
     parser.add_argument("--config", metavar="TOML", help="TOML file of config keys (flags override it)")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its checkpoint")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -5,7 +5,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from . import reference, torch_int
+from core import reference
+
+from . import torch_int
 from .lower import fake_quant_outputs
 from .quantizers import quantize_input
 

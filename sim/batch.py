@@ -53,8 +53,8 @@ import time
 
 import numpy as np
 
-from quant.errors import UserError
-from quant.fileio import write_json
+from core.errors import UserError
+from core.fileio import write_json
 from sim import runner
 
 TOP = "network_core"
@@ -140,7 +140,7 @@ def build_batch(verilog, *, input_bits, num_classes, logit_bits, build_root=None
 
     Raises
     ------
-    quant.errors.UserError
+    core.errors.UserError
         If the Verilog file is missing, its ``network_core`` lacks a port or has one of the wrong
         direction or width, a parameter is out of range, or Verilator is not usable.
     RuntimeError
@@ -231,7 +231,7 @@ def run_batch(build, codes, *, cycle_limit, steps=None, jobs=None, progress=True
 
     Raises
     ------
-    quant.errors.UserError
+    core.errors.UserError
         If a code is out of range, an image exceeded ``cycle_limit`` (the message names the
         image by its index in ``codes`` and what it waited for), or (with ``steps``) an image's
         run had another number of ``step_done`` cycles.

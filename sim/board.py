@@ -5,7 +5,7 @@ import os
 import pathlib
 import tempfile
 
-from fpga.boards import pins
+from core.boards import pins
 from templates.board import LIBRARY, SELFTEST
 
 from . import runner

@@ -7,9 +7,9 @@ import time
 import cocotb
 import numpy as np
 
-from hw import codes
+from core import arith
+from core import codes
 from hw.random_layers import random_codes
-from quant import arith
 from sim.tb import ArrayTestbench, Mismatches
 
 

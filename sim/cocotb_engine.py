@@ -6,11 +6,11 @@ import pathlib
 import cocotb
 import numpy as np
 
+from core import reference
+from core.artifact import Layer, load_artifact
 from hw.graph import engine_layers
 from hw.plan import LayerPlan
 from hw.random_layers import add_random_skip, random_inputs, random_layer, random_skip
-from quant import reference
-from quant.artifact import Layer, load_artifact
 from sim.tb import EngineTestbench
 
 

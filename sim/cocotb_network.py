@@ -13,7 +13,7 @@ import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, FallingEdge, RisingEdge
 
-from fpga import protocol as P
+from core import protocol as P
 
 from .tb import load_case
 

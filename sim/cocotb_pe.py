@@ -3,7 +3,7 @@
 import cocotb
 import numpy as np
 
-from quant import arith
+from core import arith
 from sim.tb import Mismatches, PETestbench
 
 

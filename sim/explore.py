@@ -21,6 +21,8 @@ report sets each build's figures beside the model's.  Out: ``explore.md``, ``poi
 
 ``--calibrate`` instead builds the board family's calibration grid and writes
 ``sim/calibration/<family>.json``, the measured builds the resource model is fitted to.
+``--hardware`` leaves the model out: it builds the engine alone (a random self-test layer)
+over array shapes x widths and tabulates logic cells, block RAM and Fmax.
 """
 
 import concurrent.futures
@@ -35,14 +37,18 @@ import sys
 import time
 from dataclasses import dataclass
 
+from core.artifact import load_artifact
+from core.boards import BOARDS, board as get_board
+from core.cli import make_parser
+from core.errors import UserError, cli_main
+from core.fileio import write_atomic, write_json
+from fpga.flow import build
+from hw.program import NetworkProgram
 from quant import runs
-from quant.artifact import load_artifact
-from quant.config import TrainConfig, make_parser
-from quant.errors import UserError, cli_main
-from quant.fileio import write_atomic, write_json
-from fpga.sweep import parse_ints, parse_sizes
+from quant.config import TrainConfig
 from quant.methods import method_class
 
+from .netsim import check, dataset_codes
 from .perf import performance, spram_problem
 from .resources import Calibration, capacity_problems, measured, record
 
@@ -150,11 +156,28 @@ class Trainer:
         return out
 
 
+def parse_sizes(text):
+    """``"2x2,4x8"`` -> ``[(2, 2), (4, 8)]``."""
+    sizes = []
+    for item in text.split(","):
+        try:
+            rows, cols = (int(v) for v in item.lower().split("x"))
+        except ValueError:
+            raise UserError(f"bad array size {item!r}: write ROWSxCOLS, e.g. --sizes 4x4,8x8") from None
+        sizes.append((rows, cols))
+    return sizes
+
+
+def parse_ints(text, what):
+    try:
+        return [int(v) for v in text.split(",")]
+    except ValueError:
+        raise UserError(f"bad {what} list {text!r}: write comma-separated integers") from None
+
+
 # --- one point -----------------------------------------------------------------------------
 def program_for(art, rows, cols, board):
-    from fpga.build import network_program
-
-    return network_program(art, {"rows": rows, "cols": cols}, board)
+    return NetworkProgram.for_board(art.network, board, {"rows": rows, "cols": cols})
 
 
 def evaluate(q, accuracy, art_path, art, rows, cols, board, calibration):
@@ -209,7 +232,7 @@ def recommend(rows, tolerance):
 
 
 # --- builds, cached ----------------------------------------------------------------------------
-_DESIGN_SOURCES = ("hw/*.py", "templates/*.py", "templates/**/*.j2", "fpga/build.py", "fpga/boards.py",
+_DESIGN_SOURCES = ("hw/*.py", "templates/*.py", "templates/**/*.j2", "fpga/build.py", "core/boards.py",
                    "fpga/report.py")
 
 
@@ -230,8 +253,6 @@ def build_folder(cache, board, art_path, rows, cols, label):
 
 def _build(board_name, folder, art_path, rows, cols):
     """One network build in a worker process (cached: a folder with a report is reused)."""
-    from fpga.build import build
-
     report_path = pathlib.Path(folder) / "report.json"
     if report_path.exists():
         return json.loads(report_path.read_text())
@@ -285,11 +306,18 @@ def _int(v):
     return "-" if v is None else f"{v:,.0f}"
 
 
-def plot(rows, front, rec, board, out):
+def _pyplot():
+    """matplotlib's pyplot, without a display (imported when a plot is drawn: it is slow to load)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot(rows, front, rec, board, out):
+    plt = _pyplot()
 
     fit = [r for r in rows if r["fits"]]
     over = [r for r in rows if not r["fits"] and "logic" in r]
@@ -347,8 +375,6 @@ def _blocks(b):
 def simulate(rec, board, trainer, limit):
     """The recommended design on the cycle-accurate engine (Verilator) over the first
     ``limit`` test images: its accuracy, its logits against the reference, its cycles."""
-    from .network import check, dataset_codes
-
     art = load_artifact(rec["artifact"])
     program = program_for(art, rec["rows"], rec["cols"], board)
     inputs, labels = dataset_codes(art.network, trainer.data, trainer.data_dir, limit=limit)
@@ -447,6 +473,75 @@ def markdown(meta, rows, front, rec, calibration_errors, simulated=None):
 
 def key(r):
     return (r["quant"], r["array"])
+
+
+# --- --hardware: the engine alone over array shapes and widths -----------------------------
+def point_row(rows, cols, abits, wbits, report):
+    logic = report["resources"][0]
+    bram = next(r for r in report["resources"] if r["resource"].startswith("block RAM"))
+    fmax = min(report["fmax_mhz"].values(), default=None)
+    return {"rows": rows, "cols": cols, "abits": abits, "wbits": wbits, "pes": rows * cols,
+            "logic": logic["used"], "logic_available": logic["available"], "bram": bram["used"],
+            "fmax_mhz": fmax, "meets_goal": report["meets_goal"], "fits": not any(
+                "used, the device has" in f for f in report["failures"]),
+            "failures": report["failures"]}
+
+
+def hardware_plot(points, board, path):
+    plt = _pyplot()
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+    for key in sorted({(p["abits"], p["wbits"]) for p in points}):
+        pts = sorted((p for p in points if (p["abits"], p["wbits"]) == key), key=lambda p: p["pes"])
+        label = f"A{key[0]} W{key[1]}"
+        a1.plot([p["pes"] for p in pts], [p["logic"] for p in pts], "o-", label=label)
+        fm = [p for p in pts if p["fmax_mhz"]]
+        a2.plot([p["pes"] for p in fm], [p["fmax_mhz"] for p in fm], "o-", label=label)
+    avail = max(p["logic_available"] or 0 for p in points)
+    if avail:
+        a1.axhline(avail, color="grey", linestyle="--", label="device")
+    a2.axhline(BOARDS[board].target_mhz, color="grey", linestyle="--", label="goal")
+    a1.set(xlabel="PEs (rows x cols)", ylabel="logic cells", title=f"{board}: logic")
+    a2.set(xlabel="PEs (rows x cols)", ylabel="Fmax (MHz)", title=f"{board}: Fmax")
+    for a in (a1, a2):
+        a.legend()
+        a.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def hardware_sweep(args, board):
+    """Build the layer engine with its self-test on a random layer (:func:`fpga.flow.random_case`)
+    for every array shape x activation bits x weight bits on ``board``: logic cells, block RAM and
+    Fmax of each (``sweep.md``, ``sweep.json``, ``sweep.png``); a point that does not fit is kept,
+    with the figure that failed.  No training: the hardware side of the trade-off alone."""
+    out = pathlib.Path(args.out or f"build/explore/{board.name}-hardware")
+    points = []
+    for abits in parse_ints(args.abits or "4", "--abits"):
+        for wbits in parse_ints(args.wbits or "4", "--wbits"):
+            for rows, cols in parse_sizes(args.arrays or "2x2,4x4,8x8"):
+                # memories as fit_config sizes them for the demo CNN
+                given = dict(rows=rows, cols=cols, abits=abits, wbits=wbits, max_fan_in=args.max_fan_in,
+                             max_left=args.max_left, act_depth=64, wgt_depth=1024, par_depth=4, psum_depth=256,
+                             out_depth=128)
+                report = build(board.name, out=out / f"{rows}x{cols}-a{abits}w{wbits}", given=given,
+                               design="selftest")
+                points.append(point_row(rows, cols, abits, wbits, report))
+                p = points[-1]
+                print(f"{rows}x{cols} A{abits} W{wbits}: {p['logic']} logic cells, {p['bram']} BRAM, "
+                      f"Fmax {p['fmax_mhz']} MHz{'' if p['fits'] else ' (does not fit)'}", flush=True)
+    write_json(out / "sweep.json", points)
+    lines = [f"# {board.name}: the engine over array shapes and widths", "",
+             "| array | A | W | PEs | logic cells | BRAM | Fmax (MHz) | fits |",
+             "|---|---:|---:|---:|---:|---:|---:|---|"]
+    for p in points:
+        lines.append(f"| {p['rows']}x{p['cols']} | {p['abits']} | {p['wbits']} | {p['pes']} | {p['logic']} | "
+                     f"{p['bram']} | {p['fmax_mhz'] if p['fmax_mhz'] else '-'} | {'yes' if p['fits'] else 'no'} |")
+    write_atomic(out / "sweep.md", lambda tmp: pathlib.Path(tmp).write_text("\n".join(lines) + "\n"))
+    hardware_plot(points, board.name, out / "sweep.png")
+    print(f"wrote {out / 'sweep.md'}, sweep.json and sweep.png")
+    return 0
 
 
 # --- the command -------------------------------------------------------------------------------
@@ -557,8 +652,6 @@ def explore(args, board, trainer):
 
 @cli_main
 def main(argv=None):
-    from fpga.boards import BOARDS, board as get_board
-
     parser = make_parser("python -m sim.explore", __doc__.splitlines()[0],
                          epilog="example: python -m sim.explore --model cnn --data mnist --data-dir DIR "
                                 "--board icebreaker --wbits 2,3,4 --abits 2,3,4")
@@ -568,11 +661,12 @@ def main(argv=None):
     parser.add_argument("--data", default="digits", help="dataset when --model is a name (digits, mnist)")
     parser.add_argument("--data-dir", help="the dataset's folder (mnist)")
     parser.add_argument("--methods", default="pow2", help="quantisation methods, comma-separated")
-    parser.add_argument("--wbits", default="2,3,4", help="weight bits, comma-separated")
-    parser.add_argument("--abits", default="2,3,4", help="activation bits, comma-separated")
+    parser.add_argument("--wbits", help="weight bits, comma-separated (default 2,3,4; with --hardware, 4)")
+    parser.add_argument("--abits", help="activation bits, comma-separated (default 2,3,4; with --hardware, 4)")
     parser.add_argument("--terms", default="1", help="powers of two per weight, comma-separated")
     parser.add_argument("--arrays", help="array shapes ROWSxCOLS (default: "
-                                         + "; ".join(f"{k}: {v}" for k, v in ARRAYS.items()) + ")")
+                                         + "; ".join(f"{k}: {v}" for k, v in ARRAYS.items())
+                                         + "; with --hardware, 2x2,4x4,8x8)")
     parser.add_argument("--epochs", type=int, help="QAT epochs of each run (default 8, or the run folder's)")
     parser.add_argument("--float-epochs", type=int, default=8, help="epochs of the float run the points start from")
     parser.add_argument("--tolerance", type=float, default=0.005,
@@ -589,8 +683,19 @@ def main(argv=None):
     parser.add_argument("--calibrate", action="store_true",
                         help="build the family's calibration grid and write the resource model's data")
     parser.add_argument("--calibration", help="the calibration file (default sim/calibration/<family>.json)")
+    parser.add_argument("--hardware", action="store_true",
+                        help="no model: build the engine with a random self-test layer for every --arrays x --abits "
+                             "x --wbits, and tabulate logic cells, block RAM and Fmax")
+    parser.add_argument("--max-fan-in", type=int, default=144,
+                        help="with --hardware: the fan-in the accumulators hold (default 144, the demo CNN's deepest)")
+    parser.add_argument("--max-left", type=int, default=1,
+                        help="with --hardware: largest left shift of a logits requantiser (default 1, as the MNIST "
+                             "CNN needs)")
     args = parser.parse_args(argv)
     board = get_board(args.board)
+    if args.hardware:
+        return hardware_sweep(args, board)
+    args.wbits, args.abits = args.wbits or "2,3,4", args.abits or "2,3,4"
     if args.max_builds < 0 or args.simulate < 0 or args.jobs < 1 or not 0 <= args.tolerance < 1:
         raise UserError("--max-builds and --simulate must be >= 0, --jobs >= 1 and --tolerance in [0, 1)")
     trainer = Trainer(args.model, data=args.data, data_dir=args.data_dir, epochs=args.epochs,

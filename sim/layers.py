@@ -5,12 +5,12 @@ import os
 import pathlib
 import tempfile
 
-from hw.config import HwConfig
-from hw.generate import layer_table, resolve_config, write_design
-from hw.plan import fit_config
-from quant.artifact import load_artifact
-from quant.config import add_config_arguments, make_parser
-from quant.errors import UserError, cli_main
+from core.artifact import load_artifact
+from core.cli import add_config_arguments, make_parser
+from core.errors import UserError, cli_main
+from core.hwconfig import HwConfig, given_flags
+from hw.design import layer_table, write_design
+from hw.plan import design_config
 
 from .simulate import simulate
 
@@ -23,7 +23,7 @@ def check_artifact(path, cfg=None, *, samples=1, rtl_dir=None):
     """
     path = pathlib.Path(path).resolve()
     art = load_artifact(path)
-    cfg = cfg or fit_config(art.network)
+    cfg = cfg or design_config(art.network)
     count = art.golden.inputs.shape[0]
     if not 1 <= samples <= count:
         raise UserError(f"--samples {samples} is out of range; the artifact has {count} golden vectors")
@@ -61,8 +61,9 @@ def main(argv=None):
     parser.add_argument("--rtl", default="build/rtl", help="where the engine's Verilog is written (default: build/rtl)")
     add_config_arguments(parser, HwConfig)
     args = parser.parse_args(argv)
-    cfg = resolve_config(args)
-    print("\n".join(layer_table(load_artifact(args.artifact).network, cfg)))
+    network = load_artifact(args.artifact).network
+    cfg = design_config(network, flags=given_flags(args))
+    print("\n".join(layer_table(network, cfg)))
     try:
         report = check_artifact(args.artifact, cfg, samples=args.samples, rtl_dir=args.rtl)
     except AssertionError as exc:

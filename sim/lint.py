@@ -9,8 +9,8 @@ import subprocess
 import sys
 import tempfile
 
-from quant.config import make_parser
-from quant.errors import UserError, cli_main
+from core.cli import make_parser
+from core.errors import UserError, cli_main
 
 from .runner import verilator_env
 
@@ -50,7 +50,7 @@ def lint_all(verilog_path, top):
 
     Raises
     ------
-    quant.errors.UserError
+    core.errors.UserError
         If the file does not exist, Verilator is not usable, or Verilator cannot read the design
         (a syntax error, no module ``top``): then there is no lint result.
     """

@@ -1,10 +1,10 @@
 """The analytic performance model of the network engine: what a model costs on an array
 before anything is built or simulated.
 
-:func:`performance` takes an exported network and a design (:class:`hw.config.HwConfig`
+:func:`performance` takes an exported network and a design (:class:`core.hwconfig.HwConfig`
 or the fields that size one) and gives, from the same derived-number functions the
 hardware and its testbenches read (:class:`hw.program.NetworkProgram`,
-:class:`hw.plan.LayerPlan`, :class:`hw.config.HwConfig`):
+:class:`hw.plan.LayerPlan`, :class:`core.hwconfig.HwConfig`):
 
 * the cycles of every step (a weighted layer with its fused max-pool) and of an image,
   which the cycle-accurate simulations measure exactly (``tests/sim/test_perf.py``);
@@ -199,7 +199,7 @@ def spram_problem(program):
 def performance(network, cfg=None, *, family=None, **given):
     """The performance model of ``network`` on the design ``cfg`` (or the one
     :class:`NetworkProgram` fits from ``given``, e.g. ``rows=8, cols=4``).  ``family``
-    maps the memories onto an FPGA family.  Raises :class:`quant.errors.UserError` when
+    maps the memories onto an FPGA family.  Raises :class:`core.errors.UserError` when
     the network does not run on the design."""
     program = cfg if isinstance(cfg, NetworkProgram) else NetworkProgram(network, cfg, **given)
     cfg = program.cfg

@@ -20,11 +20,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from quant.errors import UserError
-from quant.fileio import write_json
-
-from hw.config import HwConfig
-
+from core.errors import UserError
+from core.fileio import write_json
+from core.hwconfig import HwConfig
 from hw.network import spram_buffers
 
 from .perf import block_counts, map_memories, memory_list
@@ -168,7 +166,7 @@ class Calibration:
         return out
 
 def measured(report, family):
-    """The figures the models predict, read from a build report (:func:`fpga.build.build`)."""
+    """The figures the models predict, read from a build report (:func:`fpga.flow.build`)."""
     res = {r["resource"]: r["used"] for r in report["resources"]}
     logic = res["logic cells" if family == "ice40" else "logic cells (LUT4s + carry)"]
     blocks = {k: v for k, v in res.items() if k.startswith(("block RAM", "SPRAM", "distributed RAM")) and v}

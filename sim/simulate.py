@@ -5,7 +5,7 @@ import os
 import pathlib
 import tempfile
 
-from hw.generate import TOPS
+from hw.design import TOPS
 
 from . import runner
 from .tb import CASE_ENV
@@ -16,7 +16,7 @@ def simulate(cfg, top, test_module, testcase, case, *, workdir=None):
 
     Parameters
     ----------
-    cfg : hw.config.HwConfig
+    cfg : core.hwconfig.HwConfig
         The design; the build is cached per ``(top, cfg)``.
     test_module, testcase : str
         The cocotb module (e.g. ``"sim.cocotb_array"``) and test in it.

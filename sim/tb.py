@@ -3,7 +3,7 @@
 Each testbench wraps one generated top (``pe``, ``array`` or ``engine``).  Inputs are
 driven and registered outputs sampled on the falling clock edge, half a cycle away from
 the rising edge where the design samples and updates, so no read races a write.  The
-golden model is always the foundation's (:mod:`quant.arith`, :mod:`quant.reference`).
+golden model is always the foundation's (:mod:`core.arith`, :mod:`core.reference`).
 
 A test case reaches the simulator as a JSON file named by :data:`CASE_ENV`; the pytest
 side writes it (:func:`sim.runner.run` passes the variable).
@@ -17,10 +17,10 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge
 
-from hw import codes
-from hw.config import HwConfig
+from core import arith
+from core import codes
+from core.hwconfig import HwConfig
 from hw.engine import descriptor_layout
-from quant import arith
 
 CASE_ENV = "SHIFTNN_CASE"
 

@@ -17,13 +17,13 @@ import numpy as np
 
 from amaranth.back import verilog
 
-from fpga.boards import pins
+from core.boards import pins
+from core.errors import UserError
+from core.fileio import write_atomic, write_json
+from core.reference import run_layer
 from hw.graph import engine_layers
 from hw.plan import LayerPlan
 from hw.selftest import CTL_BITS, SelfTest, for_plan
-from quant.errors import UserError
-from quant.fileio import write_atomic, write_json
-from quant.reference import run_layer
 
 from .render import TEMPLATE_ROOT, artifact_id, banner, write_rendered
 
@@ -131,7 +131,7 @@ def write_flow(out, board, *, sources, pins, clock_port, source):
 
 
 def write_board(out_dir, board, cfg, case, *, artifact=None, mem_prefix=""):
-    """Write the build folder for ``board`` (:class:`fpga.boards.Board`) running ``case``
+    """Write the build folder for ``board`` (:class:`core.boards.Board`) running ``case``
     (:class:`SelfTestCase`) on an engine built to ``cfg``; returns the folder's file names
     keyed by role.  ``mem_prefix`` goes before the memory files' names in ``top.v`` (a
     simulator that runs elsewhere needs the folder; yosys runs in it)."""

@@ -29,12 +29,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hw.codes import encode_terms
-from quant import arith
-from quant.artifact import load_artifact
-from quant.config import make_parser
-from quant.errors import UserError, cli_main
-from quant.fileio import write_atomic
+from core import arith
+from core.artifact import load_artifact
+from core.cli import make_parser
+from core.codes import encode_terms
+from core.errors import UserError, cli_main
+from core.fileio import write_atomic
 
 from .render import TEMPLATE_ROOT, artifact_id, banner, write_rendered
 
@@ -169,7 +169,7 @@ def _fits(t, values, what):
 
 
 def weighted_types(layer, in_type, skip_type=None):
-    """The integer types of a conv2d/linear layer, from :mod:`quant.arith`'s derived widths.
+    """The integer types of a conv2d/linear layer, from :mod:`core.arith`'s derived widths.
 
     ``skip_type`` is the type of the tensor a layer with a skip adds (``None`` without one).
     """

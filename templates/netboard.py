@@ -12,10 +12,10 @@ import shutil
 
 from amaranth.back import verilog
 
-from fpga.boards import pins, uart_pins
+from core.boards import pins, uart_pins
+from core.fileio import write_atomic, write_json
 from hw.network import NetworkBoard
 from hw.uart import clocks_per_bit
-from quant.fileio import write_atomic, write_json
 
 from .board import GENERATOR, RESET_CYCLES_LOG2, TOP, write_flow
 from .render import TEMPLATE_ROOT, artifact_id, banner, write_rendered

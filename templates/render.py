@@ -6,8 +6,8 @@ import pathlib
 
 import jinja2
 
-from quant import __version__
-from quant.fileio import write_atomic
+from core import __version__
+from core.fileio import write_atomic
 
 TEMPLATE_ROOT = pathlib.Path(__file__).resolve().parent
 

@@ -18,12 +18,12 @@ from PIL import Image
 
 from fpga.build import main as fpga_build
 from fpga.run import main as fpga_run
-from fpga.sweep import main as fpga_sweep
 from hw.generate import main as hw_generate
 from quant.diverge import main as diverge
 from quant.export import main as export
 from quant.import_qonnx import main as import_qonnx
 from quant.train import main as train
+from sim.explore import main as sim_explore
 from sim.layers import main as sim_layers
 from sim.lint import main as sim_lint
 from sim.network import main as sim_network
@@ -197,13 +197,13 @@ CASES = [
     ("network-mnist-without-dir", sim_network, lambda w: [str(w.artifact), "--data", "mnist"], "--data-dir"),
     ("network-missing-fpga-report", sim_network, lambda w: [str(w.artifact), "--fpga-report", str(w.nowhere_json)],
      "nowhere.json"),
-    # fpga.build, fpga.sweep, fpga.run
+    # fpga.build, fpga.run, sim.explore
     ("build-unknown-board", fpga_build, lambda w: ["--board", "de10"], "de10"),
     ("build-tampered-artifact", fpga_build, lambda w: ["--artifact", str(w.tampered_npz), "--out", str(w.fpga)],
      "shift outside"),
     ("build-unknown-layer", fpga_build, lambda w: ["--artifact", str(w.artifact), "--design", "selftest",
                                                    "--layer", "conv99", "--out", str(w.fpga)], "conv99"),
-    ("sweep-bad-sizes", fpga_sweep, lambda w: ["--sizes", "8by8"], "8by8"),
+    ("explore-hardware-bad-arrays", sim_explore, lambda w: ["--hardware", "--arrays", "8by8"], "8by8"),
     ("run-missing-port", fpga_run, lambda w: ["--port", str(w.no_such_tty), str(w.wrong_size_png)], "no-such-tty"),
     ("run-missing-image", fpga_run, lambda w: ["--port", "loop://", str(w.nowhere_png)], "does not exist"),
     ("run-junk-png", fpga_run, lambda w: ["--port", "loop://", str(w.junk_png)], "junk.png"),
@@ -254,4 +254,4 @@ def test_bad_input_is_one_line_and_leaves_the_users_files(case, ws, capsys):
 def test_the_table_covers_every_command_and_forty_cases():
     assert len(CASES) >= 40
     assert {c[1] for c in CASES} == {train, export, diverge, import_qonnx, hw_generate, sim_lint, sim_layers,
-                                      sim_network, fpga_build, fpga_sweep, fpga_run, hls}
+                                      sim_network, fpga_build, sim_explore, fpga_run, hls}

@@ -6,8 +6,8 @@ import shutil
 
 import pytest
 
+from core.artifact import load_artifact
 from quant import diverge, export, runs
-from quant.artifact import load_artifact
 from quant.config import load_toml
 from quant.layers import quantize_model
 from quant.models import spec_to_module

@@ -3,7 +3,7 @@
 A method says which weight and activation quantisers the network gets, how it is set up
 from its starting point, and how the training loop treats it (loss, schedule, what happens
 around each optimiser step).  Every method ends in the same integer arithmetic
-(:mod:`quant.arith`), so the export and the integer reference are shared by all of them.
+(:mod:`core.arith`), so the export and the integer reference are shared by all of them.
 
 The registry maps each name to ``module:Class``; modules import lazily, so the config can
 list the names without importing PyTorch layers.
@@ -11,7 +11,7 @@ list the names without importing PyTorch layers.
 
 import importlib
 
-from ..errors import UserError
+from core.errors import UserError
 
 #: name -> "module:Class" (modules under quant.methods)
 REGISTRY = {

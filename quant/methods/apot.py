@@ -20,7 +20,8 @@ from itertools import product
 import torch
 from torch import nn
 
-from .. import arith
+from core import arith
+
 from ..layers import QuantReLU
 from ..quantizers import WeightCodes, exact
 from .base import channel_view, pow2_exponent_ste

@@ -38,7 +38,8 @@ integer ``exp``, whatever it does in training.
 import torch
 import torch.nn.functional as F
 
-from ..errors import UserError
+from core.errors import UserError
+
 from ..layers import QuantReLU
 from ..quantizers import Pow2WeightQuant, UniformWeightQuant
 

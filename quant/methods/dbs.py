@@ -10,7 +10,8 @@ uniform variant.  Evaluation and export always use the hard quantiser.
 import torch
 from torch import nn
 
-from .. import arith
+from core import arith
+
 from ..layers import QuantReLU
 from ..quantizers import ActQuantFn, WeightCodes, pow2_sum_codes, ste
 from .base import Method, channel_view

@@ -15,7 +15,8 @@ import math
 import torch
 from torch import nn
 
-from .. import arith
+from core import arith
+
 from ..quantizers import pow2_sum_codes, pow2_window
 from .base import FoldedMethod, channel_view
 

@@ -18,7 +18,8 @@ decide the range.
 import torch
 from torch import nn
 
-from .. import arith
+from core import arith
+
 from ..layers import QuantReLU
 from ..quantizers import exact, pow2_sum_codes, ste
 from .base import FoldedMethod, channel_view

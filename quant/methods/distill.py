@@ -13,8 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import arith
-from ..errors import UserError
+from core import arith
+from core.errors import UserError
+
 from ..quantizers import Pow2WeightQuant, exact, pow2_sum_codes, pow2_window, ste
 from .base import Method, channel_view
 

@@ -14,8 +14,9 @@ INQ's level set for ``b`` bits spends one bit on zero: ``2**(b-2)`` powers of tw
 import torch
 from torch import nn
 
-from .. import arith
-from ..errors import UserError
+from core import arith
+from core.errors import UserError
+
 from ..quantizers import channel_absmax, pow2_sum_codes, pow2_top_exponent
 from .base import FoldedMethod, channel_view
 

@@ -15,7 +15,8 @@ import math
 import torch
 from torch import nn
 
-from .. import arith
+from core import arith
+
 from ..layers import QuantReLU
 from ..quantizers import WeightCodes, exact, uniform_terms
 from .base import Method, channel_view, pow2_exponent_ste

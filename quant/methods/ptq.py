@@ -24,8 +24,9 @@ import math
 import torch
 from torch import nn
 
-from .. import arith
-from ..errors import UserError
+from core import arith
+from core.errors import UserError
+
 from ..layers import QuantReLU
 from ..quantizers import pow2_window, window_codes
 from .base import Method, channel_view, fold_bn_for_good, mark_bn_folded
@@ -285,26 +286,3 @@ class PTQ(Method):
         opts = [f"range={c.ptq_range}"] + [name for name, on in (("cle", c.ptq_cle),
                                                                  ("bias-correction", c.ptq_bias_correction)) if on]
         return f"{super().describe()} {' '.join(opts)}"
-
-
-def ptq_variants(cfg, dataset, float_net):
-    """Test accuracy of every range rule x equalisation on/off x bias correction on/off.
-
-    ``cfg`` gives the bits (``wbits``, ``abits``, ``terms``, ``per_channel``); ``float_net``
-    is the float ``nn.Sequential`` (left unchanged).  Returns one dict per variant with keys
-    ``wbits, abits, terms, range, cle, bias_correction, accuracy``.
-    """
-    from .. import runs  # quant.runs builds networks with the methods: import when used
-    from ..train import evaluate
-
-    rows = []
-    for rule in RANGES:
-        for cle in (False, True):
-            for bc in (False, True):
-                c = dataclasses.replace(cfg, method="ptq", ptq_range=rule, ptq_cle=cle, ptq_bias_correction=bc)
-                net = runs.build_network(c, dataset.image_shape, dataset.num_classes, float_model=float_net,
-                                         method=PTQ(c))
-                quantize(net, rule, cle=cle, bias_correction=bc)
-                rows.append({"wbits": c.wbits, "abits": c.abits, "terms": c.terms, "range": rule, "cle": cle,
-                             "bias_correction": bc, "accuracy": evaluate(net, dataset.test_x, dataset.test_y)})
-    return rows

@@ -18,7 +18,8 @@ probability ``(x - floor_eps(x)) / eps``, else down, then saturates; the roundin
 
 import torch
 
-from ..errors import UserError
+from core.errors import UserError
+
 from ..layers import QuantReLU
 from ..quantizers import UniformWeightQuant, ste, uniform_codes
 from .base import Method, channel_view

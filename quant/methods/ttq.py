@@ -14,8 +14,9 @@ bits give the ratio ``Wp / Wn`` more room; at 2 bits the window is one shift and
 import torch
 from torch import nn
 
-from .. import arith
-from ..errors import UserError
+from core import arith
+from core.errors import UserError
+
 from ..quantizers import WeightCodes, channel_absmax, pow2_sum_codes, pow2_top_exponent, ste
 from .base import FoldedMethod, channel_view
 

@@ -1,7 +1,7 @@
 // shiftnn.h: the shift-accumulate integer network as a header-only C++14 library for HLS.
 //
 // Hand-written; the generator (python -m templates.hls) copies it beside the code it writes.
-// It computes exactly the integer contract of quant/arith.py and quant/reference.py:
+// It computes exactly the integer contract of core/arith.py and core/reference.py:
 //
 //   acc = bias + sum over inputs and terms of (-1)**sign * (a << shift)    (no multiplies)
 //   acc += skip_term(skip, k)       (a residual add: layers with a skip input only)
@@ -26,7 +26,7 @@
 // Arrays are C arrays in NCHW order per sample, as in the reference.  A weight is TERMS codes
 // of WBITS bits packed into one code_t, term 0 in the low bits.  A code is the sign in its top
 // bit and a WBITS-1 bit shift field below it; the all-ones field means a zero term (the same
-// encoding as the RTL, hw/codes.py).
+// encoding as the RTL, core/codes.py).
 //
 // Integer types: sint<W> / uint<W> are ap_int<W> / ap_uint<W> when SHIFTNN_AP_INT is defined
 // (Vitis HLS), otherwise the smallest std::intN_t / std::uintN_t with at least W bits.  The
@@ -130,7 +130,7 @@ inline typename L::out_t requantize(typename L::acc_t acc, typename L::shift_t s
     return typename L::out_t(v);
 }
 
-// A skip code in accumulator units (quant.arith.skip_term): v << k for k >= 0, else v shifted
+// A skip code in accumulator units (core.arith.skip_term): v << k for k >= 0, else v shifted
 // right by -k rounding half up, computed in skip_wide_t, which holds v + 2**(-k-1).
 template <class L>
 inline typename L::acc_t skip_term(typename L::skip_t v, typename L::skip_shift_t k) {
@@ -145,7 +145,7 @@ inline typename L::acc_t skip_term(typename L::skip_t v, typename L::skip_shift_
 }
 
 // The residual add: acc + skip_term(v, k).  acc_t holds the bias, the products and the largest
-// skip term together (quant.arith.accumulator_bits).
+// skip term together (core.arith.accumulator_bits).
 template <class L>
 inline typename L::acc_t add_skip(typename L::acc_t acc, typename L::skip_t v, typename L::skip_shift_t k) {
     return typename L::acc_t(acc + skip_term<L>(v, k));
@@ -335,7 +335,7 @@ void maxpool2d(const typename L::in_t in[L::C][L::H][L::W], typename L::out_t ou
     }
 }
 
-// Average pooling as window sums (quant.arith): each KH x KW window's codes added up, which is
+// Average pooling as window sums (core.arith): each KH x KW window's codes added up, which is
 // their mean at an exponent log2(KH*KW) higher, so there is no division and no rounding.  Stride
 // (SH, SW) (the contract has it equal to the kernel), no padding, rows and columns past the last
 // whole window dropped (floor mode); KH = H, KW = W is global average pooling.  out_t has

@@ -5,10 +5,11 @@ import pathlib
 
 import pytest
 
-from fpga.boards import BOARDS, pins
-from fpga.build import design_config, random_case
-from hw.config import HwConfig
-from quant.artifact import load_artifact
+from core.artifact import load_artifact
+from core.boards import BOARDS, pins
+from core.hwconfig import HwConfig
+from fpga.flow import random_case
+from hw.plan import design_config
 from sim.board import simulate_board
 from templates.board import SelfTestCase, loader_frame, write_board
 
@@ -58,7 +59,7 @@ def test_loader_writes_a_weight_and_reset_reruns_the_selftest(tmp_path):
 def test_trained_layer_selftest_passes(tmp_path, trained_runs):
     art_path = trained_runs.pow2 / "artifact.npz"
     art = load_artifact(art_path)
-    cfg = design_config({"rows": 4, "cols": 4}, art)
+    cfg = design_config(art.network, flags={"rows": 4, "cols": 4})
     weighted = [lay.name for lay in art.network.layers if lay.weighted]
     case = SelfTestCase.from_artifact(art, cfg, layer=weighted[-1], sample=1)  # the logits layer
     folder = _write(tmp_path, "icebreaker", cfg, case, artifact=art_path)
@@ -86,11 +87,11 @@ def test_files_have_banners_and_board_pins(tmp_path):
 
 
 def test_unknown_layer_and_sample_are_refused(trained_runs):
-    from quant.errors import UserError
+    from core.errors import UserError
 
     art_path = trained_runs.pow2 / "artifact.npz"
     art = load_artifact(art_path)
-    cfg = design_config({}, art)
+    cfg = design_config(art.network)
     with pytest.raises(UserError, match="no weighted layer 'nope'"):
         SelfTestCase.from_artifact(art, cfg, layer="nope")
     with pytest.raises(UserError, match="out of range"):
@@ -104,8 +105,8 @@ def test_residual_and_pooled_layers_selftest_passes(tmp_path, layer):
     import numpy as np
 
     from hw.random_layers import GRAPHS, random_network
-    from quant import reference
-    from quant.artifact import Artifact, Golden, save_artifact
+    from core import reference
+    from core.artifact import Artifact, Golden, save_artifact
 
     spec, shape = GRAPHS["residual-gap"]
     rng = np.random.default_rng(4)
@@ -114,7 +115,7 @@ def test_residual_and_pooled_layers_selftest_passes(tmp_path, layer):
     path = tmp_path / "art.npz"
     save_artifact(path, Artifact(net, Golden(x, reference.run(net, x), np.zeros(2, dtype=np.int64)), {}))
     art = load_artifact(path)
-    cfg = design_config({"rows": 4, "cols": 4}, art)
+    cfg = design_config(art.network, flags={"rows": 4, "cols": 4})
     assert cfg.skip
     case = SelfTestCase.from_artifact(art, cfg, layer=layer, sample=1)
     folder = _write(tmp_path, "ulx3s-85f", cfg, case, artifact=path)

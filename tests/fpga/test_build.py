@@ -6,8 +6,9 @@ import shutil
 
 import pytest
 
-from fpga.boards import BOARDS
-from fpga.build import build, main
+from core.boards import BOARDS
+from fpga.build import main
+from fpga.flow import build
 from fpga.report import build_report, markdown
 
 SMALL = dict(rows=2, cols=2, abits=4, wbits=4, terms=1, max_fan_in=64, act_depth=64, wgt_depth=64,
@@ -40,7 +41,7 @@ def test_small_ice40_bitstream_and_report(ice40_build):
 def test_build_script_reruns_without_python(ice40_build, tmp_path):
     import subprocess
 
-    from fpga.build import tool_env
+    from fpga.flow import tool_env
 
     folder, _ = ice40_build
     copy = tmp_path / "copy"

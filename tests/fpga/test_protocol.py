@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from fpga import protocol as P
+from core import protocol as P
 
 
 def test_crc8_check_value():

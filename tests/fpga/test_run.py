@@ -1,4 +1,4 @@
-"""The host client against a board written in Python with fpga.protocol: INFO, CLASSIFY, the
+"""The host client against a board written in Python with core.protocol: INFO, CLASSIFY, the
 retry after an ERROR or a garbled reply, the comparison with the integer reference, and the
 command line's refusals (missing file, wrong size, bad port), each one line and a non-zero exit."""
 
@@ -10,11 +10,11 @@ import pytest
 import torch
 from PIL import Image as PILImage
 
-from fpga import protocol as P
+from core import protocol as P
+from core import reference
+from core.artifact import Artifact, Golden, Layer, Network, save_artifact
 from fpga import run as client
 from hw.random_layers import random_layer
-from quant import reference
-from quant.artifact import Artifact, Golden, Layer, Network, save_artifact
 from quant.quantizers import quantize_input
 
 SHAPE = (1, 4, 4)

@@ -7,8 +7,8 @@ its own random weights and input streams, crossed with idle and stall patterns.
 import numpy as np
 import pytest
 
-from hw.config import HwConfig
-from quant import arith
+from core import arith
+from core.hwconfig import HwConfig
 from sim.simulate import simulate
 
 TESTS = "random_streams,latency_is_documented"

@@ -4,9 +4,9 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hw import codes
+from core import arith
+from core import codes
 from hw.random_layers import random_codes
-from quant import arith
 
 
 @settings(max_examples=50, deadline=None)

@@ -2,9 +2,9 @@
 
 import pytest
 
-from hw.config import HwConfig
-from quant import arith
-from quant.errors import UserError
+from core import arith
+from core.errors import UserError
+from core.hwconfig import HwConfig
 
 
 def test_widths_come_from_the_foundation():

@@ -4,10 +4,10 @@ layer of a trained network, and a mismatch report that names where it happened."
 import numpy as np
 import pytest
 
-from hw.config import HwConfig
-from quant import arith
+from core import arith
+from core.artifact import load_artifact, save_artifact
+from core.hwconfig import HwConfig
 from hw.plan import fit_config
-from quant.artifact import load_artifact, save_artifact
 from sim.layers import check_artifact
 from sim.simulate import simulate
 

@@ -4,8 +4,9 @@ import json
 
 import pytest
 
-from hw.config import HwConfig
-from hw.generate import main, write_design
+from core.hwconfig import HwConfig
+from hw.design import write_design
+from hw.generate import main
 from hw.yosys import cell_counts, multipliers
 
 

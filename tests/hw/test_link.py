@@ -1,5 +1,5 @@
-"""The host link on Amaranth's simulator: real UART bit streams in (built with fpga.protocol.encode),
-the tx line decoded back into frames (fpga.protocol.FrameDecoder), and a fake network core in the
+"""The host link on Amaranth's simulator: real UART bit streams in (built with core.protocol.encode),
+the tx line decoded back into frames (core.protocol.FrameDecoder), and a fake network core in the
 testbench that collects the codes, answers ``done`` a few cycles after ``start`` and serves logits."""
 
 import dataclasses
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from fpga import protocol as P
+from core import protocol as P
 from hw.link import HostLink
 from tests.hw.test_uart import refused
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from hw.config import HwConfig
+from core.hwconfig import HwConfig
 from sim.simulate import simulate
 
 CONFIGS = {

@@ -4,12 +4,12 @@ that Amaranth's simulator measures (the Verilator runs check it again in test_en
 import numpy as np
 import pytest
 
-from hw.config import HwConfig
+from core import reference
+from core.artifact import Network, load_artifact
+from core.errors import UserError
+from core.hwconfig import HwConfig
 from hw.plan import LayerPlan, fit_config
 from hw.random_layers import random_inputs, random_layer
-from quant import reference
-from quant.artifact import Network, load_artifact
-from quant.errors import UserError
 from sim.amaranth_sim import run_engine
 
 SMALL = HwConfig(rows=3, cols=2, abits=4, wbits=3, terms=2, max_fan_in=200, psum_depth=7, act_depth=256,

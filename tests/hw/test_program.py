@@ -6,11 +6,11 @@ import dataclasses
 import numpy as np
 import pytest
 
+from core import reference
+from core.artifact import load_artifact
+from core.errors import UserError
 from hw.program import STEP_OVERHEAD, NetworkProgram, PackerGeometry, flatten_linear, pack_input_layer
 from hw.random_layers import GRAPHS, random_inputs, random_layer, random_network
-from quant import reference
-from quant.artifact import load_artifact
-from quant.errors import UserError
 from sim.amaranth_sim import run_network
 
 

@@ -1,12 +1,12 @@
-"""The requantiser computes quant.arith.requantize exactly, for every accumulator value and shift."""
+"""The requantiser computes core.arith.requantize exactly, for every accumulator value and shift."""
 
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from hw.config import HwConfig
+from core import arith
+from core.hwconfig import HwConfig
 from hw.requant import Requantizer
-from quant import arith
 
 
 @pytest.mark.parametrize("max_left", [3, 0])

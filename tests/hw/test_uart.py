@@ -9,8 +9,8 @@ import pytest
 from amaranth.hdl import Module, UnusedElaboratable
 from amaranth.sim import Simulator
 
+from core.errors import UserError
 from hw.uart import UartRx, UartTx, clocks_per_bit
-from quant.errors import UserError
 
 
 def uart_bits(data, cpb, *, stop=1, rate=1.0, idle=2):

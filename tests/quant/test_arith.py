@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from quant import arith
-from quant.errors import UserError
+from core import arith
+from core.errors import UserError
 
 
 @given(acc=st.integers(-(2**40), 2**40), shift=st.integers(-8, 30))

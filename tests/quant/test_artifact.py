@@ -6,9 +6,10 @@ import zipfile
 import numpy as np
 import pytest
 
-from quant import arith, reference
-from quant.artifact import FORMAT, SCHEMA_VERSION, load_artifact, save_artifact
-from quant.errors import UserError
+from core import arith
+from core import reference
+from core.artifact import FORMAT, SCHEMA_VERSION, load_artifact, save_artifact
+from core.errors import UserError
 
 from tests.conftest import GOLDEN
 
@@ -282,8 +283,9 @@ def test_graph_layers_round_trip(tmp_path):
     """Average pools and skips (schema 2) survive save and load, and the numpy and torch
     integer models agree on them exactly."""
     from hw.random_layers import random_network
-    from quant import reference, torch_int
-    from quant.artifact import Artifact, Golden, save_artifact
+    from quant import torch_int
+    from core import reference
+    from core.artifact import Artifact, Golden, save_artifact
 
     rng = np.random.default_rng(3)
     net = random_network(rng, [("conv", 4, 3, 1, 1), ("skipconv", 3, 1, 0), ("conv", 4, 3, 2, 1), ("skipconv", 1, 0, 2),

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
+from core.artifact import load_artifact, save_artifact
 from quant import diverge, export, runs
-from quant.artifact import load_artifact, save_artifact
 from quant.config import TrainConfig
 from quant.train import main as train_main
 

@@ -19,7 +19,7 @@ from quant.data import (
     read_cifar_batch,
     read_idx,
 )
-from quant.errors import UserError
+from core.errors import UserError
 
 
 def idx_bytes(array, type_code=0x08):

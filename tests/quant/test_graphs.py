@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from quant.errors import UserError
+from core.errors import UserError
 from quant.layers import quantize_model
 from quant.models import module_to_spec, spec_to_module
 from quant.modules import Residual

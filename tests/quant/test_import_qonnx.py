@@ -13,12 +13,12 @@ from brevitas.quant.fixed_point import (Int8WeightPerChannelFixedPoint, Uint8Act
                                         Uint8ActPerTensorFixedPointMaxInit)
 from torch import nn
 
+from core.artifact import load_artifact
+from core.errors import UserError
 from hw.program import NetworkProgram
 from quant import qonnx_io
-from quant.artifact import load_artifact
-from quant.errors import UserError
 from quant.import_qonnx import main as import_main
-from sim.network import check
+from sim.netsim import check
 
 
 SHAPE = (3, 8, 8)

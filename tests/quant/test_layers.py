@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from quant.errors import UserError
+from core.errors import UserError
 from quant.layers import QuantConv2d, QuantReLU, quantize_model
 from quant.models import build_model
 from quant.recipes import weight_quant_factory
@@ -90,10 +90,11 @@ def test_pool_first_forward_equals_layer_by_layer():
     assert torch.equal(q(x), q.body(x))
 
 
-def test_quantize_model_from_config():
+def test_quantize_model_from_method():
     from quant.config import TrainConfig
+    from quant.methods import get_method
 
-    q = quantize_model(build_model("cnn", (1, 8, 8)), TrainConfig(method="uniform", wbits=3, abits=5))
+    q = quantize_model(build_model("cnn", (1, 8, 8)), method=get_method(TrainConfig(method="uniform", wbits=3, abits=5)))
     assert q.body[0].bits == 5 and q.weighted_layers()[0].weight_quant.wbits == 3
     with pytest.raises(UserError):
-        quantize_model(build_model("cnn", (1, 8, 8)), TrainConfig(method="float"))
+        quantize_model(build_model("cnn", (1, 8, 8)), method=get_method(TrainConfig(method="float")))

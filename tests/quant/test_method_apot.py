@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from quant import arith
+from core import arith
 from quant.methods.apot import APoTWeightQuant, level_set, nearest_level, term_exponents
 
 

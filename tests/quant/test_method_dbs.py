@@ -3,8 +3,8 @@
 import pytest
 import torch
 
+from core.errors import UserError
 from quant.config import TrainConfig
-from quant.errors import UserError
 from quant.methods.dbs import DBS, SOURCE_SCHEDULE, DBSActQuant, DBSWeightQuant, eps_schedule, shift_level
 
 

@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
+from core.errors import UserError
 from quant.config import TrainConfig
-from quant.errors import UserError
 from quant.methods.deepshift import DeepShiftWeightQuant, ShiftSignFn
 
 

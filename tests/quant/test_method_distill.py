@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from core.errors import UserError
 from quant.config import TrainConfig
-from quant.errors import UserError
 from quant.methods.distill import Distill, PointsWeightQuant
 from quant.quantizers import Pow2WeightQuant
 from quant.train import main as train_main

@@ -4,9 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from quant import arith
+from core import arith
+from core.errors import UserError
 from quant.config import TrainConfig
-from quant.errors import UserError
 from quant.layers import quantize_model
 from quant.methods import get_method
 from quant.methods.base import fold_bn_for_good

@@ -4,8 +4,8 @@ every schedule (eps, INQ's partition, learning-rate restarts) and random stream 
 import numpy as np
 import pytest
 
+from core.artifact import load_artifact
 from quant import runs
-from quant.artifact import load_artifact
 from quant.methods import METHODS, method_class
 from quant.train import main as train_main
 

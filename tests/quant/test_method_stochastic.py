@@ -3,9 +3,9 @@
 import pytest
 import torch
 
+from core.errors import UserError
 from quant import runs
 from quant.config import TrainConfig
-from quant.errors import UserError
 from quant.methods import get_method
 from quant.methods.stochastic import StochasticActQuant, StochasticWeightQuant, round_fixed, stochastic_round
 from quant.quantizers import ActQuantFn, uniform_codes

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
+from core.errors import UserError
 from quant.config import TrainConfig
-from quant.errors import UserError
 from quant.methods.ttq import TernaryFn, TTQWeightQuant
 
 

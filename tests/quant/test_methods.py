@@ -6,10 +6,11 @@ import json
 import numpy as np
 import pytest
 
-from quant import arith, runs
-from quant.artifact import load_artifact
+from core import arith
+from core.artifact import load_artifact
+from core.reference import run as reference_run
+from quant import runs
 from quant.methods import METHODS, method_class
-from quant.reference import run as reference_run
 from quant.train import main as train_main
 
 from tests.conftest import REPO, one_thread

@@ -6,9 +6,10 @@ import numpy as np
 import onnx
 import pytest
 
+from core import reference
+from core.artifact import Artifact, Golden, load_artifact
 from hw.random_layers import GRAPHS, random_network
-from quant import qonnx_io, reference
-from quant.artifact import Artifact, Golden, load_artifact
+from quant import qonnx_io
 from quant.export import main as export_main
 
 from ..templates.test_hls import input_skip, negative_skip_shift, residual, strided

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from quant import arith
+from core import arith
 from quant.quantizers import ActQuant, Pow2WeightQuant, UniformWeightQuant, pow2_codes, quant_bias, uniform_codes
 
 

@@ -7,7 +7,9 @@ import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from quant import arith, reference, torch_int
+from core import arith
+from core import reference
+from quant import torch_int
 from quant.layers import quantize_model
 from quant.lower import golden_vectors, lower
 from quant.models import build_model

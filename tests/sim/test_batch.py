@@ -6,7 +6,7 @@ from amaranth import Module, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from quant.errors import UserError
+from core.errors import UserError
 from sim import runner
 from sim.amaranth_sim import run_core
 from sim.batch import build_batch, check_ports, run_batch
@@ -238,7 +238,7 @@ def test_the_network_core_matches_amaranth_sim(trained_runs, tmp_path):
     """The real core for the digits CNN: exact logits, cycles and step cycles against sim.amaranth_sim."""
     from hw.network import NetworkCore
     from hw.program import STEP_OVERHEAD, NetworkProgram
-    from quant.artifact import load_artifact
+    from core.artifact import load_artifact
     from sim.amaranth_sim import run_network
 
     network = load_artifact(trained_runs.artifact).network

@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from hw.config import HwConfig
-from hw.generate import TOPS
+from core.hwconfig import HwConfig
+from hw.design import TOPS
 from hw.yosys import ice40_cells_sim, multipliers, write_netlist
 from sim import runner
 from sim.tb import CASE_ENV

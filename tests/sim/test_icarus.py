@@ -8,9 +8,9 @@ import shutil
 
 import pytest
 
-from hw.config import HwConfig
-from hw.generate import TOPS
-from quant.errors import UserError
+from core.errors import UserError
+from core.hwconfig import HwConfig
+from hw.design import TOPS
 from sim import runner
 from tests.hw.test_array import random_config
 from tests.sim.test_gatelevel import CONFIGS, gate_level_build, run_array

@@ -2,8 +2,8 @@
 
 import pytest
 
-from hw.config import HwConfig
-from hw.generate import write_design
+from core.hwconfig import HwConfig
+from hw.design import write_design
 from sim import lint
 
 SMALL = dict(act_depth=16, wgt_depth=16, par_depth=4, psum_depth=8, out_depth=16)

@@ -5,11 +5,11 @@ through a pseudo-terminal."""
 import numpy as np
 import pytest
 
+from core.artifact import load_artifact
 from hw.program import STEP_OVERHEAD, NetworkProgram
-from quant.artifact import load_artifact
 from quant.data import load_dataset
 from quant.train import main as train_main
-from sim import network
+from sim import netsim, network
 
 
 @pytest.fixture(scope="module")
@@ -19,8 +19,8 @@ def program(trained_runs):
 
 def test_batch_matches_the_reference_on_the_digits_test_split(trained_runs, program):
     art = load_artifact(trained_runs.artifact)
-    inputs, labels = network.dataset_codes(art.network, "digits")
-    report = network.check(program, inputs, labels, progress=False, mhz=12.0)
+    inputs, labels = netsim.dataset_codes(art.network, "digits")
+    report = netsim.check(program, inputs, labels, progress=False, mhz=12.0)
     assert report["images"] == 360
     assert report["prediction_differences"] == 0 and report["logit_differences"] == 0
     assert report["cycle_counts_as_planned"] and report["cycles_per_image"] == program.cycles()
@@ -34,13 +34,13 @@ def test_batch_matches_the_reference_on_the_digits_test_split(trained_runs, prog
 def test_board_design_over_the_uart_with_spram_cells(trained_runs, program):
     """INFO, golden images, a garbled frame and a short one, with the buffers as the UP5K's
     SPRAM cells (yosys's simulation models)."""
-    network.simulate_board(trained_runs.artifact, program, "classify_over_uart", samples=3, spram=True)
+    netsim.simulate_board(trained_runs.artifact, program, "classify_over_uart", samples=3, spram=True)
 
 
 def test_host_client_against_the_simulated_board(trained_runs, program, tmp_path):
     images = tmp_path / "digits.npy"
     np.save(images, load_dataset("digits").test_x[:3].numpy())
-    network.simulate_board(trained_runs.artifact, program, "host_client_over_pty", spram=True,
+    netsim.simulate_board(trained_runs.artifact, program, "host_client_over_pty", spram=True,
                            client_args=["--artifact", trained_runs.artifact, images],
                            expect_lines=["3 of 3 equal the integer reference"])
 
@@ -64,8 +64,8 @@ def test_the_mnist_test_split_on_the_engine(mnist_dir, tmp_path_factory):
                 "--epochs", "2", "--init-from", str(base / "float"), "--out", str(base / "w2"), "--no-progress"])
     art = load_artifact(base / "w2" / "artifact.npz")
     program = NetworkProgram(art.network, rows=8, cols=4)
-    inputs, labels = network.dataset_codes(art.network, "mnist", mnist_dir)
-    report = network.check(program, inputs, labels, progress=False)
+    inputs, labels = netsim.dataset_codes(art.network, "mnist", mnist_dir)
+    report = netsim.check(program, inputs, labels, progress=False)
     assert report["images"] == 2000
     assert report["prediction_differences"] == 0 and report["logit_differences"] == 0
     assert report["cycle_counts_as_planned"]

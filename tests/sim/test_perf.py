@@ -6,9 +6,9 @@ import json
 import numpy as np
 import pytest
 
-from hw.config import HwConfig
+from core.artifact import load_artifact
+from core.hwconfig import HwConfig
 from hw.program import NetworkProgram
-from quant.artifact import load_artifact
 from sim.amaranth_sim import run_network
 from sim.perf import map_memory, performance
 from sim.resources import CALIBRATION_DIR, Calibration

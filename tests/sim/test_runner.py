@@ -6,9 +6,9 @@ import pathlib
 
 import pytest
 
-from hw.config import HwConfig
-from hw.generate import TOPS
-from quant.errors import UserError
+from core.errors import UserError
+from core.hwconfig import HwConfig
+from hw.design import TOPS
 from sim import runner
 
 TINY = HwConfig(rows=2, cols=2, abits=3, wbits=3, terms=1, max_fan_in=2)

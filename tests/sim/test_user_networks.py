@@ -14,15 +14,15 @@ import subprocess
 import numpy as np
 import pytest
 
-from fpga.build import build
+from core.artifact import load_artifact
+from fpga.flow import build
 from hw.plan import fit_config
 from hw.program import NetworkProgram
 from hw.random_layers import GRAPHS, random_network
-from quant.artifact import load_artifact
 from quant.diverge import main as diverge_main
 from quant.train import main as train_main
 from sim.layers import check_artifact
-from sim.network import check, dataset_codes
+from sim.netsim import check, dataset_codes
 from sim.network import main as network_main
 from templates.hls import generate
 

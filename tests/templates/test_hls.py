@@ -8,9 +8,11 @@ import subprocess
 import numpy as np
 import pytest
 
+from core import __version__
+from core import arith
+from core import reference
+from core.artifact import Artifact, Golden, Layer, Network, conv_out_hw, load_artifact, save_artifact
 from hw.random_layers import random_inputs, random_layer, random_network
-from quant import __version__, arith, reference
-from quant.artifact import Artifact, Golden, Layer, Network, conv_out_hw, load_artifact, save_artifact
 from templates.hls import GENERATOR, TEMPLATE_ROOT, c_names, generate, main
 from templates.render import artifact_id
 
@@ -107,7 +109,7 @@ def test_no_multiply_in_the_datapath(demo):
 
 
 def assert_types_follow_the_contract(result, net):
-    """Every width in kernel.h is the one quant.arith derives: accumulators, outputs, codes, the
+    """Every width in kernel.h is the one core.arith derives: accumulators, outputs, codes, the
     average pools' sums and the skip inputs."""
     header = (result.out_dir / "kernel.h").read_text()
     for layer, ctx in zip(net.layers, result.layers):
@@ -216,7 +218,7 @@ def test_random_networks_match_without_undefined_behaviour(make, tmp_path):
 def _consistent(net):
     """Make every exponent and skip of ``net`` follow from its requant shifts and output exponents
     (``in_exp``, ``exp``, the pools' exponents, ``skip_bits``, ``skip_exp``, ``skip_shift``), as
-    ``quant.artifact`` checks on load."""
+    ``core.artifact`` checks on load."""
     tensors = {-1: (net.input_bits, net.input_bits)}  # index -> (bits, exp)
     bits = exp = net.input_bits
     for i, layer in enumerate(net.layers):

@@ -17,7 +17,7 @@ def _windows(x, kernel, stride):
 
 def accumulate(layer, x, skip=None):
     """``bias + sum(weight * x)`` of a conv2d/linear layer, int64, shape ``(N, *out_shape)``,
-    plus the skip term (:func:`quant.arith.skip_term`) of ``skip`` (the output of layer
+    plus the skip term (:func:`core.arith.skip_term`) of ``skip`` (the output of layer
     ``layer.skip``) when the layer has one."""
     acc = _products(layer, x)
     if layer.has_skip:

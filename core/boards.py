@@ -82,7 +82,7 @@ BOARDS = {
 
 def board(name):
     """The :class:`Board` called ``name``; a one-line refusal for an unknown one."""
-    from quant.errors import UserError
+    from core.errors import UserError
 
     if name not in BOARDS:
         raise UserError(f"unknown board {name!r}; choose one of {', '.join(BOARDS)}")

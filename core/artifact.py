@@ -33,8 +33,8 @@ class Layer:
     """One integer layer.
 
     ``conv2d``/``linear`` compute ``acc = bias + sum(weight * x)`` (plus
-    :func:`quant.arith.skip_term` of layer ``skip``'s output when ``skip`` is set: the
-    residual add) and requantise per output channel (:func:`quant.arith.requantize`);
+    :func:`core.arith.skip_term` of layer ``skip``'s output when ``skip`` is set: the
+    residual add) and requantise per output channel (:func:`core.arith.requantize`);
     ``maxpool2d`` and ``flatten`` move codes; ``avgpool2d`` sums each window's codes (the
     mean at an exponent ``log2(area)`` higher).  Shapes are per sample: ``(C, H, W)`` or
     ``(N,)``.
@@ -196,7 +196,7 @@ class _Check:
             self.fail(what)
 
     def hardware(self, where, check, *args, **kwargs):
-        """Run an :mod:`quant.arith` range check, naming the artifact and layer if it refuses."""
+        """Run an :mod:`core.arith` range check, naming the artifact and layer if it refuses."""
         try:
             check(*args, **kwargs)
         except UserError as exc:

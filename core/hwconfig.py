@@ -2,15 +2,15 @@
 
 One :class:`HwConfig` describes a generated design.  The widths that follow from it
 (accumulator, shift field, weight word, output word, counters) are properties here,
-computed once from :mod:`quant.arith` and read by the RTL, the testbenches and the
+computed once from :mod:`core.arith` and read by the RTL, the testbenches and the
 layer planner alike.
 """
 
 import dataclasses
 from dataclasses import dataclass, field
 
-from quant import arith
-from quant.errors import UserError
+from core import arith
+from core.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -179,3 +179,25 @@ class HwConfig:
         if unknown:
             raise UserError(f"unknown hardware config key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
         return cls(**d)
+
+
+def settings(flags=None, board=None):
+    """The :class:`HwConfig` fields a user or board sets: ``board.defaults``
+    (:attr:`core.boards.Board.defaults`), then the ``flags`` given (``None`` = not given).
+
+    Everything else is derived from the network (:func:`hw.plan.fit_config`) or defaulted.
+    Unknown names are refused in one line.
+    """
+    merged = dict(board.defaults) if board is not None else {}
+    merged.update({k: v for k, v in (flags or {}).items() if v is not None})
+    known = {f.name for f in dataclasses.fields(HwConfig)}
+    unknown = sorted(set(merged) - known)
+    if unknown:
+        raise UserError(f"unknown hardware config key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    return merged
+
+
+def given_flags(args):
+    """The :class:`HwConfig` flags given on a command line (:func:`core.cli.add_config_arguments`)."""
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(HwConfig)
+            if getattr(args, f.name, None) is not None}
