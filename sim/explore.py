@@ -189,7 +189,7 @@ def evaluate(q, accuracy, art_path, art, rows, cols, board, calibration):
         program = program_for(art, rows, cols, board)
     except UserError as exc:
         return row | {"fits": False, "reason": str(exc)}
-    perf = performance(art.network, program, family=board.family)
+    perf = performance(program, family=board.family)
     pred = calibration.predict(program)
     problems = capacity_problems(pred.logic, pred.blocks, board)
     why = spram_problem(program) if board.family == "ice40" else None

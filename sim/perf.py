@@ -1,8 +1,8 @@
 """The analytic performance model of the network engine: what a model costs on an array
 before anything is built or simulated.
 
-:func:`performance` takes an exported network and a design (:class:`core.hwconfig.HwConfig`
-or the fields that size one) and gives, from the same derived-number functions the
+:func:`performance` takes a network's program for a design (:class:`hw.program.NetworkProgram`,
+whose ``cfg`` is the :class:`core.hwconfig.HwConfig`) and gives, from the same derived-number functions the
 hardware and its testbenches read (:class:`hw.program.NetworkProgram`,
 :class:`hw.plan.LayerPlan`, :class:`core.hwconfig.HwConfig`):
 
@@ -196,12 +196,9 @@ def spram_problem(program):
     return None
 
 
-def performance(network, cfg=None, *, family=None, **given):
-    """The performance model of ``network`` on the design ``cfg`` (or the one
-    :class:`NetworkProgram` fits from ``given``, e.g. ``rows=8, cols=4``).  ``family``
-    maps the memories onto an FPGA family.  Raises :class:`core.errors.UserError` when
-    the network does not run on the design."""
-    program = cfg if isinstance(cfg, NetworkProgram) else NetworkProgram(network, cfg, **given)
+def performance(program, *, family=None):
+    """The performance model of a network's :class:`NetworkProgram` (its design is
+    ``program.cfg``).  ``family`` maps the memories onto an FPGA family."""
     cfg = program.cfg
     pes = cfg.rows * cfg.cols
     steps = [StepPerf(names=s.names, k_tiles=s.plan.kt, n_blocks=s.plan.nb, positions=s.plan.visited,

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from core.artifact import load_artifact
+from core.boards import BOARDS
 from core.hwconfig import HwConfig
 from hw.program import NetworkProgram
 from sim.amaranth_sim import run_network
@@ -28,7 +29,7 @@ DESIGNS = [
 def test_cycles_per_step_equal_the_simulation(trained_runs, given):
     art = load_artifact(trained_runs.artifact)
     program = NetworkProgram(art.network, **given)
-    model = performance(art.network, program)
+    model = performance(program)
     x = art.golden.inputs[:2]
     logits, cycles, step_cycles = run_network(program, x, per_step=True)
     assert np.array_equal(logits, art.golden.outputs[-1][:2])
@@ -38,7 +39,7 @@ def test_cycles_per_step_equal_the_simulation(trained_runs, given):
 
 def test_model_reports_every_step_and_the_widths(trained_runs):
     art = load_artifact(trained_runs.artifact)
-    model = performance(art.network, rows=8, cols=4, family="ice40")
+    model = performance(NetworkProgram.for_board(art.network, BOARDS["icebreaker"]), family="ice40")
     assert [s.names for s in model.steps] == [("conv0", "pool1"), ("conv2", "pool3"), ("flatten4", "fc5")]
     assert model.acc_bits == HwConfig(**model.config).acc_bits >= max(s.acc_bits for s in model.steps)
     assert 0 < model.utilisation < model.conv_utilisation < 1
