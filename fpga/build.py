@@ -13,6 +13,10 @@ the layer engine in an on-board self-test of one layer on one golden sample
 (:mod:`hw.selftest`): the board's LEDs say whether the FPGA computed exactly what the
 golden model did.  Without an artifact, a random convolution that fills the array stands
 in for the self-test's layer.
+
+The network design runs from the board's PLL (``--clock auto``, the default): a first
+build at the oscillator gives the placed Fmax, a second sets the PLL just below it (the
+report gives both), so images per second are those of a clock the bitstream really runs at.
 """
 
 import pathlib
@@ -20,7 +24,7 @@ import sys
 
 from core.boards import BOARDS
 from core.cli import add_config_arguments, make_parser
-from core.errors import cli_main
+from core.errors import UserError, cli_main
 from core.hwconfig import HwConfig, given_flags
 from templates.netboard import DEFAULT_BAUD
 
@@ -42,13 +46,24 @@ def main(argv=None):
     parser.add_argument("--layer", help="the weighted layer the self-test runs (default: the first)")
     parser.add_argument("--sample", type=int, default=0, help="the golden sample it runs (default: 0)")
     parser.add_argument("--out", help="build folder (default: build/fpga/<board>)")
+    parser.add_argument("--clock", default="auto", metavar="auto|board|MHZ",
+                        help="the network design's clock: auto (the default) builds at the oscillator, then again "
+                             "with the board's PLL just below the placed Fmax; board: the oscillator; a number: the "
+                             "PLL's fastest clock at or below it (the self-test runs at the oscillator)")
     parser.add_argument("--target-mhz", type=float,
-                        help="fail below this Fmax (default: the board's clock, which the design runs at)")
+                        help="fail below this Fmax (default: the clock the design runs at, the PLL's or the oscillator's)")
     parser.add_argument("--seed", type=int, default=0, help="random layer seed when there is no --artifact")
     add_config_arguments(parser, HwConfig)
     args = parser.parse_args(argv)
+    clock = args.clock
+    if clock not in ("auto", "board"):
+        try:
+            clock = float(clock)
+        except ValueError:
+            raise UserError(f"--clock {clock!r}: give auto, board or a frequency in MHz such as 30") from None
     report = build(args.board, out=args.out, artifact_path=args.artifact, layer=args.layer, sample=args.sample,
-                   target_mhz=args.target_mhz, given=given_flags(args), seed=args.seed, design=args.design, baud=args.baud)
+                   target_mhz=args.target_mhz, given=given_flags(args), seed=args.seed, design=args.design, baud=args.baud,
+                   clock=clock)
     print(markdown(report), end="")
     folder = pathlib.Path(args.out or f"build/fpga/{args.board}")
     print(f"report: {folder / 'report.md'} and report.json; logs: yosys.log, nextpnr.log; rebuild: {folder / 'build.sh'}")

@@ -20,6 +20,7 @@ from core.artifact import load_artifact
 from core.boards import board as get_board
 from core.errors import UserError
 from core.fileio import write_atomic, write_json
+from core.pll import pll_for
 from core.reference import accumulate
 from hw.plan import design_config
 from hw.program import NetworkProgram
@@ -76,39 +77,88 @@ def run_tools(folder):
     return seconds
 
 
+#: How far below the placed Fmax the PLL is set: placement moves between builds, and
+#: nextpnr's timing is its model's, not a measurement.
+MARGIN = 0.05
+
+
 def build(board_name, *, out=None, artifact_path=None, layer=None, sample=0, target_mhz=None, given=None,
-          seed=0, design=None, baud=DEFAULT_BAUD):
+          seed=0, design=None, baud=DEFAULT_BAUD, clock="auto"):
     """Generate, build and report; returns the report dict (``report["passed"]``).
 
     ``design`` is ``"network"`` (needs ``artifact_path``; the default with one) or
-    ``"selftest"`` (the default without)."""
+    ``"selftest"`` (the default without).  ``clock`` is the network design's: ``"auto"``
+    builds once at the oscillator, then again with the board's PLL at the fastest clock it
+    makes at most :data:`MARGIN` below the placed Fmax (and once more, lower, should the
+    second placement miss it); ``"board"`` runs at the oscillator; a number (MHz) sets the
+    PLL at the fastest clock it makes at or below that.  The self-test runs at the
+    oscillator."""
     board = get_board(board_name)
     art = load_artifact(artifact_path) if artifact_path else None
     design = design or ("network" if art is not None else "selftest")
     if design not in ("network", "selftest"):
         raise UserError(f"unknown design {design!r}; choose network or selftest")
+    if clock not in ("auto", "board") and not (isinstance(clock, (int, float)) and clock > 0):
+        raise UserError(f"--clock {clock!r}: give auto, board or a frequency in MHz such as 30")
     folder = pathlib.Path(out or f"build/fpga/{board.name}")
-    for stale in ("nextpnr_report.json", "yosys_stat.json", f"top{board.bitstream_suffix}"):
-        (folder / stale).unlink(missing_ok=True)
-    if design == "network":
-        if art is None:
-            raise UserError("the network design needs --artifact (an exported model); or use --design selftest")
-        program = NetworkProgram.for_board(art.network, board, given)
-        files = write_network_board(folder, board, program, artifact=artifact_path,
-                                    baud=baud)
-    else:
+    if design == "selftest":
+        if clock not in ("auto", "board"):
+            raise UserError("the self-test runs at the board's oscillator; drop --clock or build the network design")
         cfg = design_config(art.network if art is not None else None, board=board, flags=given)
         case = (SelfTestCase.from_artifact(art, cfg, layer=layer, sample=sample) if art is not None
                 else random_case(cfg, seed))
-        files = write_board(folder, board, cfg, case, artifact=artifact_path)
+        return _run(folder, board, write_board(folder, board, cfg, case, artifact=artifact_path),
+                    target_mhz or board.board_clock_mhz)
+    if art is None:
+        raise UserError("the network design needs --artifact (an exported model); or use --design selftest")
+    program = NetworkProgram.for_board(art.network, board, given)
+
+    def network(pll):
+        files = write_network_board(folder, board, program, artifact=artifact_path, baud=baud, pll=pll)
+        return _run(folder, board, files, target_mhz or (pll.out_mhz if pll else board.board_clock_mhz))
+
+    if clock == "board":
+        return network(None)
+    if clock != "auto":
+        return network(pll_for(board.family, board.board_clock_mhz, clock))
+    first = network(None)
+    placed = min(first["fmax_mhz"].values(), default=None)
+    tries = [{"pll_mhz": None, "fmax_mhz": placed}]
+    report = first
+    while placed is not None and len(tries) < 3:
+        try:
+            pll = pll_for(board.family, board.board_clock_mhz, placed * (1 - MARGIN))
+        except UserError:
+            break  # slower than the PLL's lowest clock: the oscillator it is
+        if pll.out_mhz <= board.board_clock_mhz:
+            break
+        report = network(pll)
+        placed = min(report["fmax_mhz"].values(), default=None)
+        tries.append({"pll_mhz": pll.out_mhz, "fmax_mhz": placed})
+        if placed is not None and placed >= pll.out_mhz:
+            break
+    report["clock"] = {"mode": "auto", "margin": MARGIN, "builds": tries,
+                       "runs_at_mhz": report["design"]["clock_mhz"]}
+    _write_report(folder, report)
+    return report
+
+
+def _run(folder, board, files, target_mhz):
+    """Run the tools in ``folder`` (written for ``files``), report against ``target_mhz``."""
+    for stale in ("nextpnr_report.json", "yosys_stat.json", f"top{board.bitstream_suffix}"):
+        (folder / stale).unlink(missing_ok=True)
     seconds = run_tools(folder)
     record = dict(files["record"], build_seconds=round(seconds, 1))
-    report = build_report(folder, board, target_mhz=target_mhz or board.board_clock_mhz, record=record)
+    report = build_report(folder, board, target_mhz=target_mhz, record=record)
     bitstream = folder / files["bitstream"]
     report["bitstream"] = str(bitstream) if bitstream.exists() else None
     if report["bitstream"] is None and not report["failures"]:
         report["failures"].append("no bitstream was written (see build.out)")
         report["passed"] = False
+    _write_report(folder, report)
+    return report
+
+
+def _write_report(folder, report):
     write_json(folder / "report.json", report)
     write_atomic(folder / "report.md", lambda tmp: pathlib.Path(tmp).write_text(markdown(report)))
-    return report

@@ -9,7 +9,8 @@ every step's (the cycles between the core's ``step_done`` pulses) with its
 ``plan.cycles() + hw.program.STEP_OVERHEAD``.
 The report gives hardware accuracy, the images whose prediction or logits differ from the
 reference (there must be none), cycles per image and per step, PE use and images per second at a clock
-(``--mhz``, or the Fmax of a board build's ``report.json`` given with ``--fpga-report``).
+(``--mhz``, or the clock a board build runs at, its PLL's, from the ``report.json`` given with
+``--fpga-report``).
 """
 
 import json
@@ -65,7 +66,7 @@ def main(argv=None):
     parser.add_argument("--jobs", type=int, help="simulator processes (default: up to 2)")
     parser.add_argument("--mhz", type=float, help="clock for the images-per-second figure")
     parser.add_argument("--fpga-report", help="report.json of a board build: simulate the design it built (its "
-                                              "config) at its Fmax")
+                                              "config) at the clock it runs at (its PLL's)")
     parser.add_argument("--out", help="write the report as JSON here")
     args = parser.parse_args(argv)
     art = load_artifact(args.artifact)
@@ -78,9 +79,11 @@ def main(argv=None):
             report = json.loads(path.read_text())
         except ValueError:
             raise UserError(f"board report {path} is not JSON; build again with python -m fpga.build") from None
+        design = report.get("design") or {}
         fmax = report.get("fmax_mhz", {})
-        mhz = min(fmax.values()) if fmax else mhz
-        built = (report.get("design") or {}).get("config")
+        # the clock the board runs at (its PLL's), else the placed Fmax of an older report
+        mhz = design.get("clock_mhz") or (min(fmax.values()) if fmax else mhz)
+        built = design.get("config")
     if built is not None:  # the design the board runs, as built
         cfg = HwConfig.from_dict(built)
         if (args.rows or cfg.rows, args.cols or cfg.cols) != (cfg.rows, cfg.cols):

@@ -93,9 +93,10 @@ def loader_frame(loader, memory, addr, word):
     return format(sel, "02b") + format(addr, f"0{a}b") + format(word, f"0{w}b")
 
 
-def write_flow(out, board, *, sources, pins, clock_port, source):
+def write_flow(out, board, *, sources, pins, clock_port, source, target_mhz=None):
     """The board's constraint file, ``synth.ys`` and ``build.sh`` for a top made of
-    ``sources``; returns the file names and tool arguments."""
+    ``sources``; returns the file names and tool arguments.  nextpnr times the design
+    against ``target_mhz`` (default: the board's goal)."""
     constraints = f"{TOP}{board.constraint_suffix}"
     template = {"ice40": "board/icebreaker.pcf.j2", "ecp5": "board/ulx3s.lpf.j2"}[board.family]
     write_rendered(out / constraints, template,
@@ -120,7 +121,7 @@ def write_flow(out, board, *, sources, pins, clock_port, source):
         placed = f"{TOP}.config"
         pnr_args = [*board.pnr_device, "--json", f"{TOP}.json", "--lpf", constraints, "--textcfg", placed]
         pack_args = ["--compress", placed, bitstream]
-    pnr_args += ["--freq", f"{board.target_mhz:g}", "--seed", "1", "--timing-allow-fail", "--report",
+    pnr_args += ["--freq", f"{target_mhz or board.target_mhz:.4g}", "--seed", "1", "--timing-allow-fail", "--report",
                  "nextpnr_report.json"]
     write_rendered(out / "build.sh", "board/build.sh.j2",
                    {"board": board.name, "bitstream": bitstream, "pnr": board.pnr, "pack": board.pack,

@@ -30,13 +30,23 @@ def model_id(path):
     return int.from_bytes(hashlib.sha256(pathlib.Path(path).read_bytes()).digest()[:4], "little")
 
 
-def write_network_board(out_dir, board, program, *, artifact, baud=DEFAULT_BAUD):
+def pll_parameters(pll):
+    """The Verilog parameter list of the PLL primitive (``.NAME(value)``, strings quoted)."""
+    return [f".{k}({chr(34) + v + chr(34) if isinstance(v, str) else v})" for k, v in pll.params]
+
+
+def write_network_board(out_dir, board, program, *, artifact, baud=DEFAULT_BAUD, pll=None):
     """Write the build folder for ``board`` running ``program`` (:class:`hw.program.NetworkProgram`)
-    from the artifact file ``artifact``; returns the file names keyed by role and the record."""
+    from the artifact file ``artifact``; returns the file names keyed by role and the record.
+
+    With ``pll`` (:class:`core.pll.Pll`) the top clocks the design from the board's PLL at
+    ``pll.out_mhz`` (the reset held until it locks), and the UART's bit time and nextpnr's
+    target follow that clock; without, the design runs at the oscillator's."""
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     source = artifact_id(artifact)
-    cpb = clocks_per_bit(board.board_clock_mhz * 1e6, baud)
+    clock_mhz = pll.out_mhz if pll is not None else board.board_clock_mhz
+    cpb = clocks_per_bit(clock_mhz * 1e6, baud)
     dut = NetworkBoard(program, clocks_per_bit=cpb, model_id=model_id(artifact), spram=board.family == "ice40")
     text = banner("network.v", GENERATOR, source) + verilog.convert(dut, name=DESIGN)
     write_atomic(out / "network.v", lambda tmp: pathlib.Path(tmp).write_text(text))
@@ -45,18 +55,21 @@ def write_network_board(out_dir, board, program, *, artifact, baud=DEFAULT_BAUD)
 
     p, uart = pins(board), uart_pins(board)
     led = p["leds"][0]
-    context = {"board": board.name, "top": TOP, "design": DESIGN, "baud": baud, "clock_mhz": board.board_clock_mhz,
+    context = {"board": board.name, "top": TOP, "design": DESIGN, "baud": baud, "clock_mhz": f"{clock_mhz:.4g}",
+               "pll": pll, "pll_parameters": pll_parameters(pll) if pll is not None else [],
                "clocks_per_bit": cpb, "clock": p["clock"], "button": p["button"], "rx": uart["rx"],
                "tx": uart["tx"], "led": led, "reset_cycles_log2": RESET_CYCLES_LOG2,
                "steps": ", ".join("+".join(s.names) for s in program.steps)}
     write_rendered(out / "top.v", "board/network_top.v.j2", context, generator=GENERATOR, source=source)
     flow = write_flow(out, board, sources=[*LIBRARY, "network.v", "top.v"],
                       pins=[p["clock"], p["button"], uart["rx"], uart["tx"], led], clock_port=p["clock"]["port"],
-                      source=source)
+                      source=source, target_mhz=clock_mhz if pll is not None else None)
     cfg = program.cfg
     record = {
         "board": board.name, "design": "network", "config": cfg.to_dict(), "derived": cfg.derived(),
-        "artifact": source, "baud": baud, "clocks_per_bit": cpb,
+        "artifact": source, "baud": baud, "clocks_per_bit": cpb, "clock_mhz": clock_mhz,
+        "pll": None if pll is None else {"primitive": pll.primitive, "in_mhz": pll.in_mhz, "out_mhz": pll.out_mhz,
+                                         "params": dict(pll.params)},
         "steps": [{"layers": list(s.names), "src": s.src, "skip": s.skip, "dst": s.dst, "k_tiles": s.plan.kt,
                    "n_blocks": s.plan.nb,
                    "positions": s.plan.visited, "cycles": s.plan.cycles(), "pe_use": round(s.plan.utilisation(), 4)}
