@@ -1,0 +1,132 @@
+"""Images per second of the W2/A4 MNIST CNN on each board, against the MAC bound.
+
+For every design (board, array): a real build (``fpga.flow.build --clock auto``: once at the
+oscillator, once with the PLL just below the placed Fmax), then the cycle-accurate network
+engine (``sim.netsim.check`` on Verilator) over the first ``--images`` test images, which
+must give 0 logits different from the integer reference and the planned cycle count. The
+table sets side by side: cycles per image (measured), PE use on the conv layers and overall
+(MACs / (PEs x cycles)), the placed Fmax, the clock the bitstream runs at, images per second
+at the oscillator (before the PLL) and at the PLL clock, and the share of the MAC bound
+(PEs x clock / MACs an image).  Builds are cached in ``--out`` by artifact and design.
+
+Run: python bench/throughput.py --data-dir ../shared/data/mnist-10k [--run runs/mnist-w2]
+"""
+
+import argparse
+import hashlib
+import json
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+
+from core.artifact import load_artifact  # noqa: E402
+from core.boards import BOARDS  # noqa: E402
+from core.errors import UserError, cli_main  # noqa: E402
+from fpga.flow import build  # noqa: E402
+from hw.program import NetworkProgram  # noqa: E402
+from quant.config import TrainConfig  # noqa: E402
+from quant.train import train  # noqa: E402
+from sim.netsim import check, dataset_codes  # noqa: E402
+
+#: The designs measured: (board, rows, cols); the board's defaults otherwise.
+DESIGNS = [("icebreaker", 8, 4), ("icebreaker", 8, 8), ("ulx3s-85f", 8, 8), ("ulx3s-85f", 16, 16)]
+
+
+def ensure_run(run, data_dir):
+    """The W2/A4 MNIST CNN of ``make sim-network`` (trained here when ``run`` has no artifact)."""
+    run = pathlib.Path(run)
+    if (run / "artifact.npz").is_file():
+        return run / "artifact.npz"
+    common = dict(data="mnist", data_dir=data_dir, model="cnn")
+    train(TrainConfig(method="float", epochs=8, out=f"{run}-float", **common).validate(), progress=False)
+    train(TrainConfig(method="pow2", wbits=2, abits=4, epochs=8, init_from=f"{run}-float", out=str(run),
+                      **common).validate(), progress=False)
+    return run / "artifact.npz"
+
+
+def measure(artifact, board_name, rows, cols, images, data_dir, out):
+    board = BOARDS[board_name]
+    folder = pathlib.Path(out) / f"{board_name}-{rows}x{cols}"
+    report_path = folder / "report.json"
+    if report_path.is_file() and (folder / "artifact.sha").is_file() and \
+            (folder / "artifact.sha").read_text() == _sha(artifact):
+        report = json.loads(report_path.read_text())
+    else:
+        report = build(board_name, out=folder, artifact_path=str(artifact), given={"rows": rows, "cols": cols})
+        (folder / "artifact.sha").write_text(_sha(artifact))
+    art = load_artifact(artifact)
+    program = NetworkProgram.for_board(art.network, board, {"rows": rows, "cols": cols})
+    if program.cfg.to_dict() != report["design"]["config"]:
+        raise UserError(f"{folder}: the build's config differs from the program's; remove the folder")
+    inputs, labels = dataset_codes(art.network, "mnist", data_dir, limit=images)
+    sim = check(program, inputs, labels, progress=False)
+    d = report["design"]
+    pes = rows * cols
+    clock = report.get("clock") or {"builds": [{"fmax_mhz": None}]}
+    first_fmax = clock["builds"][0]["fmax_mhz"]
+    runs_at = d["clock_mhz"]
+    cycles = sim["cycles_per_image"]
+    return {
+        "board": board_name, "array": f"{rows}x{cols}", "fits": report["passed"],
+        "logic": report["resources"][0]["used"], "logic_available": report["resources"][0]["available"],
+        "images": sim["images"], "logit_differences": sim["logit_differences"],
+        "cycles_as_planned": sim["cycle_counts_as_planned"], "cycles": cycles,
+        "conv_pe_use": d["conv_pe_use"], "pe_use": program.macs / (pes * cycles),
+        "fmax_oscillator_build": first_fmax, "fmax": min(report["fmax_mhz"].values(), default=None),
+        "oscillator_mhz": board.board_clock_mhz, "clock_mhz": runs_at,
+        "images_per_s_oscillator": board.board_clock_mhz * 1e6 / cycles,
+        "images_per_s": runs_at * 1e6 / cycles,
+        "mac_bound": pes * runs_at * 1e6 / program.macs,
+    }
+
+
+def _sha(path):
+    return hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest()
+
+
+def table(rows):
+    head = ("| board | array | logic cells | cycles/image | conv PE use | PE use | placed Fmax (MHz) | runs at (MHz) "
+            "| images/s at the oscillator | images/s (PLL) | of the MAC bound | logits different |")
+    lines = [head, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(
+            f"| {r['board']} | {r['array']} | {r['logic']}/{r['logic_available']}{'' if r['fits'] else ' (FAILS)'} | "
+            f"{r['cycles']:,} | {r['conv_pe_use']:.1%} | {r['pe_use']:.1%} | {r['fmax']:.2f} | {r['clock_mhz']:.4g} | "
+            f"{r['images_per_s_oscillator']:,.0f} | **{r['images_per_s']:,.0f}** | "
+            f"{r['images_per_s'] / r['mac_bound']:.1%} | {r['logit_differences']} of {r['images']} |")
+    return lines
+
+
+@cli_main
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", required=True, help="the MNIST IDX folder (e.g. ../shared/data/mnist-10k)")
+    parser.add_argument("--run", default="runs/mnist-w2", help="the W2/A4 MNIST CNN's run (trained if absent)")
+    parser.add_argument("--images", type=int, default=2000, help="test images through the cycle-accurate engine")
+    parser.add_argument("--designs", help="board:ROWSxCOLS,... (default: " +
+                        ",".join(f"{b}:{r}x{c}" for b, r, c in DESIGNS) + ")")
+    parser.add_argument("--out", default="build/bench/throughput", help="builds and the table")
+    args = parser.parse_args(argv)
+    designs = DESIGNS
+    if args.designs:
+        try:
+            designs = [(b, *map(int, a.split("x"))) for b, a in (d.split(":") for d in args.designs.split(","))]
+        except ValueError:
+            raise UserError(f"--designs {args.designs!r}: write board:ROWSxCOLS, e.g. icebreaker:8x4") from None
+    artifact = ensure_run(args.run, args.data_dir)
+    rows = []
+    for board, r, c in designs:
+        print(f"{board} {r}x{c}: building and simulating {args.images} images ...", file=sys.stderr, flush=True)
+        rows.append(measure(artifact, board, r, c, args.images, args.data_dir, args.out))
+    lines = table(rows)
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "throughput.md").write_text("\n".join(lines) + "\n")
+    (out / "throughput.json").write_text(json.dumps(rows, indent=1))
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
