@@ -82,6 +82,22 @@ def run_tools(folder):
 MARGIN = 0.05
 
 
+def pll_clock(board, fmax_mhz):
+    """The PLL a network design with this placed Fmax runs from: the fastest clock at most
+    :data:`MARGIN` below it; ``None`` (the oscillator) when that is no faster than the oscillator."""
+    try:
+        pll = pll_for(board.family, board.board_clock_mhz, fmax_mhz * (1 - MARGIN))
+    except UserError:
+        return None  # below the PLL's lowest clock
+    return pll if pll.out_mhz > board.board_clock_mhz else None
+
+
+def runs_at_mhz(board, fmax_mhz):
+    """The clock (MHz) ``--clock auto`` runs a design of this placed Fmax at."""
+    pll = pll_clock(board, fmax_mhz)
+    return pll.out_mhz if pll is not None else board.board_clock_mhz
+
+
 def build(board_name, *, out=None, artifact_path=None, layer=None, sample=0, target_mhz=None, given=None,
           seed=0, design=None, baud=DEFAULT_BAUD, clock="auto"):
     """Generate, build and report; returns the report dict (``report["passed"]``).
@@ -126,11 +142,8 @@ def build(board_name, *, out=None, artifact_path=None, layer=None, sample=0, tar
     tries = [{"pll_mhz": None, "fmax_mhz": placed}]
     report = first
     while placed is not None and len(tries) < 3:
-        try:
-            pll = pll_for(board.family, board.board_clock_mhz, placed * (1 - MARGIN))
-        except UserError:
-            break  # slower than the PLL's lowest clock: the oscillator it is
-        if pll.out_mhz <= board.board_clock_mhz:
+        pll = pll_clock(board, placed)
+        if pll is None:
             break
         report = network(pll)
         placed = min(report["fmax_mhz"].values(), default=None)

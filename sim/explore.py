@@ -42,7 +42,7 @@ from core.boards import BOARDS, board as get_board
 from core.cli import make_parser
 from core.errors import UserError, cli_main
 from core.fileio import write_atomic, write_json
-from fpga.flow import build
+from fpga.flow import build, runs_at_mhz
 from hw.program import NetworkProgram
 from quant import runs
 from quant.config import TrainConfig
@@ -200,7 +200,9 @@ def evaluate(q, accuracy, art_path, art, rows, cols, board, calibration):
         "utilisation": perf.utilisation, "conv_utilisation": perf.conv_utilisation,
         "acc_bits": perf.acc_bits, "layer_acc_bits": [s.acc_bits for s in perf.steps],
         "logic": round(pred.logic), "ff": round(pred.ff), "fmax_mhz": round(pred.fmax_mhz, 2),
-        "images_per_s": pred.fmax_mhz * 1e6 / perf.cycles, "blocks": pred.blocks,
+        # at the clock the board would run: its PLL's just below that Fmax (fpga.flow.pll_clock)
+        "clock_mhz": runs_at_mhz(board, pred.fmax_mhz),
+        "images_per_s": runs_at_mhz(board, pred.fmax_mhz) * 1e6 / perf.cycles, "blocks": pred.blocks,
         "memory_logic_bits": perf.footprint.get("logic", 0),
         "fits": not problems, "reason": "; ".join(problems), "source": "model",
     }
@@ -275,11 +277,14 @@ def apply_build(row, report, folder, board):
     if got["fmax_mhz"] is None and not problems:
         problems.append("did not place")
     fits = not problems
-    row["model"] = {k: row[k] for k in ("logic", "ff", "fmax_mhz", "images_per_s", "blocks", "fits", "reason")}
+    row["model"] = {k: row[k] for k in ("logic", "ff", "fmax_mhz", "clock_mhz", "images_per_s", "blocks", "fits",
+                                        "reason")}
     row["built"] = dict(got, folder=str(folder), passed=report["passed"])
+    fmax = got["fmax_mhz"] or row["fmax_mhz"]
+    # the clock the bitstream runs at (its PLL's); a report from before the PLL: the rule's
+    clock = report.get("design", {}).get("clock_mhz") or runs_at_mhz(board, fmax)
     row.update(logic=got["logic"], ff=got["ff"], blocks=got["blocks"], fits=fits, source="build",
-               fmax_mhz=got["fmax_mhz"] or row["fmax_mhz"],
-               images_per_s=(got["fmax_mhz"] or row["fmax_mhz"]) * 1e6 / row["cycles"],
+               fmax_mhz=fmax, clock_mhz=clock, images_per_s=clock * 1e6 / row["cycles"],
                reason="" if fits else "built: " + "; ".join(problems))
 
 def build_all(jobs, items, board):
@@ -324,7 +329,7 @@ def plot(rows, front, rec, board, out):
     cap = dict(board.capacity)
     logic_cap = next(iter(cap.values()))
     for name, key, label in (("accuracy_vs_logic.png", "accuracy", "test accuracy (%)"),
-                             ("speed_vs_logic.png", "images_per_s", "images / s at Fmax (compute)")):
+                             ("speed_vs_logic.png", "images_per_s", "images / s at the PLL clock (compute)")):
         fig, ax = plt.subplots(figsize=(7, 4.5))
         scale = 100 if key == "accuracy" else 1
         for arr in sorted({r["array"] for r in rows}, key=lambda a: [int(v) for v in a.split("x")]):
@@ -354,7 +359,7 @@ def plot(rows, front, rec, board, out):
 
 
 CSV_FIELDS = ("quant", "method", "wbits", "abits", "terms", "array", "rows", "cols", "pes", "accuracy", "cycles",
-              "utilisation", "conv_utilisation", "acc_bits", "logic", "ff", "fmax_mhz", "images_per_s", "blocks",
+              "utilisation", "conv_utilisation", "acc_bits", "logic", "ff", "fmax_mhz", "clock_mhz", "images_per_s", "blocks",
               "fits", "pareto", "recommended", "source", "model_logic", "model_ff", "model_fmax_mhz", "reason")
 
 
@@ -407,8 +412,8 @@ def markdown(meta, rows, front, rec, calibration_errors, simulated=None):
         src = "measured on the build" if rec.get("source") == "build" else "modelled; not built"
         lines.append(f"**{rec['quant']} on a {rec['array']} array**: {_pct(rec['accuracy'])} % accuracy, "
                      f"{rec['cycles']:,} cycles an image, {rec['logic']:,} logic cells, {rec['ff']:,} flip-flops, "
-                     f"{_blocks(rec['blocks'])}, Fmax {rec['fmax_mhz']} MHz, so {rec['images_per_s']:,.0f} "
-                     f"images/s ({src}).")
+                     f"{_blocks(rec['blocks'])}, Fmax {rec['fmax_mhz']} MHz, so a {rec['clock_mhz']:.4g} MHz clock (the "
+                     f"board's PLL) and {rec['images_per_s']:,.0f} images/s ({src}).")
         if rec.get("source") == "build":
             m = rec["model"]
             lines += ["", f"The model predicted {m['logic']:,} logic cells, {m['ff']:,} flip-flops, "
@@ -467,7 +472,8 @@ def markdown(meta, rows, front, rec, calibration_errors, simulated=None):
                   + f", memory blocks exact on {sum(e['blocks_equal'] for e in calibration_errors)} of "
                   f"{len(calibration_errors)}."]
     lines += ["", "Cycles come from the performance model (`sim.perf`), equal to the cycle-accurate simulation's; "
-              "images/s are compute only, at the Fmax (the board runs at its own clock).", ""]
+              "images/s are compute only, at the clock the bitstream runs: its PLL's, the fastest at most "
+              "5 % below the Fmax (`fpga.flow.pll_clock`).", ""]
     return "\n".join(lines)
 
 
