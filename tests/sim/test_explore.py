@@ -139,3 +139,16 @@ def test_a_run_of_ones_own_network_starts_its_float_run_from_that_network(tmp_pa
     own = json.loads((run / "config.json").read_text())
     assert trainer.float_cfg.method == "float" and trainer.float_cfg.init_from is None
     assert trainer.float_cfg.arch == own["arch"] and trainer.float_cfg.data == "synthetic"
+
+
+def test_the_hardware_sweep_builds_the_engine_alone(tmp_path):
+    """--hardware (make sweep): no model; one real build of the engine with a random self-test
+    layer per array shape x widths, tabulated."""
+    out = tmp_path / "hw"
+    assert explore.main(["--hardware", "--board", "icebreaker", "--arrays", "2x2", "--out", str(out)]) == 0
+    point, = json.loads((out / "sweep.json").read_text())
+    assert (point["rows"], point["cols"], point["abits"], point["wbits"]) == (2, 2, 4, 4)
+    assert point["fits"] and 0 < point["logic"] < point["logic_available"] and point["fmax_mhz"] > 12
+    report = json.loads((out / "2x2-a4w4" / "report.json").read_text())
+    assert report["passed"] and "layer" in report["design"] and report["dsp_blocks"] == 0
+    assert "| 2x2 | 4 | 4 | 4 |" in (out / "sweep.md").read_text() and (out / "sweep.png").stat().st_size > 0
