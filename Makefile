@@ -124,6 +124,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/train_speed.py --data-dir $(MNIST)
 	$(PY) bench/sim_speed.py
+	$(PY) bench/throughput.py --data-dir $(MNIST)
 
 # the methods comparison (runs cached in runs/methods: a rerun trains only what is missing)
 methods: $(STAMP)

@@ -85,16 +85,22 @@ def _sha(path):
     return hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest()
 
 
+def _mhz(v):
+    return "-" if v is None else f"{v:.4g}"
+
+
 def table(rows):
     head = ("| board | array | logic cells | cycles/image | conv PE use | PE use | placed Fmax (MHz) | runs at (MHz) "
             "| images/s at the oscillator | images/s (PLL) | of the MAC bound | logits different |")
     lines = [head, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
+        fits = "" if r["fits"] else " (does not fit)"
         lines.append(
-            f"| {r['board']} | {r['array']} | {r['logic']}/{r['logic_available']}{'' if r['fits'] else ' (FAILS)'} | "
-            f"{r['cycles']:,} | {r['conv_pe_use']:.1%} | {r['pe_use']:.1%} | {r['fmax']:.2f} | {r['clock_mhz']:.4g} | "
-            f"{r['images_per_s_oscillator']:,.0f} | **{r['images_per_s']:,.0f}** | "
-            f"{r['images_per_s'] / r['mac_bound']:.1%} | {r['logit_differences']} of {r['images']} |")
+            f"| {r['board']} | {r['array']} | {r['logic']:,}/{r['logic_available']:,}{fits} | "
+            f"{r['cycles']:,} | {r['conv_pe_use']:.1%} | {r['pe_use']:.1%} | {_mhz(r['fmax'])} | "
+            f"{_mhz(r['clock_mhz']) if r['fits'] else '-'} | {r['images_per_s_oscillator']:,.0f} | "
+            f"**{r['images_per_s']:,.0f}** | {r['images_per_s'] / r['mac_bound']:.1%} | "
+            f"{r['logit_differences']} of {r['images']} |")
     return lines
 
 
