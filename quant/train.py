@@ -5,8 +5,13 @@ per epoch), ``checkpoint.pt`` (written atomically after every epoch: model, opti
 scheduler, epoch, config), ``artifact.npz`` (the hardware artifact, quantised methods) and
 ``summary.json`` (float, quantised and integer-reference accuracy, mismatch count, seconds
 per epoch).
+
+Under ``torchrun --nproc_per_node N -m quant.train`` the N processes train one model on
+global batches split over them (:mod:`quant.distributed`); rank 0 writes the run directory,
+evaluates, exports and verifies.
 """
 
+import contextlib
 import json
 import pathlib
 import sys
@@ -18,6 +23,7 @@ from tqdm import tqdm
 from . import runs
 from .config import add_config_arguments, explicit_flags, make_parser, resolve
 from .data import batches, load_dataset
+from .distributed import World, from_environment
 from .errors import UserError, cli_main
 from .export import export_network
 from .fileio import write_json
@@ -150,12 +156,19 @@ def check_out(cfg):
                         f"--out, continue it with --resume {out}, or remove it first")
 
 
-def train(cfg, *, resume=False, progress=True):
-    """Train per ``cfg`` into ``cfg.out``; export and verify quantised models.  Returns the summary."""
+def train(cfg, *, resume=False, progress=True, world=None):
+    """Train per ``cfg`` into ``cfg.out``; export and verify quantised models.
+
+    ``world`` (a :class:`quant.distributed.World`, default one process) is this process's
+    place among the processes that train together.  Returns the summary (None in the
+    processes other than rank 0).
+    """
+    world = World() if world is None else world
     out = pathlib.Path(cfg.out)
     if not resume:
         check_out(cfg)
     dataset = load_dataset(cfg.data, cfg.data_dir)
+    world.check_batches(dataset.train_x.shape[0], cfg.batch_size)
     if cfg.arch is None and cfg.init_from and not resume:
         src = runs.load_checkpoint(cfg.init_from)["config"]
         if src.model == cfg.model:
@@ -173,22 +186,27 @@ def train(cfg, *, resume=False, progress=True):
     if method.needs_teacher:
         method.teacher = load_teacher(cfg)
     setup_seconds = time.perf_counter() - t_setup
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / runs.CONFIG, cfg.to_dict())
+    world.connect()
+    if world.main:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / runs.CONFIG, cfg.to_dict())
 
+    net = world.attach(net)  # before the optimiser takes its parameters
     trainer = Trainer(net, cfg, method)
     if resume:
         trainer.load(state)
         torch.set_rng_state(state["rng"])
     epochs = cfg.epochs if method.trains else 0
-    print(f"{dataset.describe()}; {cfg.model}, method {method.describe()}; epochs {start_epoch}..{epochs}",
-          file=sys.stderr)
+    if world.main:
+        on = f"; {world.size} processes" if world.size > 1 else ""
+        print(f"{dataset.describe()}; {cfg.model}, method {method.describe()}; epochs {start_epoch}..{epochs}{on}",
+              file=sys.stderr)
 
     extra = {"float_accuracy": float_acc, "float_source": float_source,
              "setup_seconds": round(setup_seconds, 3) if not resume else state["extra"].get("setup_seconds")}
     epoch_seconds = []
     log_mode = "a" if resume else "w"
-    with open(out / runs.LOG, log_mode) as log:
+    with open(out / runs.LOG, log_mode) if world.main else contextlib.nullcontext() as log:
         for epoch in range(start_epoch, epochs):
             steps = -(-dataset.train_x.shape[0] // cfg.batch_size)
             if cfg.quantized:
@@ -197,16 +215,23 @@ def train(cfg, *, resume=False, progress=True):
                 method.epoch_start(net, epoch, trainer)
             extra["lr_restarts"] = trainer.restarts
             net.train()
+            # the same global batches in every process; each takes its shard of each
             gen = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
             it = batches(dataset.train_x, dataset.train_y, cfg.batch_size, shuffle=True, generator=gen)
             bar = tqdm(it, total=steps, desc=f"epoch {epoch + 1}/{epochs}", leave=False,
-                       disable=not progress, file=sys.stderr)
+                       disable=not (progress and world.main), file=sys.stderr)
             t0 = time.perf_counter()
             loss_sum, seen = 0.0, 0
             for xb, yb in bar:
-                loss = method.loss(net(xb), yb, xb)
+                n = xb.shape[0]
+                xb, yb = world.shard(xb), world.shard(yb)
+                with world.step(n):
+                    loss = method.loss(net(xb), yb, xb)
                 trainer.opt.zero_grad(set_to_none=True)
-                loss.backward()
+                # this process's share of the global batch's mean loss (1 in one process): the
+                # gradients summed over the processes are the global batch's mean gradient
+                (loss * (xb.shape[0] / n)).backward()
+                world.reduce_gradients(net.parameters())
                 method.before_step(net)
                 trainer.opt.step()
                 method.after_step(net)
@@ -214,26 +239,33 @@ def train(cfg, *, resume=False, progress=True):
                 seen += xb.shape[0]
             seconds = time.perf_counter() - t0
             epoch_seconds.append(seconds)
+            loss_sum, seen = world.sum([loss_sum, seen])
             trainer.sched.step()
-            acc = evaluate(net, dataset.test_x, dataset.test_y)
-            line = {"epoch": epoch + 1, "loss": round(loss_sum / seen, 5), "test_accuracy": acc,
-                    "lr": trainer.opt.param_groups[0]["lr"], "seconds": round(seconds, 3)}
-            print(f"epoch {epoch + 1}/{epochs}  loss {line['loss']:.4f}  test {100 * acc:.2f}%  {seconds:.1f}s",
-                  file=sys.stderr)
-            runs.save_checkpoint(out / runs.CHECKPOINT, model=net, optimizer=trainer.opt, scheduler=trainer.sched,
-                                 epoch=epoch + 1, cfg=cfg, image_shape=dataset.image_shape,
-                                 num_classes=dataset.num_classes, extra=extra)
-            # the log line only after the checkpoint holds the epoch, so a resume never repeats it
-            log.write(json.dumps(line) + "\n")
-            log.flush()
+            world.check_lockstep(net, f"after epoch {epoch + 1}")
+            if world.main:
+                acc = evaluate(net, dataset.test_x, dataset.test_y)
+                line = {"epoch": epoch + 1, "loss": round(loss_sum / seen, 5), "test_accuracy": acc,
+                        "lr": trainer.opt.param_groups[0]["lr"], "seconds": round(seconds, 3)}
+                print(f"epoch {epoch + 1}/{epochs}  loss {line['loss']:.4f}  test {100 * acc:.2f}%  {seconds:.1f}s",
+                      file=sys.stderr)
+                runs.save_checkpoint(out / runs.CHECKPOINT, model=net, optimizer=trainer.opt,
+                                     scheduler=trainer.sched, epoch=epoch + 1, cfg=cfg,
+                                     image_shape=dataset.image_shape, num_classes=dataset.num_classes, extra=extra)
+                # the log line only after the checkpoint holds the epoch, so a resume never repeats it
+                log.write(json.dumps(line) + "\n")
+                log.flush()
+            # no process starts the next epoch before the checkpoint holds this one
+            world.barrier()
     if cfg.quantized:
         method.finish(net)
-    if epochs == 0 or start_epoch >= epochs or cfg.quantized:
+    if world.main and (epochs == 0 or start_epoch >= epochs or cfg.quantized):
         # the final state (after ``finish``) is what the checkpoint keeps and the artifact exports
         runs.save_checkpoint(out / runs.CHECKPOINT, model=net, optimizer=trainer.opt, scheduler=trainer.sched,
                              epoch=max(start_epoch, epochs), cfg=cfg, image_shape=dataset.image_shape,
-                                 num_classes=dataset.num_classes, extra=extra)
-    return finish(net, cfg, dataset, out, extra, epoch_seconds)
+                             num_classes=dataset.num_classes, extra=extra)
+    summary = finish(net, cfg, dataset, out, extra, epoch_seconds) if world.main else None
+    world.barrier()
+    return summary
 
 
 def _train_quietly(cfg_dict):
@@ -326,6 +358,8 @@ EXAMPLES = """examples:
   python -m quant.train --config examples/resnet_tiny.toml --out runs/resnet_tiny
   # continue an interrupted run, or extend it
   python -m quant.train --resume runs/mnist --epochs 12
+  # 2 processes on this machine (--batch-size stays the global batch; README: several machines)
+  torchrun --standalone --nproc_per_node 2 -m quant.train --data mnist --data-dir DIR --out runs/ddp
 """
 
 
@@ -338,20 +372,33 @@ def main(argv=None):
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    if args.resume:
-        given = [f for f in explicit_flags(args) if f != "epochs"]
-        if given or args.config:
-            raise UserError("--resume continues with the run's saved config; only --epochs may be given with it")
-        state = runs.load_checkpoint(args.resume)
-        cfg = state["config"]
-        cfg.out = str(runs.checkpoint_path(args.resume).parent)
-        if args.epochs is not None:
-            cfg.epochs = args.epochs
-        cfg.validate()
-        train(cfg, resume=True, progress=not args.no_progress)
-    else:
-        cfg = resolve(args, args.config)
-        train(cfg, progress=not args.no_progress)
+    world = from_environment()  # torchrun's processes; one without it
+    try:
+        if args.resume:
+            given = [f for f in explicit_flags(args) if f != "epochs"]
+            if given or args.config:
+                raise UserError("--resume continues with the run's saved config; only --epochs may be given with it")
+            state = runs.load_checkpoint(args.resume)
+            cfg = state["config"]
+            cfg.out = str(runs.checkpoint_path(args.resume).parent)
+            if args.epochs is not None:
+                cfg.epochs = args.epochs
+            cfg.validate()
+            train(cfg, resume=True, progress=not args.no_progress, world=world)
+        else:
+            cfg = resolve(args, args.config)
+            train(cfg, progress=not args.no_progress, world=world)
+    # every process refuses or stops alike; rank 0 prints the one line (cli_main)
+    except UserError:
+        if world.main:
+            raise
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        if world.main:
+            raise
+        raise SystemExit(130) from None
+    finally:
+        world.close()
 
 
 if __name__ == "__main__":
