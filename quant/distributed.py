@@ -68,7 +68,7 @@ class _BatchNormOverProcesses(torch.autograd.Function):
         var = m2 / n  # what BatchNorm normalises by
         out = F.batch_norm(x, mean, var, weight, bias, False, 0.0, eps)
         ctx.save_for_backward(x, weight, mean, var)
-        ctx.eps, ctx.n, ctx.world = eps, n, world
+        ctx.eps, ctx.n = eps, n
         unbiased = m2 / (n - 1)
         ctx.mark_non_differentiable(mean, unbiased)
         return out, mean, unbiased
