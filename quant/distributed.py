@@ -386,4 +386,7 @@ def from_environment(environ=None):
     if missing:
         raise UserError(f"WORLD_SIZE {size} without {' and '.join(missing)}: the processes cannot find each other; "
                         "start them with torchrun")
+    if size > 1 and not dist.is_available():
+        raise UserError(f"WORLD_SIZE {size}, but this PyTorch build has no torch.distributed; train in one process "
+                        "or install a build with it")
     return World(rank=rank, size=size, local_rank=local)
