@@ -32,7 +32,7 @@ help:
 	@echo "make calibrate  the real builds the explorer's resource model is fitted to (BOARD=...; sim/calibration)"
 	@echo "make hls        HLS C++ of the demo model, compiled with g++ and checked on its golden vectors"
 	@echo "make lint       verilator --lint-only of the generated engine (warnings that matter)"
-	@echo "make bench      benchmarks (QAT vs float step time, simulator speed)"
+	@echo "make bench      benchmarks (QAT vs float step time, 1 vs 2 training processes, simulator speed)"
 	@echo "make methods    every quantisation method x bits on digits and MNIST: docs/results.md and its plot (~30 min)"
 	@echo "make setup      create $(VENV) with the pinned tool versions"
 	@echo "make clean      remove runs/ and build outputs; make distclean also removes $(VENV)"
@@ -123,6 +123,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/train_speed.py --data-dir $(MNIST)
+	$(PY) bench/ddp.py --data-dir $(MNIST)
 	$(PY) bench/sim_speed.py
 	$(PY) bench/throughput.py --data-dir $(MNIST)
 

@@ -30,7 +30,7 @@ from core.fileio import write_atomic  # noqa: E402
 from quant.methods import METHODS, method_class  # noqa: E402
 from quant.methods.ptq import PTQ, RANGES, quantize  # noqa: E402
 from quant.runs import finished as cached  # noqa: E402
-from quant.train import evaluate, train_all as run_all  # noqa: E402
+from quant.training import evaluate, train_all as run_all  # noqa: E402
 
 QUANT_METHODS = [m for m in METHODS if m != "float"]
 #: terms each method runs with in the table (APoT's levels are sums of two powers of two)

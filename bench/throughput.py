@@ -26,7 +26,7 @@ from core.errors import UserError, cli_main  # noqa: E402
 from fpga.flow import build  # noqa: E402
 from hw.program import NetworkProgram  # noqa: E402
 from quant.config import TrainConfig  # noqa: E402
-from quant.train import train  # noqa: E402
+from quant.training import train  # noqa: E402
 from sim.netsim import check, dataset_codes  # noqa: E402
 
 #: The designs measured: (board, rows, cols); the board's defaults otherwise.

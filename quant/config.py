@@ -37,7 +37,8 @@ class TrainConfig:
     terms: int = field(default=1, metadata={"help": "powers of two per weight (1 = pure shift)"})
     per_channel: bool = field(default=True, metadata={"help": "one weight exponent window per output channel"})
     epochs: int = field(default=8, metadata={"help": "training epochs"})
-    batch_size: int = field(default=64, metadata={"help": "minibatch size"})
+    batch_size: int = field(default=64, metadata={
+        "help": "minibatch size; under torchrun the global batch, split over the processes"})
     lr: float = field(default=1e-3, metadata={"help": "Adam learning rate (cosine-annealed to zero)"})
     weight_decay: float = field(default=0.0, metadata={"help": "Adam weight decay"})
     bn_freeze: int = field(default=-1, metadata={

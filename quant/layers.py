@@ -47,6 +47,10 @@ class QuantReLU(ActQuant):
 class _QuantWeighted:
     """Shared forward of :class:`QuantConv2d` and :class:`QuantLinear`."""
 
+    #: a :class:`quant.distributed.World` when training batches are split over processes
+    #: (set by ``World.attach``): then BatchNorm takes the global batch's statistics
+    world = None
+
     def _init_quant(self, weight_quant, bn):
         self.weight_quant = weight_quant
         self.bn = bn
@@ -128,10 +132,13 @@ class _QuantWeighted:
         running statistics are those of ``y / s + bias``, as the float BatchNorm would see.
         """
         bn = self.bn
-        # momentum 1 makes batch_norm leave the batch mean and unbiased variance of y in these
-        # buffers, at no extra pass over y
-        mean, var = torch.zeros_like(bn.running_mean), torch.ones_like(bn.running_var)
-        out = F.batch_norm(y, mean, var, bn.weight.abs(), bn.bias, True, 1.0, bn.eps)
+        if self.world is not None and self.world.sharded:
+            out, mean, var = self.world.batch_norm(y, bn.weight.abs(), bn.bias, bn.eps)
+        else:
+            # momentum 1 makes batch_norm leave the batch mean and unbiased variance of y in
+            # these buffers, at no extra pass over y
+            mean, var = torch.zeros_like(bn.running_mean), torch.ones_like(bn.running_var)
+            out = F.batch_norm(y, mean, var, bn.weight.abs(), bn.bias, True, 1.0, bn.eps)
         with torch.no_grad():
             scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
             bias = self.bias if self.bias is not None else 0.0

@@ -262,6 +262,10 @@ class ActQuant(nn.Module):
     evaluated is what is exported.
     """
 
+    #: a :class:`quant.distributed.World` when training batches are split over processes
+    #: (set by ``World.attach``): then the sample is drawn from the global batch
+    world = None
+
     def __init__(self, *, bits, momentum=0.1, sample=4096, every=8):
         super().__init__()
         arith.check_bits(abits=bits)
@@ -275,12 +279,27 @@ class ActQuant(nn.Module):
     def qmax(self):
         return arith.act_max(self.bits)
 
+    def batch_sample(self, x, count):
+        """``count`` elements of the batch ``x`` drawn at random (all of them if it has no more), flat.
+
+        When the training batch is split over processes, the elements are drawn from the
+        global batch with the generator all processes share and gathered from the processes
+        that hold them: every process gets the sample one process would draw.
+        """
+        world = self.world
+        if world is None or not world.sharded:
+            flat = x.flatten()
+            if flat.numel() > count:
+                flat = flat[torch.randint(flat.numel(), (count,), device=flat.device)]
+            return flat
+        numel = world.batch * x[0].numel()
+        index = torch.randint(numel, (count,), device=x.device) if numel > count else torch.arange(numel)
+        return world.batch_elements(x, index)
+
     @torch.no_grad()
     def observe(self, x):
         """Update the exponent from a batch (the training-time calibration described above)."""
-        flat = x.detach().flatten()
-        if flat.numel() > self.sample:
-            flat = flat[torch.randint(flat.numel(), (self.sample,), device=flat.device)]
+        flat = self.batch_sample(x.detach(), self.sample)
         top = flat.max()
         if top <= 0:
             return

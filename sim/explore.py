@@ -47,6 +47,7 @@ from hw.program import NetworkProgram
 from quant import runs
 from quant.config import TrainConfig
 from quant.methods import method_class
+from quant.training import train_all
 
 from .netsim import check, dataset_codes
 from .perf import performance, spram_problem
@@ -139,8 +140,6 @@ class Trainer:
 
     def run(self, quants, jobs):
         """Train what is missing; ``{quant: (accuracy, artifact path)}``."""
-        from quant.train import train_all
-
         if self.float_cfg is not None:
             train_all([self.float_cfg], 1)
         configs = {q: self.config(q) for q in quants}

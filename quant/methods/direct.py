@@ -114,13 +114,28 @@ class DirectWeightQuant(nn.Module):
 class ChannelAwareActQuant(QuantReLU):
     """Activation exponent chosen for the majority of channels (least median per-channel relative error)."""
 
+    def _columns(self, x, sample):
+        """``x`` (B, C, ...) as (C, positions): every position of the batch, or, when they are more
+        than ``sample // C``, that many drawn at random, the same for every channel.  A batch
+        split over processes gives the global batch's columns (:class:`~quant.quantizers.ActQuant`)."""
+        channels = x.shape[1]
+        wanted = max(1, sample // channels)
+        if self.world is None or not self.world.sharded:
+            per_channel = x.transpose(0, 1).flatten(1)
+            if per_channel.shape[1] > sample // max(1, channels):
+                per_channel = per_channel[:, torch.randint(per_channel.shape[1], (wanted,))]
+            return per_channel
+        per = x[0, 0].numel()  # positions per channel in one sample
+        total = self.world.batch * per
+        cols = torch.randint(total, (wanted,)) if total > sample // max(1, channels) else torch.arange(total)
+        # column j is position j % per of sample j // per; its element of channel c in the flat batch:
+        index = (cols // per * channels * per + cols % per)[None, :] + (torch.arange(channels) * per)[:, None]
+        return self.world.batch_elements(x, index.flatten()).view(channels, -1)
+
     @torch.no_grad()
     def observe(self, x):
         x = x.detach().clamp(min=0)
-        per_channel = x.transpose(0, 1).flatten(1)  # (channels, samples)
-        if per_channel.shape[1] > self.sample // max(1, per_channel.shape[0]):
-            cols = torch.randint(per_channel.shape[1], (max(1, self.sample // per_channel.shape[0]),))
-            per_channel = per_channel[:, cols]
+        per_channel = self._columns(x, self.sample)  # (channels, samples)
         top = per_channel.max()
         if top <= 0:
             return

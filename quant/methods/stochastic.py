@@ -75,7 +75,12 @@ class StochasticActQuant(QuantReLU):
             return super().forward(x)
         self.train_step(x)
         scale = 2.0 ** int(self.exp)
-        codes = torch.clamp(stochastic_round(x * scale), 0, self.qmax)
+        if self.world is not None and self.world.sharded:
+            # the noise of the global batch, this process's rows (quant.distributed)
+            noise = self.world.draw(x, lambda shape: torch.rand(shape, dtype=x.dtype, device=x.device))
+            codes = torch.clamp(torch.floor(x * scale + noise), 0, self.qmax)
+        else:
+            codes = torch.clamp(stochastic_round(x * scale), 0, self.qmax)
         return ste(torch.clamp(x, 0.0, self.qmax / scale), codes / scale)
 
 
