@@ -402,7 +402,15 @@ class ArrayProof(Proof):
         # the ports: what the engine reads
         m.d.comb += Assert(array.s_valid == valid_hist[-1], "s_valid is valid `latency` cycles late")
         for k in range(cfg.rows):
-            self.probe(a_hist[k][-1])
+            for age in range(latency):
+                self.probe(a_hist[k][age])
+        for age in range(latency):
+            self.probe(valid_hist[age])
+        for k in range(cfg.rows):  # copies of the partial sums at the top, where the trace is read
+            for n in self.columns:
+                seen = Signal.like(inside[f"pe_{k}_{n}_acc"], name=f"seen_pe_{k}_{n}_acc")
+                m.d.comb += seen.eq(inside[f"pe_{k}_{n}_acc"])
+                self.probe(seen)
         self.probe(array.s_valid)
         for n in self.columns:
             for k in range(cfg.rows):
@@ -428,6 +436,17 @@ class ArrayProof(Proof):
                 terms = " + ".join(f"{a} * [{describe_code(v[f'w_{k}_{n}'], cfg)}]" for k, a in enumerate(acts))
                 return (f"column {n}: activation codes {acts} entered {L} cycles before; "
                         f"expected {terms} = {want}, got {v[f'got_{n}']}")
+        for n in self.columns:
+            for k in range(cfg.rows):
+                age = k + n + cfg.pipeline_stages
+                if not v[f"valid_hist_{age}"]:
+                    continue
+                acts = [v[f"a_hist_{j}_{age}"] for j in range(k + 1)]
+                want = wrap(sum(a * weight_of(v[f"w_{j}_{n}"], cfg) for j, a in enumerate(acts)), cfg.dot_bits)
+                if v[f"seen_pe_{k}_{n}_acc"] != want:
+                    terms = " + ".join(f"{a} * [{describe_code(v[f'w_{j}_{n}'], cfg)}]" for j, a in enumerate(acts))
+                    return (f"PE ({k}, {n}): the partial sum of the vector that entered {age + 1} cycles before "
+                            f"should be {terms} = {want}, it holds {v[f'seen_pe_{k}_{n}_acc']}")
         return (f"s_valid {v['s_valid']}, or a register inside (see the failed assertion): "
                 f"the schedule of {L} cycles does not hold")
 
