@@ -12,7 +12,7 @@ MNIST_RUN ?= runs/mnist-pow2
 # the MNIST CNN the iCEBreaker runs: ternary weights (W2), 4-bit activations
 NET_RUN   ?= runs/mnist-w2
 
-.PHONY: setup test test-all demo train sim sim-mnist sim-network bitstream bitstream-mnist sweep explore calibrate hls lint bench methods \
+.PHONY: setup test test-all demo train sim sim-mnist sim-network bitstream bitstream-mnist sweep explore calibrate hls lint formal bench methods \
 	clean distclean help
 
 help:
@@ -32,7 +32,9 @@ help:
 	@echo "make calibrate  the real builds the explorer's resource model is fitted to (BOARD=...; sim/calibration)"
 	@echo "make hls        HLS C++ of the demo model, compiled with g++ and checked on its golden vectors"
 	@echo "make lint       verilator --lint-only of the generated engine (warnings that matter)"
-	@echo "make bench      benchmarks (QAT vs float step time, 1 vs 2 training processes, simulator speed)"
+	@echo "make formal     SymbiYosys proofs of the PE, requantiser, array and widths against the integer contract"
+	@echo "                (demo, MNIST and 20 random designs; ARGS='--configs random --blocks pe' for less)"
+	@echo "make bench      benchmarks (QAT vs float step time, 1 vs 2 training processes, simulator speed, throughput)"
 	@echo "make methods    every quantisation method x bits on digits and MNIST: docs/results.md and its plot (~30 min)"
 	@echo "make setup      create $(VENV) with the pinned tool versions"
 	@echo "make clean      remove runs/ and build outputs; make distclean also removes $(VENV)"
@@ -120,6 +122,10 @@ hls: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m hw.generate --top engine --out build/rtl && $(PY) -m sim.lint build/rtl/engine.v --top engine
+
+# formal proofs (yowasp-sby, smtbmc, yices): a table of block, config, result and seconds in build/formal
+formal: $(STAMP)
+	$(PY) -m sim.formal $(ARGS)
 
 bench: $(STAMP)
 	$(PY) bench/train_speed.py --data-dir $(MNIST)

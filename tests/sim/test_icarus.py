@@ -17,8 +17,8 @@ from tests.sim.test_gatelevel import CONFIGS, gate_level_build, run_array
 
 needs_icarus = pytest.mark.skipif(
     shutil.which("iverilog") is None or shutil.which("vvp") is None,
-    reason="Icarus Verilog (iverilog, vvp) is not on PATH; install it (Debian: apt-get install iverilog) to run "
-           "the array tests on a second simulator")
+    reason="NOT VERIFIED on Icarus Verilog: iverilog/vvp are not on PATH; install them (Debian: apt-get install "
+           "iverilog; .ci/run does so as root) to run the array tests on a second simulator")
 
 
 def rtl_build(cfg, **kwargs):
