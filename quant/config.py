@@ -56,9 +56,10 @@ class TrainConfig:
     ttq_threshold: float = field(default=0.05, metadata={
         "help": "ttq: ternary threshold as a fraction of max|w| per output channel "
                 "(per layer with --per-channel false), in (0, 1)"})
-    stochastic: str = field(default="weights,acts,update", metadata={
-        "help": "stochastic: what is rounded stochastically in training, a comma list of weights, acts, update "
-                "(or none); eval and export always round to nearest"})
+    stochastic: str = field(default="update", metadata={
+        "help": "stochastic: what is rounded stochastically in training, a comma list of update (Gupta et al.: "
+                "the stored fixed-point parameters after each step), acts, weights (re-sample the forward's "
+                "weights each step), or none; the forward rounds the stored weights to nearest, as the export does"})
     update_frac_bits: int = field(default=14, metadata={
         "help": "stochastic: fraction bits FL of the 16-bit fixed-point words <16-FL, FL> the weights are "
                 "rounded to after each update (Gupta et al.: 14)"})

@@ -16,7 +16,7 @@ from quant.train import main as train_main
 
 from tests.conftest import REPO, one_thread
 from tests.quant.test_cli import exit_code
-from tests.quant.test_reference import check_all_layers, excite
+from tests.core.test_reference import check_all_layers, excite
 
 TOML = REPO / "examples" / "resnet_tiny.toml"
 GOLDEN = 4

@@ -13,7 +13,7 @@ from quant.models import module_to_spec, spec_to_module
 from quant.modules import Residual
 from quant.recipes import weight_quant_factory
 
-from .test_reference import check_all_layers, excite
+from tests.core.test_reference import check_all_layers, excite
 
 RESNET = [
     {"type": "conv", "out": 8, "kernel": 3, "padding": 1, "bias": False}, {"type": "bn"}, {"type": "relu"},
