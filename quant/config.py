@@ -53,6 +53,9 @@ class TrainConfig:
     inq_schedule: str = field(default="auto", metadata={
         "help": "inq: accumulated portions in percent, e.g. 50,75,87.5,100; what is left is quantised at the end "
                 "(auto: the paper's schedule for --wbits)"})
+    inq_lr_scale: float = field(default=10.0, metadata={
+        "help": "inq: the learning rate each retraining stage restarts at, as a multiple of --lr (cosine-annealed "
+                "to zero within the stage)"})
     ttq_threshold: float = field(default=0.05, metadata={
         "help": "ttq: ternary threshold as a fraction of max|w| per output channel "
                 "(per layer with --per-channel false), in (0, 1)"})
