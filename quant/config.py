@@ -44,7 +44,9 @@ class TrainConfig:
         "help": "epochs at the end during which BatchNorm is folded with running statistics in training "
                 "too, so training is the deployed arithmetic (-1: half the epochs)"})
     # method options (read only by the method named)
-    teacher: str = field(default=None, metadata={"help": "distill: float run to distil from (default: --init-from)"})
+    teacher: str = field(default=None, metadata={
+        "help": "distill: run to distil from, any network, float or quantised, trained on the same data "
+                "(default: --init-from)"})
     temperature: float = field(default=4.0, metadata={"help": "distill: softmax temperature of the soft targets"})
     distill_weight: float = field(default=0.7, metadata={
         "help": "distill: share of the soft-target loss (the rest is cross-entropy with the labels)"})
