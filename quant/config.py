@@ -45,7 +45,9 @@ class TrainConfig:
         "help": "epochs at the end during which BatchNorm is folded with running statistics in training "
                 "too, so training is the deployed arithmetic (-1: half the epochs)"})
     # method options (read only by the method named)
-    teacher: str = field(default=None, metadata={"help": "distill: float run to distil from (default: --init-from)"})
+    teacher: str = field(default=None, metadata={
+        "help": "distill: run to distil from, any network, float or quantised, trained on the same data "
+                "(default: --init-from)"})
     temperature: float = field(default=4.0, metadata={"help": "distill: softmax temperature of the soft targets"})
     distill_weight: float = field(default=0.7, metadata={
         "help": "distill: share of the soft-target loss (the rest is cross-entropy with the labels)"})
@@ -54,12 +56,16 @@ class TrainConfig:
     inq_schedule: str = field(default="auto", metadata={
         "help": "inq: accumulated portions in percent, e.g. 50,75,87.5,100; what is left is quantised at the end "
                 "(auto: the paper's schedule for --wbits)"})
+    inq_lr_scale: float = field(default=10.0, metadata={
+        "help": "inq: the learning rate each retraining stage restarts at, as a multiple of --lr (cosine-annealed "
+                "to zero within the stage)"})
     ttq_threshold: float = field(default=0.05, metadata={
         "help": "ttq: ternary threshold as a fraction of max|w| per output channel "
                 "(per layer with --per-channel false), in (0, 1)"})
-    stochastic: str = field(default="weights,acts,update", metadata={
-        "help": "stochastic: what is rounded stochastically in training, a comma list of weights, acts, update "
-                "(or none); eval and export always round to nearest"})
+    stochastic: str = field(default="update", metadata={
+        "help": "stochastic: what is rounded stochastically in training, a comma list of update (Gupta et al.: "
+                "the stored fixed-point parameters after each step), acts, weights (re-sample the forward's "
+                "weights each step), or none; the forward rounds the stored weights to nearest, as the export does"})
     update_frac_bits: int = field(default=14, metadata={
         "help": "stochastic: fraction bits FL of the 16-bit fixed-point words <16-FL, FL> the weights are "
                 "rounded to after each update (Gupta et al.: 14)"})

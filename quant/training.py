@@ -92,15 +92,17 @@ def initial_network(cfg, dataset, method):
 
 
 def load_teacher(cfg):
-    """The float network a distilling method learns from (``--teacher``, else ``--init-from``)."""
+    """The network a distilling method learns from (``--teacher``, else ``--init-from``): any run,
+    float or quantised, of any network, trained on the same data (its eval-mode outputs are the
+    soft targets)."""
     path = cfg.teacher or cfg.init_from
     if not path:
-        raise UserError(f"--method {cfg.method} distils from a float network: give --teacher RUN_DIR "
-                        f"(or --init-from a float run)")
+        raise UserError(f"--method {cfg.method} distils from a teacher network: give --teacher RUN_DIR "
+                        f"(or --init-from a run)")
     teacher, state = runs.load_network(path)
-    _check_compatible(cfg, state["config"], path)
-    if state["config"].quantized:
-        raise UserError(f"--teacher {path} is quantised ({state['config'].method}); the teacher must be a float run")
+    if state["config"].data != cfg.data:
+        raise UserError(f"--teacher {path} was trained with --data {state['config'].data}, this run uses "
+                        f"--data {cfg.data}; they must match")
     teacher.eval()
     for p in teacher.parameters():
         p.requires_grad_(False)

@@ -13,8 +13,8 @@ A :class:`Method` is built from the typed config.  The training loop in
     network, a quantised one, or None): calibration, learned scales (``init_layer`` per
     layer), the whole of PTQ.
 ``epoch_start(net, epoch, trainer)``
-    Before each epoch: schedules (DBS's eps, INQ's partition).  May call
-    ``trainer.restart_lr(epochs)`` to reset the learning rate (INQ).
+    Before each epoch: schedules (DBS's eps; INQ keeps ``trainer`` and counts optimiser
+    steps, partitioning and setting the learning rate itself around each step).
 ``param_groups(net)``
     Adam's parameter groups (a method may give some parameters their own learning rate).
 ``loss(logits, yb, xb)``, ``before_step(net)``, ``after_step(net)``

@@ -21,13 +21,16 @@ from .base import Method, channel_view
 
 
 class PointsWeightQuant(nn.Module):
-    """Weights mapped to the nearest of learned points, run as sums of powers of two.
+    """Weights mapped to the nearest of learned points' hardware values.
 
     Per output channel the unit ``2**e0`` follows the weights' range as in ``pow2``
     (INQ's rule); the points ``p_1 < ... < p_n`` (``n = 2**(wbits-1) - 1``, shared by the
-    layer, in units of ``2**e0``, initialised to ``1, 2, 4, ...``) and zero are the
-    candidates.  A weight takes the point nearest to it in units; its value is that point's
-    hardware form (greedy sum of ``terms`` shifts) with a straight-through gradient to the point.
+    layer, in units of ``2**e0``, initialised to ``1, 2, 4, ...``) are parameters.  Each runs
+    as its hardware form (greedy sum of ``terms`` shifts), and a weight takes the nearest of
+    zero and those forms, so the assignment is the one the values give.  The gradient
+    reaches the point straight through its hardware form (the sum, over the weights on it, of
+    their upstream gradient times sign and unit); a point changes the network only when its
+    hardware form does.
     """
 
     def __init__(self, *, wbits, terms, per_channel=True):
@@ -41,15 +44,19 @@ class PointsWeightQuant(nn.Module):
         e0 = pow2_window(w, self.wbits, self.per_channel)
         return w / channel_view(torch.exp2(e0), w), e0
 
+    def _hardware(self):
+        """Each point's hardware form: the greedy sum of ``terms`` powers of two in the window."""
+        n = arith.shift_levels(self.wbits)
+        return pow2_sum_codes(self.points.detach(), None, n, self.terms, values_only=True).value
+
     def _assign(self, units):
-        """Index into ``[0, points...]`` of the candidate nearest to ``|units|``."""
-        table = torch.cat([self.points.new_zeros(1), self.points.detach()])
+        """Index into ``[0, points...]`` of the candidate whose hardware value is nearest ``|units|``
+        (ties to the smaller value; a point sharing its value with a smaller one gets no weight)."""
+        table = torch.cat([self.points.new_zeros(1), self._hardware()])
         return (units.detach().abs().unsqueeze(-1) - table).abs().argmin(dim=-1)
 
     def _table(self):
-        n = arith.shift_levels(self.wbits)
-        hw = pow2_sum_codes(self.points.detach(), None, n, self.terms, values_only=True).value
-        return torch.cat([self.points.new_zeros(1), ste(self.points, hw)])
+        return torch.cat([self.points.new_zeros(1), ste(self.points, self._hardware())])
 
     def codes(self, w):
         units, e0 = self._units(w.detach())

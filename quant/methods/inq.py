@@ -11,14 +11,16 @@ INQ's level set for ``b`` bits spends one bit on zero: ``2**(b-2)`` powers of tw
 ``0 .. 2**(b-2) - 1``, inside the hardware's window of ``2**(b-1) - 1`` shifts.
 """
 
+import math
+
 import torch
 from torch import nn
 
 from core import arith
 from core.errors import UserError
 
-from ..quantizers import channel_absmax, pow2_sum_codes, pow2_top_exponent
-from .base import FoldedMethod, channel_view
+from ..quantizers import channel_absmax, pow2_sum_codes, pow2_top_exponent, pow2_window
+from .base import Method, channel_view, fold_bn_for_good, mark_bn_folded
 
 #: accumulated portions (percent) per weight bits: the paper's ternary, 4-bit and 5-bit
 #: schedules; 3 bits (the paper gives none) uses the 4-bit one, see docs/methods.md
@@ -61,14 +63,30 @@ def training_steps(portions):
     return steps or (100.0,)
 
 
-def epoch_plan(epochs, steps):
-    """The schedule step of each epoch when ``epochs`` epochs are split evenly over ``steps`` steps.
+def stage_starts(total, stages):
+    """The optimiser step at which each of ``stages`` schedule steps begins when ``total`` steps
+    are split evenly over them: stage ``j`` starts at ``floor(j * total / stages)``.
 
-    Epoch ``e`` runs step ``ceil((e + 1) * steps / epochs) - 1``: every step gets at least one
-    epoch when there are enough; with fewer epochs than steps the early steps are skipped, so
-    that the last step, after which nothing is retrained, stays the smallest.
+    With fewer optimiser steps than stages some stages get none (their portion is frozen and at
+    once overtaken by the next), so the last portion, after which nothing is retrained, stays small.
     """
-    return [-(-(e + 1) * steps // epochs) - 1 for e in range(epochs)]
+    return [(j * total) // stages for j in range(stages)]
+
+
+def stage_at(step, starts):
+    """The schedule stage optimiser step ``step`` belongs to: the last one started at or before it."""
+    return max(j for j, s in enumerate(starts) if s <= step)
+
+
+def refold_stage(starts, total, frozen_steps):
+    """The stage at whose start BatchNorm is folded into the weights for good (the re-fold): the
+    stage start nearest to ``total - frozen_steps``, the point from which the last
+    ``frozen_steps`` optimiser steps train on the deployed arithmetic (``--bn-freeze``, as for
+    ``pow2``); ``len(starts)`` (only at the end, in ``finish``) when ``frozen_steps`` is 0."""
+    if frozen_steps <= 0:
+        return len(starts)
+    target = total - frozen_steps
+    return min(range(len(starts)), key=lambda j: (abs(starts[j] - target), -j))
 
 
 def inq_units(w, e0, wbits):
@@ -82,9 +100,17 @@ class INQWeightQuant(nn.Module):
     """INQ's partially frozen power-of-two weights.
 
     State (buffers, sized by :meth:`allocate`): ``n1`` per output channel (INQ's top exponent,
-    fixed when the first portion is quantised), ``mask`` (the weights quantised so far) and
-    ``frozen`` (their exact values).  The forward uses ``frozen`` where ``mask`` is set and the
-    float weight elsewhere; the gradient reaches only the float weights.
+    fixed when the first portion is quantised and again at the re-fold), ``mask`` (the weights
+    quantised so far), ``frozen`` (their exact values), ``refolded`` (BatchNorm folded into the
+    weights for good), and the schedule's position: ``step`` (optimiser steps done),
+    ``stage`` (the last schedule stage applied, -1 before the first) and ``steps_per_epoch``.
+
+    Before the re-fold the layer's weight parameter holds the frozen values itself (raw
+    weights, before BatchNorm), so the forward is the identity on the BatchNorm-scaled weight
+    it is given: BatchNorm, still training on batch statistics, sees exactly the float layer
+    with some weights on powers of two.  After the re-fold the weight is the folded one and the
+    forward puts the frozen values where ``mask`` is set; the gradient reaches only the float
+    weights.
     """
 
     def __init__(self, *, wbits, per_channel=True):
@@ -94,12 +120,26 @@ class INQWeightQuant(nn.Module):
         self.register_buffer("n1", torch.zeros(0, dtype=torch.long))
         self.register_buffer("mask", torch.zeros(0, dtype=torch.bool))
         self.register_buffer("frozen", torch.zeros(0))
+        self.register_buffer("refolded", torch.zeros((), dtype=torch.bool))
+        self.register_buffer("step", torch.zeros((), dtype=torch.long))
+        self.register_buffer("stage", torch.full((), -1, dtype=torch.long))
+        self.register_buffer("steps_per_epoch", torch.zeros((), dtype=torch.long))
 
     def allocate(self, weight):
         """Size the buffers for ``weight`` (called by ``Method.build``, before any state is loaded)."""
         self.n1 = torch.zeros(weight.shape[0], dtype=torch.long)
         self.mask = torch.zeros(weight.shape, dtype=torch.bool)
         self.frozen = torch.zeros(weight.shape)
+
+    @torch.no_grad()
+    def reset(self, steps_per_epoch):
+        """A fresh schedule: nothing frozen, BatchNorm not folded."""
+        self.mask.zero_()
+        self.frozen.zero_()
+        self.refolded.fill_(False)
+        self.step.zero_()
+        self.stage.fill_(-1)
+        self.steps_per_epoch.fill_(steps_per_epoch)
 
     @property
     def e0(self):
@@ -111,6 +151,9 @@ class INQWeightQuant(nn.Module):
         """Fix ``n1`` from ``w``'s largest magnitude per output channel (or per layer)."""
         self.n1.copy_(pow2_top_exponent(channel_absmax(w, self.per_channel)).long())
 
+    def _levels(self, w):
+        return inq_units(w, self.e0, self.wbits) * channel_view(torch.exp2(self.e0.to(w.dtype)), w)
+
     @torch.no_grad()
     def freeze(self, w, portion):
         """Quantise and freeze the largest-magnitude weights of ``w`` until ``portion`` percent of
@@ -121,9 +164,17 @@ class INQWeightQuant(nn.Module):
         top = torch.zeros_like(score, dtype=torch.bool)
         top.scatter_(1, score.topk(count, dim=1).indices, True)
         new = top.view_as(w) & ~self.mask
-        value = inq_units(w, self.e0, self.wbits) * channel_view(torch.exp2(self.e0.to(w.dtype)), w)
-        self.frozen.copy_(torch.where(new, value, self.frozen))
+        self.frozen.copy_(torch.where(new, self._levels(w), self.frozen))
         self.mask |= new
+
+    @torch.no_grad()
+    def refold(self, w):
+        """After BatchNorm is folded into the weight ``w`` for good: the window follows the folded
+        channel (INQ's rule on its largest magnitude) and the frozen weights, scaled by BatchNorm,
+        are rounded onto it again (a channel's frozen weights all move by the same power of two)."""
+        self.set_range(w)
+        self.frozen.copy_(torch.where(self.mask, self._levels(w), torch.zeros_like(w)))
+        self.refolded.fill_(True)
 
     def portion(self):
         """Percent of the weights frozen so far."""
@@ -138,14 +189,19 @@ class INQWeightQuant(nn.Module):
         return torch.where(self.mask, self.frozen, w)
 
     def forward(self, w):
+        if not self.refolded:
+            # the weight parameter holds the frozen raw values; ``w`` is it times BatchNorm's scale
+            # (the unit only rounds the bias of this float eval forward: pow2's window of ``w``)
+            return w, pow2_window(w.detach(), self.wbits, self.per_channel).long()
         return self.weight(w), self.e0
 
     def extra_repr(self):
         return f"wbits={self.wbits}, per_channel={self.per_channel}"
 
 
-class INQ(FoldedMethod):
-    """Incremental network quantisation: quantise the largest weights, freeze, retrain the rest, repeat."""
+class INQ(Method):
+    """Incremental network quantisation: quantise the largest weights, freeze, retrain the rest,
+    repeat; BatchNorm trains until the re-fold, then is folded into the weights for good."""
 
     label = "inq"
 
@@ -155,39 +211,106 @@ class INQ(FoldedMethod):
     def check(cls, cfg):
         super().check(cfg)
         parse_schedule(cfg.inq_schedule, cfg.wbits)
+        if not cfg.inq_lr_scale > 0:
+            raise UserError(f"--inq-lr-scale must be positive, not {cfg.inq_lr_scale}")
 
     def __init__(self, cfg):
         super().__init__(cfg)
         self.portions = parse_schedule(cfg.inq_schedule, cfg.wbits)
         self.steps = training_steps(self.portions)
+        self.trainer = None
 
     def weight_quant(self):
         return INQWeightQuant(wbits=self.cfg.wbits, per_channel=self.cfg.per_channel)
 
-    def init_layer(self, layer):
-        # (frozen weights must stay on their levels: BatchNorm is folded for good, FoldedMethod)
-        layer.weight_quant.set_range(layer.weight)
+    def setup(self, net, dataset, source):
+        spe = -(-dataset.train_x.shape[0] // self.cfg.batch_size)
+        for m in net.weighted_layers():
+            m.weight_quant.reset(spe)
+        super().setup(net, dataset, source)
+
+    # -- the schedule, in optimiser steps -------------------------------------------------------
+    def _state(self, net):
+        return net.weighted_layers()[0].weight_quant
+
+    def _plan(self, net):
+        """``(starts, total, refold stage)`` of this run."""
+        spe = int(self._state(net).steps_per_epoch)
+        total = self.cfg.epochs * spe
+        starts = stage_starts(total, len(self.steps))
+        return starts, total, refold_stage(starts, total, self.cfg.bn_freeze_epochs * spe)
+
+    def bn_frozen(self, epoch):
+        return False  # BatchNorm trains until the re-fold (epoch_start sets the state)
 
     def epoch_start(self, net, epoch, trainer):
-        plan = epoch_plan(self.cfg.epochs, len(self.steps))
-        step = plan[epoch]
-        if epoch > 0 and plan[epoch - 1] == step:
-            return  # mid-step (also on a resumed run): the partition and learning rate stand
-        for m in net.weighted_layers():
-            m.weight_quant.freeze(m.weight, self.steps[step])
-        self.after_step(net)
-        trainer.restart_lr(plan.count(step))
+        self.trainer = trainer
+        if bool(self._state(net).refolded):
+            mark_bn_folded(net)  # (a resumed run: the folded weights are in its state)
+        self._advance(net)
 
     @torch.no_grad()
-    def after_step(self, net):
+    def _advance(self, net):
+        """Apply every schedule stage that has started by the current optimiser step."""
+        state = self._state(net)
+        starts, _, refold_at = self._plan(net)
+        target = stage_at(int(state.step), starts)
+        if target == int(state.stage):
+            return
+        for j in range(int(state.stage) + 1, target + 1):
+            if j == refold_at:
+                self._refold(net)
+            for m in net.weighted_layers():
+                if j == 0:
+                    m.weight_quant.set_range(m.weight)
+                m.weight_quant.freeze(m.weight, self.steps[j])
+                m.weight_quant.stage.fill_(j)
+        self._restore(net)
+        if self.trainer is not None:
+            self.trainer.opt.state.clear()  # each stage retrains afresh: Adam's moments reset
+
+    def _refold(self, net):
+        fold_bn_for_good(net)
+        for m in net.weighted_layers():
+            m.weight_quant.refold(m.weight)
+
+    def before_step(self, net):
+        # frozen weights get no update (weight decay aside, which after_step undoes)
+        for m in net.weighted_layers():
+            if m.weight.grad is not None:
+                m.weight.grad.masked_fill_(m.weight_quant.mask, 0.0)
+        # the learning rate restarts at each stage: cosine from --lr * --inq-lr-scale to zero over its steps
+        if self.trainer is None:
+            return
+        starts, total, _ = self._plan(net)
+        step = int(self._state(net).step)
+        j = stage_at(step, starts)
+        end = starts[j + 1] if j + 1 < len(starts) else total
+        t, length = step - starts[j], max(1, end - starts[j])
+        factor = 0.5 * (1 + math.cos(math.pi * t / length))
+        for g in self.trainer.opt.param_groups:
+            g["lr"] = g.get("lr_scale", 1.0) * self.cfg.lr * self.cfg.inq_lr_scale * factor
+
+    @torch.no_grad()
+    def _restore(self, net):
         # weight decay moves even weights without a gradient: put frozen ones back exactly
         for m in net.weighted_layers():
             m.weight.copy_(m.weight_quant.weight(m.weight))
 
+    @torch.no_grad()
+    def after_step(self, net):
+        self._restore(net)
+        for m in net.weighted_layers():
+            m.weight_quant.step += 1
+        self._advance(net)
+
+    @torch.no_grad()
     def finish(self, net):
+        if not bool(self._state(net).refolded):
+            self._refold(net)
         for m in net.weighted_layers():
             m.weight_quant.freeze(m.weight, 100)
-        self.after_step(net)
+        self._restore(net)
 
     def describe(self):
         return super().describe() + f" schedule={','.join(f'{p:g}' for p in self.portions)}"

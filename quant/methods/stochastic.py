@@ -5,15 +5,19 @@ Fixed point ``<IL, FL>`` with ``eps = 2**-FL``: ``x`` rounds up to ``floor_eps(x
 probability ``(x - floor_eps(x)) / eps``, else down, then saturates; the rounding is unbiased.
 ``--stochastic`` names where it is used in training:
 
-``weights``
-    The forward pass uses uniform integer weights with a per-channel power-of-two unit (as
-    ``uniform``), rounded stochastically; eval and export round to nearest.
-``acts``
-    Activation codes are rounded stochastically; eval and export round to nearest.
-``update``
-    After each optimiser step the latent weights (and the layers' biases) are rounded
-    stochastically to Gupta's 16-bit words with ``--update-frac-bits`` fraction bits, so the
-    stored parameters are fixed point too.
+``update`` (the default: Gupta et al.'s method)
+    The parameters are stored as 16-bit fixed-point words with ``--update-frac-bits`` fraction
+    bits: after each optimiser step the layers' weights and biases are rounded stochastically
+    to them, so an update smaller than ``eps`` still moves a weight in expectation.  The
+    forward pass computes on the stored words, rounded to nearest to the hardware's
+    ``--wbits`` integers (``uniform``'s code), exactly as the export rounds them: what trains
+    is what deploys.
+``acts`` (opt-in)
+    Activation codes are rounded stochastically in training; eval and export round half up.
+``weights`` (opt-in)
+    The forward pass re-samples the ``--wbits`` integer weights each step by rounding the
+    stored words stochastically (not Gupta et al.'s method: the deployed network rounds to
+    nearest, so training and deployment see different weights).
 """
 
 import torch
@@ -25,7 +29,7 @@ from ..quantizers import UniformWeightQuant, ste, uniform_codes
 from .base import Method, channel_view
 
 #: what ``--stochastic`` may name
-WHERE = ("weights", "acts", "update")
+WHERE = ("update", "acts", "weights")
 #: Gupta et al.'s word length for the stored parameters
 WORD_BITS = 16
 
@@ -55,7 +59,8 @@ def round_fixed(x, frac_bits, word_bits=WORD_BITS, generator=None):
 
 
 class StochasticWeightQuant(UniformWeightQuant):
-    """``uniform``'s integer weights, rounded stochastically in training (straight-through)."""
+    """``uniform``'s integer weights re-sampled by stochastic rounding in each training forward
+    (straight-through); eval rounds to nearest (``--stochastic weights``, an opt-in)."""
 
     def forward(self, w):
         if not self.training:
@@ -85,7 +90,8 @@ class StochasticActQuant(QuantReLU):
 
 
 class Stochastic(Method):
-    """Uniform fixed point with stochastic rounding where ``--stochastic`` says."""
+    """Uniform fixed point with stochastic rounding where ``--stochastic`` says (default: the
+    update of the stored 16-bit parameters, Gupta et al.'s method)."""
 
     label = "stochastic"
 

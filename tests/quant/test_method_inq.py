@@ -1,4 +1,7 @@
-"""INQ's rules: level set and rounding, schedules, the epoch plan, freezing and the final quantisation."""
+"""INQ's rules: level set and rounding, schedules in optimiser steps, freezing, BatchNorm training until the
+re-fold, and the final quantisation."""
+
+import math
 
 import pytest
 import torch
@@ -9,8 +12,8 @@ from core.errors import UserError
 from quant.config import TrainConfig
 from quant.layers import quantize_model
 from quant.methods import get_method
-from quant.methods.base import fold_bn_for_good
-from quant.methods.inq import INQWeightQuant, epoch_plan, inq_levels, parse_schedule, training_steps
+from quant.methods.inq import (INQWeightQuant, inq_levels, parse_schedule, refold_stage, stage_at, stage_starts,
+                               training_steps)
 
 
 def test_inq_level_count_fits_the_hardware_window():
@@ -33,7 +36,7 @@ def test_inq_rounding_on_hand_made_weights():
     assert q.n1.tolist() == [0] and q.e0.tolist() == [-3]
     q.freeze(w, 100)
     want = [1.0, -1.0, 0.5, 0.25, -0.5, 0.0, 0.125, 0.125, 0.0]
-    assert q(w)[0].tolist() == [want]
+    assert q.weight(w).tolist() == [want]
     codes = q.codes(w)
     assert codes.value.tolist() == [[8.0, -8.0, 4.0, 2.0, -4.0, 0.0, 1.0, 1.0, 0.0]]
     assert int(codes.shift.max()) == inq_levels(4) - 1
@@ -43,11 +46,11 @@ def test_inq_ternary_has_one_level_and_weights_past_the_top_clamp():
     w = torch.tensor([[0.9, 0.49, -0.51, 0.3]])  # n1 = floor(log2(1.2)) = 0: levels {0, ±1}
     q = _quant(2, w)
     q.freeze(w, 100)
-    assert q(w)[0].tolist() == [[1.0, 0.0, -1.0, 0.0]]
+    assert q.weight(w).tolist() == [[1.0, 0.0, -1.0, 0.0]]
     grown = torch.tensor([[3.0, 0.0, 0.0, 0.0]])  # retrained past 1.5 * 2**n1: the top level, not zero
     q2 = _quant(2, w)
     q2.freeze(grown, 100)
-    assert q2(grown)[0][0, 0].item() == 1.0
+    assert q2.weight(grown)[0, 0].item() == 1.0
 
 
 def test_range_per_layer_when_not_per_channel():
@@ -81,24 +84,32 @@ def test_bad_schedules_are_user_errors(text):
         TrainConfig(method="inq", inq_schedule=text).validate()
 
 
+def test_lr_scale_must_be_positive():
+    with pytest.raises(UserError, match="--inq-lr-scale"):
+        TrainConfig(method="inq", inq_lr_scale=0.0).validate()
+
+
 def test_terms_must_be_one():
     with pytest.raises(UserError, match="--terms 1"):
         TrainConfig(method="inq", terms=2).validate()
 
 
-def test_epoch_plan():
-    assert epoch_plan(8, 5) == [0, 1, 1, 2, 3, 3, 4, 4]
-    assert epoch_plan(6, 3) == [0, 0, 1, 1, 2, 2]
-    # too few epochs: early steps are skipped, the last one is kept
-    assert epoch_plan(2, 9) == [4, 8]
+def test_stages_in_optimiser_steps():
+    starts = stage_starts(1000, 9)
+    assert starts == [0, 111, 222, 333, 444, 555, 666, 777, 888]
+    assert [stage_at(t, starts) for t in (0, 110, 111, 999)] == [0, 0, 1, 8]
+    # too few steps: early stages are overtaken at once, the last one is kept
+    short = stage_starts(2, 9)
+    assert [stage_at(t, short) for t in (0, 1)] == [4, 8]
+    # the re-fold: the stage start nearest the last --bn-freeze steps (ties to the later stage)
+    five = stage_starts(1000, 5)
+    assert refold_stage(five, 1000, 500) == 3 and refold_stage(five, 1000, 390) == 3
+    assert refold_stage(five, 1000, 1000) == 0 and refold_stage(five, 1000, 0) == 5
 
 
-class _FakeTrainer:
-    def __init__(self):
-        self.restarts = []
-
-    def restart_lr(self, epochs):
-        self.restarts.append(epochs)
+class _Trainer:
+    def __init__(self, net):
+        self.opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=0.05, weight_decay=0.1)
 
 
 def _tiny_net(cfg):
@@ -110,34 +121,63 @@ def _tiny_net(cfg):
     method.build(net)
     with torch.no_grad():
         net.body[1].bn.running_var.uniform_(0.5, 2.0)
+        net.body[1].bn.weight.uniform_(0.5, 2.0)
     return net, method
 
 
-def test_schedule_freezes_keeps_frozen_weights_exact_and_finish_quantises_all():
-    cfg = TrainConfig(method="inq", wbits=4, abits=4, epochs=4, weight_decay=0.1,
+def _on_levels(values, e0, wbits):
+    """Every value is zero or a signed power of two 2**k, k in [0, levels) in units of 2**e0."""
+    units = values / torch.exp2(e0.float()).view(-1, *[1] * (values.dim() - 1))
+    mag = units.abs()
+    ok = (mag == 0) | ((mag == torch.exp2(torch.log2(mag).round())) & (mag <= 2 ** (inq_levels(wbits) - 1)) & (mag >= 1))
+    return bool(ok.all())
+
+
+def test_bn_trains_until_the_refold_frozen_weights_stay_and_finish_quantises_all():
+    # 4 epochs of 3 steps, stages 50 and 75 % at steps 0 and 6; the last 2 epochs (6 steps) on the
+    # deployed arithmetic: the re-fold at step 6
+    cfg = TrainConfig(method="inq", wbits=3, abits=4, epochs=4, weight_decay=0.1,
                       inq_schedule="50,75,100").validate()
     net, method = _tiny_net(cfg)
-    fold_bn_for_good(net)  # what setup does, without its calibration on a data set
     for m in net.weighted_layers():
-        m.weight_quant.set_range(m.weight)
-    trainer = _FakeTrainer()
-    opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=0.05, weight_decay=0.1)
+        m.weight_quant.reset(3)
+    trainer = _Trainer(net)
     x = torch.rand(8, 1, 4, 4)
     conv = net.body[1]
+    bn = conv.bn
+    step = 0
     for epoch in range(cfg.epochs):
+        net.freeze_bn(method.bn_frozen(epoch))
         method.epoch_start(net, epoch, trainer)
-        frozen = conv.weight.detach().clone()
-        mask = conv.weight_quant.mask.clone()
+        net.train()
         for _ in range(3):
-            opt.zero_grad()
+            refolded = bool(conv.weight_quant.refolded)
+            assert refolded == (step >= 6)
+            assert conv.bn_folded == refolded and conv.bn_frozen == refolded
+            mask = conv.weight_quant.mask.clone()
+            assert mask.flatten(1).sum(1).tolist() == [4 if step < 6 else 7] * 4  # round(50 %, 75 % of 9 weights)
+            frozen = conv.weight.detach().clone()
+            e0 = conv.weight_quant.e0
+            # the frozen weights sit on INQ's levels: of the raw weight before the re-fold, of the folded one after
+            assert _on_levels(torch.where(mask, frozen, torch.zeros_like(frozen)), e0, cfg.wbits)
+            running = bn.running_mean.clone()
+            trainer.opt.zero_grad()
             net(x).square().sum().backward()
+            assert (bn.weight.grad is not None) == (not refolded)  # BatchNorm learns until the re-fold
+            if not refolded:
+                assert not torch.equal(bn.running_mean, running)  # and its statistics follow the batches
+            method.before_step(net)
             assert torch.all(conv.weight.grad[mask] == 0)
-            opt.step()
+            # each stage restarts the learning rate: cosine from --lr * --inq-lr-scale to zero over its 6 steps
+            t = step % 6
+            want = cfg.lr * cfg.inq_lr_scale * 0.5 * (1 + math.cos(math.pi * t / 6))
+            assert trainer.opt.param_groups[0]["lr"] == pytest.approx(want)
+            trainer.opt.step()
             method.after_step(net)
-        assert torch.equal(conv.weight[mask], frozen[mask])  # exactly, despite weight decay
-        assert not torch.equal(conv.weight[~mask], frozen[~mask])  # the rest retrains
-    assert trainer.restarts == [2, 2]  # the steps 50 and 75 get two epochs each
-    assert conv.weight_quant.mask.flatten(1).sum(1).tolist() == [7] * 4  # round(75 % of 9) per channel
+            step += 1
+            if step not in (6,):
+                assert torch.equal(conv.weight[mask], frozen[mask])  # exactly, despite weight decay
+                assert not torch.equal(conv.weight[~mask], frozen[~mask])  # the rest retrains
     method.finish(net)
     net.eval()
     for m in net.weighted_layers():
@@ -147,3 +187,4 @@ def test_schedule_freezes_keeps_frozen_weights_exact_and_finish_quantises_all():
         codes = m.weight_quant.codes(w)
         assert torch.equal(q, codes.value * torch.exp2(codes.e0.float()).view(-1, *[1] * (w.dim() - 1)))
         assert torch.equal(q, w)
+        assert _on_levels(q, e0, cfg.wbits)

@@ -8,7 +8,7 @@ from quant import runs
 from quant.config import TrainConfig
 from quant.methods import get_method
 from quant.methods.stochastic import StochasticActQuant, StochasticWeightQuant, round_fixed, stochastic_round
-from quant.quantizers import ActQuantFn, uniform_codes
+from quant.quantizers import ActQuantFn, UniformWeightQuant, uniform_codes
 
 
 def test_stochastic_rounding_is_unbiased():
@@ -64,3 +64,31 @@ def test_bad_values_are_one_user_error(flag, value):
         cfg.validate()
     msg = str(err.value)
     assert "\n" not in msg and f"--{flag.replace('_', '-')}" in msg
+
+
+def test_default_is_gupta_update_and_the_forward_is_the_deployed_rounding():
+    cfg = TrainConfig(method="stochastic", wbits=2, abits=4).validate()
+    method = get_method(cfg)
+    assert method.where == {"update"}
+    torch.manual_seed(0)
+    net = runs.build_network(cfg, (1, 8, 8), method=method)
+    assert all(type(m.weight_quant) is UniformWeightQuant for m in net.weighted_layers())
+    net.calibrate(torch.rand(16, 1, 8, 8))
+    method.after_step(net)  # the stored words: on the <2, 14> grid
+    for m in net.weighted_layers():
+        scaled = m.weight.detach() * 2**14
+        assert torch.equal(scaled, scaled.round())
+    # the training forward (BatchNorm on running statistics) is deterministic and is the eval forward
+    net.freeze_bn(True)
+    net.train()
+    x = torch.rand(4, 1, 8, 8)
+    first, second = net(x), net(x)
+    net.eval()
+    assert torch.equal(first, second) and torch.equal(first, net(x))
+
+
+def test_weights_re_sampling_is_an_opt_in():
+    cfg = TrainConfig(method="stochastic", wbits=2, abits=4, stochastic="weights,update").validate()
+    method = get_method(cfg)
+    assert isinstance(method.weight_quant(), StochasticWeightQuant)
+    assert "stochastic: update,weights" in method.describe()
