@@ -1,16 +1,7 @@
 """``python -m quant.train``: quantisation-aware training that ends in a verified hardware artifact.
 
-The loop is :mod:`quant.training`; this is its command line.
-
-A run directory holds ``config.json`` (the resolved config), ``log.jsonl`` (one JSON line
-per epoch), ``checkpoint.pt`` (written atomically after every epoch: model, optimiser,
-scheduler, epoch, config), ``artifact.npz`` (the hardware artifact, quantised methods) and
-``summary.json`` (float, quantised and integer-reference accuracy, mismatch count, seconds
-per epoch).
-
-Under ``torchrun --nproc_per_node N -m quant.train`` the N processes train one model on
-global batches split over them (:mod:`quant.distributed`); rank 0 writes the run directory,
-evaluates, exports and verifies.
+The loop, and what a run directory holds, are :mod:`quant.training`; this is its command
+line, which ``torchrun --nproc_per_node N -m quant.train`` also runs (:mod:`quant.distributed`).
 """
 
 import torch
