@@ -24,6 +24,7 @@ from quant.export import main as export
 from quant.import_qonnx import main as import_qonnx
 from quant.train import main as train
 from sim.explore import main as sim_explore
+from sim.formal import main as sim_formal
 from sim.layers import main as sim_layers
 from sim.lint import main as sim_lint
 from sim.network import main as sim_network
@@ -185,6 +186,11 @@ CASES = [
     ("generate-missing-artifact", hw_generate, lambda w: ["--artifact", str(w.nowhere_npz), "--out", str(w.rtl)],
      "does not exist"),
     ("lint-missing-file", sim_lint, lambda w: [str(w.nowhere_v), "--top", "engine"], "nowhere.v"),
+    # sim.formal
+    ("formal-unknown-block", sim_formal, lambda w: ["--blocks", "pe,alu", "--out", str(w.rtl)], "alu"),
+    ("formal-jobs-0", sim_formal, lambda w: ["--jobs", "0", "--out", str(w.rtl)], "--jobs"),
+    ("formal-missing-artifact", sim_formal, lambda w: ["--configs", "random", "--random", "0", "--artifact",
+                                                       str(w.nowhere_npz), "--out", str(w.rtl)], "does not exist"),
     # sim.layers, sim.network
     ("layers-corrupt-artifact", sim_layers, lambda w: [str(w.junk_npz)], "junk.npz"),
     ("layers-samples-0", sim_layers, lambda w: [str(w.artifact), "--samples", "0", "--rtl", str(w.rtl)],
@@ -260,4 +266,4 @@ def test_bad_input_is_one_line_and_leaves_the_users_files(case, ws, capsys):
 def test_the_table_covers_every_command_and_forty_cases():
     assert len(CASES) >= 40
     assert {c[1] for c in CASES} == {train, export, diverge, import_qonnx, hw_generate, sim_lint, sim_layers,
-                                      sim_network, fpga_build, sim_explore, fpga_run, hls}
+                                      sim_network, fpga_build, sim_explore, fpga_run, hls, sim_formal}
