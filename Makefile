@@ -33,7 +33,7 @@ help:
 	@echo "make hls        HLS C++ of the demo model, compiled with g++ and checked on its golden vectors"
 	@echo "make lint       verilator --lint-only of the generated engine (warnings that matter)"
 	@echo "make bench      benchmarks (QAT vs float step time, simulator speed)"
-	@echo "make methods    every quantisation method x bits on digits and MNIST: docs/results.md and its plot (~30 min)"
+	@echo "make methods    every quantisation method x bits x 3 seeds on digits and MNIST: docs/results.md and its plot (~1 h)"
 	@echo "make setup      create $(VENV) with the pinned tool versions"
 	@echo "make clean      remove runs/ and build outputs; make distclean also removes $(VENV)"
 
