@@ -35,7 +35,7 @@ help:
 	@echo "make formal     SymbiYosys proofs of the PE, requantiser, array and widths against the integer contract"
 	@echo "                (demo, MNIST and 20 random designs; ARGS='--configs random --blocks pe' for less)"
 	@echo "make bench      benchmarks (QAT vs float step time, 1 vs 2 training processes, simulator speed, throughput)"
-	@echo "make methods    every quantisation method x bits on digits and MNIST: docs/results.md and its plot (~30 min)"
+	@echo "make methods    every quantisation method x bits x 3 seeds on digits and MNIST: docs/results.md and its plot (~1 h)"
 	@echo "make setup      create $(VENV) with the pinned tool versions"
 	@echo "make clean      remove runs/ and build outputs; make distclean also removes $(VENV)"
 

@@ -21,6 +21,9 @@ def test_quick_comparison_runs_every_method(tmp_path):
         if method != "float":
             assert f"| digits | `{method}` | 2 | 4 |" in text, method
     assert "logits or predictions differing between PyTorch and the integer model: 0." in text
+    # one table per hardware cost (terms per weight); TTQ marked ternary; the terms column in every run
+    assert "A4, 1 term per weight:" in text and "| `ttq` (ternary) |" in text
+    assert "| data | method | W | A | terms | seed | epochs |" in text
     assert (tmp_path / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # a second invocation reuses every run
     again = subprocess.run(cmd, capture_output=True, text=True, env=env)
