@@ -7,7 +7,7 @@ must give 0 logits different from the integer reference and the planned cycle co
 table sets side by side: cycles per image (measured), PE use on the conv layers and overall
 (MACs / (PEs x cycles), which is also the share of the MAC bound PEs x clock / MACs an
 image), the placed Fmax, the clock the bitstream runs at, and images per second at the
-oscillator (before the PLL) and at the PLL clock.  Builds are cached in ``--out`` by artifact and design.
+oscillator (before the PLL) and at the PLL clock.  Builds are cached in ``--out`` by artifact and by the design's source code.
 
 Run: python bench/throughput.py --data-dir ../shared/data/mnist-10k [--run runs/mnist-w2]
 """
@@ -77,8 +77,20 @@ def measure(artifact, board_name, rows, cols, images, data_dir, out):
     }
 
 
+#: The packages whose code makes a design: a cached build is reused only while they and the
+#: artifact are unchanged.
+DESIGN_SOURCES = ("core", "hw", "templates", "fpga")
+
+
 def _sha(path):
-    return hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest()
+    digest = hashlib.sha256(pathlib.Path(path).read_bytes())
+    root = pathlib.Path(__file__).resolve().parent.parent
+    for package in DESIGN_SOURCES:
+        for source in sorted((root / package).rglob("*")):
+            if source.suffix in (".py", ".j2", ".v") and source.is_file():
+                digest.update(source.relative_to(root).as_posix().encode())
+                digest.update(source.read_bytes())
+    return digest.hexdigest()
 
 
 def _mhz(v):

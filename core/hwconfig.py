@@ -84,9 +84,19 @@ class HwConfig:
 
     @property
     def load_cycles(self):
-        """Cycles a pass spends loading (after its first): ``rows`` weight words shift into
-        the array while ``cols`` channel-parameter words shift into the requantisers."""
+        """Cycles the first pass of an output channel block spends loading: ``rows`` weight
+        words go into the array while ``cols`` channel-parameter words shift into the
+        requantisers."""
         return max(self.rows, self.cols)
+
+    @property
+    def pass_gap(self):
+        """Fewest idle cycles between the last position a pass streams and the first of the
+        next pass of the same block, whose weights load meanwhile, row by row behind the
+        last activations of the old ones: ``input_stages + cols - 1`` for the last of those
+        to leave the last column, and at least ``bram_reg + 2`` so that a partial sum is
+        written before the next pass reads it (:mod:`hw.engine`)."""
+        return max(1, self.input_stages + self.cols - 1, int(self.bram_reg) + 2)
 
     @property
     def input_stages(self):
@@ -169,7 +179,7 @@ class HwConfig:
     def derived(self):
         """The derived widths, for the record saved beside generated files."""
         return {k: getattr(self, k) for k in ("acc_bits", "dot_bits", "shift_levels", "code_bits", "product_bits",
-                                              "rq_bits", "out_bits", "latency", "load_cycles", "input_stages", "requant_stages",
+                                              "rq_bits", "out_bits", "latency", "load_cycles", "pass_gap", "input_stages", "requant_stages",
                                               "drain_stages", "skip_shift_bits")}
 
     @classmethod

@@ -33,10 +33,15 @@ class SystolicArray(wiring.Component):
     ``a``/``s_in`` (with ``valid``) to its results on ``s_out`` (with ``s_valid``),
     counting only cycles with ``en`` high.  Throughput: one vector per cycle.
 
-    Weights load through a vertical shift chain: each cycle ``w_shift`` is high, the
-    ``cols`` codes on ``w_in`` enter row 0 and every row moves down one, so after ``rows``
-    such cycles the first word loaded is in the bottom row.  Data in flight would meet the
-    new weights: load only while the array is empty.
+    Weights load one row a cycle, along the same diagonal the activations take: in the
+    cycle ``w_load`` is high, the ``cols`` codes on ``w_in`` are row 0's, and row ``k``
+    takes the codes on ``w_in`` ``k`` cycles later (``w_load`` travels down a one-bit chain;
+    ``w_in`` reaches every row).  A PE computes with the weight it holds in the cycle an
+    activation reaches it, so a row may be rewritten as soon as the last activation of
+    the old weights has passed its last column: with ``w_load`` high in cycle ``L``, every
+    vector that entered before cycle ``L - cols + 2`` uses the old weights and every vector
+    that enters after cycle ``L`` the new ones.  That lets the engine load the next pass's
+    weights while the current one is still in the array (:mod:`hw.engine`).
 
     Parameters
     ----------
@@ -57,7 +62,7 @@ class SystolicArray(wiring.Component):
             "s_in": In(data.ArrayLayout(acc, cfg.cols)),
             "s_out": Out(data.ArrayLayout(acc, cfg.cols)),
             "s_valid": Out(1),
-            "w_shift": In(1),
+            "w_load": In(1),
             "w_in": In(data.ArrayLayout(cfg.code_bits, cfg.cols)),
         })
 
@@ -69,11 +74,16 @@ class SystolicArray(wiring.Component):
         m = Module()
         cfg = self.cfg
         pes = [[ShiftPE(cfg, name=f"pe_{k}_{n}", psum_bits=self.psum_bits) for n in range(cfg.cols)] for k in range(cfg.rows)]
+        # row k's write enable: w_load, k cycles later (weights load whether or not `en`)
+        writes = [self.w_load]
+        for k in range(1, cfg.rows):
+            writes.append(delay(m, writes[-1], 1, 1, name=f"w_load_{k}"))
         for k in range(cfg.rows):
+            write = writes[k]
             for n in range(cfg.cols):
                 pe = pes[k][n]
                 m.submodules[f"pe_{k}_{n}"] = pe
-                m.d.comb += [pe.en.eq(self.en), pe.w_shift.eq(self.w_shift)]
+                m.d.comb += [pe.en.eq(self.en), pe.w_shift.eq(write), pe.w_in.eq(self.w_in[n])]
                 if n == 0:
                     m.d.comb += pe.a_in.eq(delay(m, self.a[k], k, self.en, name=f"a_skew_{k}"))
                 else:
@@ -82,12 +92,9 @@ class SystolicArray(wiring.Component):
                     # a row-0 PE adds its activation `n` cycles (plus the pipeline stage) after
                     # the vector arrived, so its partial-sum input waits as long
                     skew = n + cfg.pipeline_stages
-                    m.d.comb += [
-                        pe.s_in.eq(delay(m, self.s_in[n], skew, self.en, name=f"s_skew_{n}")),
-                        pe.w_in.eq(self.w_in[n]),
-                    ]
+                    m.d.comb += pe.s_in.eq(delay(m, self.s_in[n], skew, self.en, name=f"s_skew_{n}"))
                 else:
-                    m.d.comb += [pe.s_in.eq(pes[k - 1][n].s_out), pe.w_in.eq(pes[k - 1][n].w_out)]
+                    m.d.comb += pe.s_in.eq(pes[k - 1][n].s_out)
         for n in range(cfg.cols):
             bottom = pes[cfg.rows - 1][n].s_out
             m.d.comb += self.s_out[n].eq(delay(m, bottom, cfg.cols - 1 - n, self.en, name=f"s_deskew_{n}"))

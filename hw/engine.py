@@ -6,7 +6,7 @@ Memories (``amaranth.lib.memory``), with the host's ports on the engine's signat
 memory   word                         address
 ======== ============================ ================================================
 act      ``rows`` input codes         ``(y * W + x) * CB + cb``: channel-blocked HWC
-wgt      one array row of codes       tile after tile, bottom row first
+wgt      one array row of codes       tile after tile, row 0 first
 par      bias and shift of a channel  ``nb * cols + n``: output channel, padded
 psum     ``cols`` partial sums        position within the M tile (engine-internal)
 out      ``cols`` results             ``m * NB + nb``: channel-blocked HWC, like act
@@ -16,11 +16,20 @@ The schedule, with ``M`` output positions, ``KT = kh * kw * CB`` K tiles and ``N
 output channel blocks, is::
 
     for each M tile of at most psum_depth positions:
-        for nb in range(NB):
-            for kt in range(KT):            # (ky, kx, cb), cb fastest
-                load the (nb, kt) weights    # load_cycles + 1 cycles
+        for nb in range(NB):                 # a block: the array drains in full between two
+            load the parameters and the kt = 0 weights    # load_cycles + 1 cycles
+            for kt in range(KT):             # (ky, kx, cb), cb fastest
                 stream the tile's positions  # one vector per cycle
-                drain the array              # latency + drain_stages + 2 cycles
+                if kt < KT - 1:              # pass_gap cycles (at least), while the next
+                    load the kt + 1 weights  # pass's weights load behind the last positions
+            drain the array                  # input_stages + latency + drain_stages + 2 cycles
+
+The passes of a block overlap: the next pass's weights load one row a cycle along the
+diagonal the activations take (:class:`hw.array.SystolicArray`), so a pass starts
+``pass_gap`` cycles after the last position of the one before (or ``rows`` cycles after
+its own start, when that is later: the weight memory gives one row a cycle), while the
+one before is still in the array and the drain.  Each position carries tags (first and
+last K tile) through the array, and the drain reads them, not the controller's loop state.
 
 The array sums one pass (``dot_bits`` wide); the drain adds that to the bias on the first
 K tile or to the partial sums of the previous ones (``acc_bits`` wide), and the last K
@@ -358,39 +367,52 @@ class LayerEngine(wiring.Component):
         issue = Signal(name="issue")
         issued = Signal(name="issued")  # a read was issued last cycle: present it now
         inside_d = Signal(name="inside_d")
-        m.d.sync += [issued.eq(issue), inside_d.eq(inside)]
+        # each position's tags: whether its pass is the block's first / last K tile; they
+        # travel beside it to the drain, where passes overlap
+        tag_layout = data.StructLayout({"first_kt": 1, "last_kt": 1})
+        tag_issued = Signal(tag_layout, name="tag_issued")
+        m.d.sync += [issued.eq(issue), inside_d.eq(inside), tag_issued.first_kt.eq(first_kt),
+                     tag_issued.last_kt.eq(last_kt)]
         for k in range(cfg.rows):
             m.d.comb += array.a[k].eq(delay(m, Mux(inside_d, act_rd.data[k], 0), cfg.input_stages, 1,
                                             name=f"a_in_{k}"))
         m.d.comb += array.valid.eq(delay(m, issued, cfg.input_stages, 1, name="a_valid"))
+        tag_in = tag_layout(delay(m, tag_issued.as_value(), cfg.input_stages, 1, name="tag_in"))
 
         # --- drain (output side), drain_stages deep ----------------------------------
         # the partial sums of a position are read the cycle before its dot products leave
         # the array, so they arrive together; stage 1 adds them (bias + dot on the first
         # K tile) and writes the sums back to psum, and on the last K tile they go on
         # through the requantisers' stage into out
+        # the position counters count round the M tile: every pass of a block streams it all
+        def count(counter, when):
+            with m.If(when):
+                m.d.sync += counter.eq(Mux(counter == t_last, 0, counter + 1))
+
         ahead = delay(m, array.valid, cfg.latency - 1, 1, name="ahead")  # s_valid, one cycle early
         j_rd = Signal(cw, name="j_rd")  # position whose partial sums are being read
         m.d.comb += psum_rd.addr.eq(j_rd)
-        with m.If(ahead):
-            m.d.sync += j_rd.eq(j_rd + 1)
+        count(j_rd, ahead)
         dots, sums, valid = array.s_out, psum_rd.data, array.s_valid
+        tag_v = tag_layout(delay(m, tag_in.as_value(), cfg.latency + int(cfg.bram_reg), 1, name="tag_v"))
         if cfg.bram_reg:  # one register stage on both addends
             dots, sums, valid = (delay(m, v, 1, 1, name=f"{k}_reg") for k, v in
                                  (("dots", dots), ("sums", sums), ("valid", valid)))
         total = Signal(data.ArrayLayout(signed(cfg.acc_bits), cfg.cols), name="total")
         total_valid = Signal(name="total_valid")
-        m.d.sync += total_valid.eq(valid)
+        tag_t = Signal(tag_layout, name="tag_t")
+        m.d.sync += [total_valid.eq(valid), tag_t.eq(tag_v)]
         # the first K tile starts from the bias (plus the skip term of a residual add)
-        skip = self._skip_path(m, readers["skip"], array.valid, bias, walk_ends, nb) if cfg.skip else None
+        skip = self._skip_path(m, readers["skip"], array.valid & tag_in.first_kt, bias, walk_ends, nb) \
+            if cfg.skip else None
         base = skip.base if cfg.skip else bias
         for n in range(cfg.cols):
-            m.d.sync += total[n].eq(Mux(first_kt, base[n], sums[n]) + dots[n])
+            m.d.sync += total[n].eq(Mux(tag_v.first_kt, base[n], sums[n]) + dots[n])
 
         j_ps = Signal(cw, name="j_ps")  # position whose partial sums are being written
-        with m.If(total_valid):
-            m.d.sync += j_ps.eq(j_ps + 1)
+        count(j_ps, total_valid)
         out_valid = delay(m, total_valid, cfg.requant_stages, 1, name="out_valid")
+        tag_o = tag_layout(delay(m, tag_t.as_value(), cfg.requant_stages, 1, name="tag_o"))
         j_out = Signal(cw, name="j_out")  # position leaving the requantisers
         out_m = Signal(cw, name="out_m")  # (pooled position) * NB
         # the fused max-pool: the results of a window leave one after another; the first
@@ -419,23 +441,39 @@ class LayerEngine(wiring.Component):
             ]
         m.d.comb += [
             psum_wr.addr.eq(j_ps),
-            psum_wr.en.eq(total_valid & ~last_kt),
+            psum_wr.en.eq(total_valid & ~tag_t.last_kt),
             out_wr.addr.eq(out_m + nb),
-            out_wr.en.eq(out_valid & last_kt & window_end),
+            out_wr.en.eq(out_valid & tag_o.last_kt & window_end),
             self.res_valid.eq(out_wr.en),
             self.res_addr.eq(out_wr.addr),
             self.res_data.eq(out_wr.data),
         ]
-        # drained == (j_out == t_len), kept as a register so the pass-end decision, which
-        # fans out to most of the controller, starts at a flip-flop
+        # drained: the block's last write has happened; kept as a register so the decision
+        # at the block's end, which fans out to most of the controller, starts at a flip-flop
         drained = Signal(name="drained")
-        with m.If(out_valid):
-            m.d.sync += [j_out.eq(j_out + 1), drained.eq(j_out + 1 == t_len)]
+        count(j_out, out_valid)
+        with m.If(out_valid & tag_o.last_kt):
+            with m.If(j_out == t_last):
+                m.d.sync += drained.eq(1)
             with m.If(window_end):
                 m.d.sync += out_m.eq(out_m + d.nb_n)
 
+        # --- weight loader: ``rows`` words from w_addr, one a cycle, row 0 first ------
+        # started by the controller (start_load) in the cycle it reads row 0; the array
+        # writes row k k cycles after w_load, which follows the read of row 0 by a cycle
+        start_load = Signal(name="start_load")
+        load_left = Signal(range(cfg.rows), name="load_left")  # reads of the load still to come
+        w_load = Signal(name="w_load")
+        m.d.sync += w_load.eq(start_load)
+        with m.If(start_load):
+            m.d.sync += [w_addr.eq(w_addr + 1), load_left.eq(cfg.rows - 1)]
+        with m.Elif(load_left != 0):
+            m.d.sync += [w_addr.eq(w_addr + 1), load_left.eq(load_left - 1)]
+        m.d.comb += [array.w_load.eq(w_load), array.w_in.eq(wgt_rd.data)]
+
         # --- controller -------------------------------------------------------------
         load_count = Signal(range(cfg.load_cycles + 1), name="load_count")
+        gap_left = Signal(range(cfg.pass_gap), name="gap_left")
         m.d.comb += self.busy.eq(1)
         with m.FSM(name="ctrl"):
             with m.State("IDLE"):
@@ -457,16 +495,14 @@ class LayerEngine(wiring.Component):
                 m.d.sync += [t_len.eq(tile_len), t_last.eq(tile_len - 1)]
                 m.next = "LOAD"
             with m.State("LOAD"):
-                # cycle c < rows reads weight word c, cycles 1..rows shift it in; cycle
-                # c < cols reads channel c's parameters, cycles 1..cols shift them in
+                # a block starts with the array and the drain empty: cycle 0 starts the
+                # loader on the first pass's weights; cycle c < cols reads channel c's
+                # parameters, cycles 1..cols shift them in
                 m.d.sync += load_count.eq(load_count + 1)
-                with m.If(load_count < cfg.rows):
-                    m.d.sync += w_addr.eq(w_addr + 1)
+                m.d.comb += start_load.eq(load_count == 0)
                 def within(n):  # 1 <= load_count <= n (the bound test only where it can fail)
                     return (load_count != 0) if n >= cfg.load_cycles else (load_count != 0) & (load_count <= n)
 
-                with m.If(within(cfg.rows)):
-                    m.d.comb += array.w_shift.eq(1)
                 with m.If(load_count < cfg.cols):
                     m.d.sync += par_count.eq(par_count + 1)
                 with m.If(within(cfg.cols)):
@@ -477,7 +513,7 @@ class LayerEngine(wiring.Component):
                     if cfg.skip:
                         bits = cfg.skip_shift_bits
                         m.d.sync += skip.shift.eq(Cat(skip.shift.as_value()[bits:], par_rd.data.skip))
-                if cfg.skip:  # every pass walks the skip words from the M tile's start
+                if cfg.skip:  # the block's first pass walks the skip words from the M tile's start
                     m.d.sync += [skip.walk[k].eq(skip.tile[k]) for k in skip.walk]
                 with m.If(load_count == cfg.load_cycles):
                     m.d.sync += [load_count.eq(0), par_count.eq(0), j.eq(0), j_rd.eq(0), j_ps.eq(0), j_out.eq(0),
@@ -489,22 +525,34 @@ class LayerEngine(wiring.Component):
                 self._walk(m, pos, walk_ends, lambda level: {
                     k: getattr(d, f"step{level}_{key}") for k, key in (("y0", "y"), ("x0", "x"), ("pos", "pos"))})
                 with m.If(j == t_last):
-                    m.next = "DRAIN"
-            with m.State("DRAIN"):
-                with m.If(drained):
-                    # the pass is complete: step (kt, nb, M tile)
-                    with m.If(~last_kt):
+                    m.d.sync += j.eq(0)
+                    with m.If(last_kt):
+                        m.next = "DRAIN"
+                    with m.Else():
+                        # the next K tile of the block: step (ky, kx, cb) and walk the tile again
+                        m.d.sync += [pos[k].eq(tile[k]) for k in tile]
                         with m.If(last_kx_cb):
                             m.d.sync += [kx.eq(0), cb.eq(0), ky.eq(ky + 1), tap.eq(tap + d.ky_jump)]
                         with m.Elif(last_cb):
                             m.d.sync += [cb.eq(0), kx.eq(kx + 1), tap.eq(tap + 1)]
                         with m.Else():
                             m.d.sync += [cb.eq(cb + 1), tap.eq(tap + 1)]
-                    with m.Else():
-                        m.d.sync += [ky.eq(0), kx.eq(0), cb.eq(0), tap.eq(d.tap0)]
-                    tile_done = last_kt & last_nb
-                    with m.If(last_kt):
-                        m.d.sync += [nb.eq(Mux(last_nb, 0, nb + 1)), par_base.eq(Mux(last_nb, 0, par_base + cfg.cols))]
+                        m.d.sync += gap_left.eq(cfg.pass_gap - 1)
+                        m.next = "GAP"
+            with m.State("GAP"):
+                # at least pass_gap cycles, and the loader free: then load the next pass's
+                # weights and stream it from the next cycle
+                with m.If(gap_left != 0):
+                    m.d.sync += gap_left.eq(gap_left - 1)
+                with m.Elif(load_left == 0):
+                    m.d.comb += start_load.eq(1)
+                    m.next = "STREAM"
+            with m.State("DRAIN"):
+                with m.If(drained):
+                    # the block is complete: step (nb, M tile)
+                    m.d.sync += [ky.eq(0), kx.eq(0), cb.eq(0), tap.eq(d.tap0)]
+                    tile_done = last_nb
+                    m.d.sync += [nb.eq(Mux(last_nb, 0, nb + 1)), par_base.eq(Mux(last_nb, 0, par_base + cfg.cols))]
                     with m.If(tile_done):
                         # the running position is the next tile's start
                         m.d.sync += [tile[k].eq(pos[k]) for k in tile]
@@ -522,5 +570,4 @@ class LayerEngine(wiring.Component):
             with m.State("DONE"):
                 m.d.comb += self.done.eq(1)
                 m.next = "IDLE"
-        m.d.comb += array.w_in.eq(wgt_rd.data)
         return m

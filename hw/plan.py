@@ -120,25 +120,35 @@ class LayerPlan:
         return self.geom.positions * self.nb if self.layer.has_skip else 0
 
     @property
-    def pass_cycles(self):
-        """Cycles of one (M tile, nb, kt) pass over ``t`` positions, less ``t``:
-        ``load_cycles + 1`` to load weights and parameters and
-        ``input_stages + latency + drain_stages + 2`` to drain."""
+    def drain_cycles(self):
+        """Cycles from a block's last streamed position to the controller's next step:
+        one for the activation read, ``input_stages`` of registers, ``latency`` through the
+        array, ``drain_stages`` to add the partial sum and requantise, one to see the last
+        write."""
         cfg = self.cfg
-        return cfg.load_cycles + 1 + cfg.input_stages + cfg.latency + cfg.drain_stages + 2
+        return cfg.input_stages + cfg.latency + cfg.drain_stages + 2
+
+    def pass_period(self, t):
+        """Cycles from the start of one pass of ``t`` positions to the next pass of its block,
+        after the second: ``pass_gap`` idle cycles behind its last position, and at least
+        ``rows`` (the loader reads one weight word a cycle).  The first period of a block is
+        ``t + pass_gap``: the block's first weights loaded during its parameter load."""
+        return max(t + self.cfg.pass_gap, self.cfg.rows)
+
+    def block_cycles(self, t):
+        """Cycles of one (M tile, nb) block of KT passes over ``t`` positions:
+        ``load_cycles + 1`` to load the parameters and the first weights, the passes (each
+        but the last ending where the next begins: ``t + pass_gap``, then
+        :meth:`pass_period`), the last pass's ``t`` and :attr:`drain_cycles`."""
+        kt, gap = self.kt, self.cfg.pass_gap
+        between = 0 if kt == 1 else (t + gap) + (kt - 2) * self.pass_period(t)
+        return self.cfg.load_cycles + 1 + between + t + self.drain_cycles
 
     def cycles(self):
-        """Cycles from the one that presents ``start`` to the one in which ``done`` is high.
-
-        ``1 + sum over M tiles t of (1 + NB * KT * (t + load_cycles + 1 + input_stages + latency + drain_stages + 2))``
-        with ``load_cycles = max(rows, cols)``: one cycle to take the descriptor, one per M
-        tile to size it, and per pass ``load_cycles + 1`` to load the weights and parameters, ``t`` to stream the positions and ``latency + drain_stages + 2``
-        to drain (one for the activation read, ``latency`` through the array,
-        ``input_stages`` of registers before it, ``drain_stages`` to add the partial sum and
-        requantise, one to see the last write).
-        Checked against every simulated run.
-        """
-        return 1 + sum(1 + self.nb * self.kt * (t + self.pass_cycles) for t in self.m_tiles)
+        """Cycles from the one that presents ``start`` to the one in which ``done`` is high:
+        one to take the descriptor, and per M tile of ``t`` positions one to size it and
+        ``NB`` blocks of :meth:`block_cycles`.  Checked against every simulated run."""
+        return 1 + sum(1 + self.nb * self.block_cycles(t) for t in self.m_tiles)
 
     @property
     def macs(self):
@@ -298,14 +308,14 @@ class LayerPlan:
 
     def wgt_image(self):
         """Weight-memory word fields ``(wgt_words, cols)`` in load order: tile by tile
-        ``(nb, ky, kx, cb)``, each tile's rows bottom (row ``rows - 1``) first."""
+        ``(nb, ky, kx, cb)``, each tile's rows top (row 0) first."""
         g, cfg = self.geom, self.cfg
         zero_code = sum(codes.zero_field(cfg.wbits) << (t * cfg.wbits) for t in range(cfg.terms))
         full = np.full((self.nb * cfg.cols, self.cb * cfg.rows, g.kh, g.kw), zero_code, dtype=np.int64)
         full[: g.out_c, : g.in_c] = self.weight_codes()
-        # (NB, cols, CB, rows, kh, kw) -> (NB, kh, kw, CB, rows reversed, cols)
+        # (NB, cols, CB, rows, kh, kw) -> (NB, kh, kw, CB, rows, cols)
         t = full.reshape(self.nb, cfg.cols, self.cb, cfg.rows, g.kh, g.kw).transpose(0, 4, 5, 2, 3, 1)
-        return t[:, :, :, :, ::-1, :].reshape(-1, cfg.cols)
+        return t.reshape(-1, cfg.cols)
 
     def par_image(self):
         """Parameter fields ``(NB, cols)`` of bias and requantiser shift (right shifts

@@ -15,12 +15,12 @@ def run_array(cfg, w_codes, a, s):
     cycles = [0]
 
     async def bench(ctx):
-        ctx.set(dut.w_shift, 1)
-        for k in reversed(range(cfg.rows)):
+        for k in range(cfg.rows):  # one row a cycle, row 0 first
+            ctx.set(dut.w_load, int(k == 0))
             for n in range(cfg.cols):
                 ctx.set(dut.w_in[n], int(w_codes[k, n]))
             await ctx.tick()
-        ctx.set(dut.w_shift, 0)
+        ctx.set(dut.w_load, 0)
         ctx.set(dut.en, 1)
         i = 0
         while len(out) < len(a):

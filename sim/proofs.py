@@ -299,19 +299,20 @@ class RequantizerProof(Proof):
 class ArrayProof(Proof):
     """:class:`~hw.array.SystolicArray` as the layer engine uses it (partial sums of
     ``dot_bits``, ``s_in`` zero): every ``s_valid`` result is the dot product (modulo
-    ``2**dot_bits``; :class:`AccumulatorProof` shows the exact sum fits) of the activation vector given :attr:`~hw.array.SystolicArray.latency` cycles
-    with ``en`` high before and the weights loaded, and ``s_valid`` is ``valid`` as late.
+    ``2**dot_bits``; :class:`AccumulatorProof` shows the exact sum fits) of the activation
+    vector given :attr:`~hw.array.SystolicArray.latency` cycles with ``en`` high before and
+    the weights each row held as the vector passed it, and ``s_valid`` is ``valid`` as late.
 
-    ``en``, ``valid``, the activations and the weight loads are free every cycle: stalls of
-    any length, any weight codes loaded at any time, except while a valid vector or its
-    result is inside (the component's rule: load only while the array is empty).  Proven
-    by induction over any number of cycles.
+    ``en``, ``valid``, the activations and the weight loads (``w_load``, ``w_in``) are free
+    every cycle: stalls of any length, any weight codes loaded at any time, also while
+    vectors are inside, as the engine loads the next pass's weights behind the last
+    vectors of the current one.  Proven by induction over any number of cycles.
 
     The induction states what every register holds (the ports show too little of it): the
     skew and deskew registers, each PE's activation, pipeline register and partial sum, as
     the array's documented schedule places each vector (row ``k`` delayed ``k`` cycles,
-    column ``n`` ``n`` more, one more with the pipeline); a partial sum only for a valid
-    vector, since an invalid one may have met weights loaded since.
+    column ``n`` ``n`` more, one more with the pipeline); the weight-load chain and each PE's
+    weight; a partial sum only for a valid vector.
 
     ``column``: check that column only (its PEs, and the activations passing the ones to
     its left), a smaller problem; one job per column covers the array.
@@ -344,37 +345,44 @@ class ArrayProof(Proof):
         m.submodules.array = fragment
         inside = internal_signals(fragment)
         en = Signal(name="en")
-        m.d.comb += [en.eq(AnySeq(1)), array.en.eq(en), array.valid.eq(AnySeq(1)), array.w_shift.eq(AnySeq(1)),
+        m.d.comb += [en.eq(AnySeq(1)), array.en.eq(en), array.valid.eq(AnySeq(1)), array.w_load.eq(AnySeq(1)),
                      array.a.as_value().eq(AnySeq(len(array.a.as_value()))),
                      array.w_in.as_value().eq(AnySeq(len(array.w_in.as_value()))),
                      array.s_in.as_value().eq(0)]
 
-        # the weights as the chain holds them: row 0 takes w_in, each row the one above
+        # the weights as the rows take them: row k the codes on w_in k cycles after w_load
+        load_hist = delayed(m, array.w_load, cfg.rows - 1, 1, name="load_hist")
+        writes = [array.w_load] + load_hist
         weights = [[Signal(cfg.code_bits, name=f"w_{k}_{n}") for n in range(cfg.cols)] for k in range(cfg.rows)]
-        with m.If(array.w_shift):
-            for n in range(cfg.cols):
-                m.d.sync += weights[0][n].eq(array.w_in[n])
-                for k in range(1, cfg.rows):
-                    m.d.sync += weights[k][n].eq(weights[k - 1][n])
+        for k in range(cfg.rows):
+            with m.If(writes[k]):
+                m.d.sync += [weights[k][n].eq(array.w_in[n]) for n in range(cfg.cols)]
 
         # the vectors in flight, by age: index i entered i + 1 cycles (with en high) ago; with
-        # each, its products with the weights, taken as it entered
+        # each, its product with PE (k, n)'s weight, taken in the cycle it reaches the PE:
+        # index i of p_hist[k, n] is the vector of age k + n + i
         a_hist = [delayed(m, array.a[k], latency, en, name=f"a_hist_{k}") for k in range(cfg.rows)]
         valid_hist = delayed(m, array.valid, latency, en, name="valid_hist")
-        m.d.comb += Assume(~(array.w_shift & Cat(array.valid, *valid_hist).any()))
-        p_hist = {(k, n): delayed(m, product_expr(array.a[k], weights[k][n], cfg), latency, en, name=f"p_hist_{k}_{n}")
+
+        def at_pe(k, n):  # the activation reaching PE (k, n) now
+            return array.a[k] if k + n == 0 else a_hist[k][k + n - 1]
+
+        p_hist = {(k, n): delayed(m, product_expr(at_pe(k, n), weights[k][n], cfg), latency - k - n, en,
+                                  name=f"p_hist_{k}_{n}")
                   for k in range(cfg.rows) for n in self.columns}
 
         def dot(n, age, rows):
-            """Column ``n``'s sum of the products over ``rows`` of the vector of that age, modulo
-            ``2**dot_bits`` as the array's registers hold it (the widths proof shows the exact
-            sum fits)."""
-            return sum(p_hist[k, n][age] for k in rows)[:cfg.dot_bits].as_signed()
+            """Column ``n``'s sum over ``rows`` of the products of the vector of that age,
+            modulo ``2**dot_bits`` as the array's registers hold it (the widths proof shows
+            the exact sum fits)."""
+            return sum(p_hist[k, n][age - k - n] for k in rows)[:cfg.dot_bits].as_signed()
 
         # what every register holds, by the schedule (hw/array.py).  Each step of the
         # induction then compares one PE's addend with one product, both of the same cycle.
         for i in range(latency):
             m.d.comb += Assert(inside[f"valid_d{i}"] == valid_hist[i])
+        for k in range(1, cfg.rows):
+            m.d.comb += Assert(inside[f"w_load_{k}_d0"] == load_hist[k - 1])
         for k in range(cfg.rows):
             for i in range(k):
                 m.d.comb += Assert(inside[f"a_skew_{k}_d{i}"] == a_hist[k][i])
@@ -383,15 +391,12 @@ class ArrayProof(Proof):
                 m.d.comb += Assert(inside[f"s_skew_{n}_d{i}"] == 0)
             for k in range(cfg.rows):
                 m.d.comb += Assert(inside[f"pe_{k}_{n}_code"] == weights[k][n], "PE (k, n) holds the weight loaded")
-                for age in range(latency):
-                    with m.If(valid_hist[age]):
-                        m.d.comb += Assert(p_hist[k, n][age] == product_expr(a_hist[k][age], weights[k][n], cfg))
                 for c in range(n + 1):  # the activations of row k pass the PEs left of n
                     m.d.comb += Assert(inside[f"pe_{k}_{c}_a"] == a_hist[k][k + c])
                 if p:
                     held = sum(inside[f"pe_{k}_{n}_p{t}"] + inside[f"pe_{k}_{n}_c{t}"] for t in range(cfg.terms))
                     with m.If(valid_hist[k + n]):
-                        m.d.comb += Assert(held == p_hist[k, n][k + n])
+                        m.d.comb += Assert(held == p_hist[k, n][0])
                 with m.If(valid_hist[k + n + p]):
                     m.d.comb += Assert(inside[f"pe_{k}_{n}_acc"] == dot(n, k + n + p, range(k + 1)))
             bottom = cfg.rows - 1 + n + p
@@ -411,42 +416,43 @@ class ArrayProof(Proof):
                 seen = Signal.like(inside[f"pe_{k}_{n}_acc"], name=f"seen_pe_{k}_{n}_acc")
                 m.d.comb += seen.eq(inside[f"pe_{k}_{n}_acc"])
                 self.probe(seen)
+                # what row k added to the vector of each age, as it passed
+                for i, v in enumerate(p_hist[k, n]):
+                    self.probe(v)
         self.probe(array.s_valid)
         for n in self.columns:
             for k in range(cfg.rows):
                 self.probe(weights[k][n])
-            # the contract: the vector's activations times the weights' values, summed
+            # the contract: the vector's activations times the weights its rows held, summed
             want = Signal(signed(cfg.dot_bits), name=f"want_{n}")
-            m.d.comb += want.eq(sum(product_expr(a_hist[k][-1], weights[k][n], cfg) for k in range(cfg.rows)))
+            m.d.comb += want.eq(sum(p_hist[k, n][latency - 1 - k - n] for k in range(cfg.rows)))
             got = Signal(signed(cfg.dot_bits), name=f"got_{n}")
             m.d.comb += got.eq(array.s_out[n])
             self.probe(want), self.probe(got)
             with m.If(array.s_valid):
-                m.d.comb += [Assert(got == dot(n, latency - 1, range(cfg.rows))),
-                             Assert(got == want, "a result is the dot product of its vector and the weights")]
+                m.d.comb += Assert(got == want, "a result is the dot product of its vector and the weights")
         return m
 
     def explain(self, v):
         cfg, L = self.cfg, self.cfg.latency
         acts = [v[f"a_hist_{k}_{L - 1}"] for k in range(cfg.rows)]
         for n in self.columns:
-            ws = [weight_of(v[f"w_{k}_{n}"], cfg) for k in range(cfg.rows)]
-            want = wrap(sum(a * w for a, w in zip(acts, ws)), cfg.dot_bits)
+            # each row's addend as the vector passed it (the product with the weight then held)
+            adds = [v[f"p_hist_{k}_{n}_{L - 1 - k - n}"] for k in range(cfg.rows)]
+            want = wrap(sum(adds), cfg.dot_bits)
             if v["s_valid"] and v[f"got_{n}"] != want:
-                terms = " + ".join(f"{a} * [{describe_code(v[f'w_{k}_{n}'], cfg)}]" for k, a in enumerate(acts))
-                return (f"column {n}: activation codes {acts} entered {L} cycles before; "
-                        f"expected {terms} = {want}, got {v[f'got_{n}']}")
+                return (f"column {n}: activation codes {acts} entered {L} cycles before; the rows added "
+                        f"{adds} as it passed, {want} in all, got {v[f'got_{n}']}")
         for n in self.columns:
             for k in range(cfg.rows):
                 age = k + n + cfg.pipeline_stages
                 if not v[f"valid_hist_{age}"]:
                     continue
-                acts = [v[f"a_hist_{j}_{age}"] for j in range(k + 1)]
-                want = wrap(sum(a * weight_of(v[f"w_{j}_{n}"], cfg) for j, a in enumerate(acts)), cfg.dot_bits)
+                adds = [v[f"p_hist_{j}_{n}_{age - j - n}"] for j in range(k + 1)]
+                want = wrap(sum(adds), cfg.dot_bits)
                 if v[f"seen_pe_{k}_{n}_acc"] != want:
-                    terms = " + ".join(f"{a} * [{describe_code(v[f'w_{j}_{n}'], cfg)}]" for j, a in enumerate(acts))
                     return (f"PE ({k}, {n}): the partial sum of the vector that entered {age + 1} cycles before "
-                            f"should be {terms} = {want}, it holds {v[f'seen_pe_{k}_{n}_acc']}")
+                            f"should be {' + '.join(map(str, adds))} = {want}, it holds {v[f'seen_pe_{k}_{n}_acc']}")
         return (f"s_valid {v['s_valid']}, or a register inside (see the failed assertion): "
                 f"the schedule of {L} cycles does not hold")
 

@@ -141,17 +141,17 @@ class PETestbench(Testbench):
 class ArrayTestbench(Testbench):
     """Drives :class:`hw.array.SystolicArray` with idle cycles and stalls, monitors its results."""
 
-    INPUTS = ("en", "valid", "a", "s_in", "w_shift", "w_in")
+    INPUTS = ("en", "valid", "a", "s_in", "w_load", "w_in")
 
     async def load_weights(self, w_codes):
-        """``w_codes`` ``(rows, cols)``: shift them in, bottom row first."""
+        """``w_codes`` ``(rows, cols)``: one row a cycle, row 0 first, with ``w_load`` on row 0's."""
         cfg = self.cfg
         self.dut.en.value = 0
-        self.dut.w_shift.value = 1
-        for k in reversed(range(cfg.rows)):
+        for k in range(cfg.rows):
+            self.dut.w_load.value = int(k == 0)
             self.dut.w_in.value = codes.pack(w_codes[k], cfg.code_bits)[0]
             await self.step()
-        self.dut.w_shift.value = 0
+        self.dut.w_load.value = 0
 
     async def run(self, a, s, rng, *, p_idle=0.0, p_stall=0.0):
         """Stream vectors ``a`` ``(N, rows)`` with partial sums ``s`` ``(N, cols)``; idle

@@ -35,6 +35,15 @@ def test_random_layers(pipeline):
     simulate(cfg, "engine", "sim.cocotb_engine", "random_layers", {"random": RANDOM})
 
 
+@pytest.mark.parametrize("rows, cols, bram_reg", [(5, 1, False), (2, 4, True)])
+def test_random_layers_on_tall_and_wide_arrays(rows, cols, bram_reg):
+    """The passes of a block overlap by ``pass_gap`` cycles, which ``cols``, ``bram_reg`` or the
+    partial-sum hazard sets, or by ``rows`` when the weight loads are the longer: a one-column
+    array (gap set by the partial sums) and a two-row array with more columns than rows."""
+    cfg = HwConfig(**{**SMALL.to_dict(), "rows": rows, "cols": cols, "bram_reg": bram_reg})
+    simulate(cfg, "engine", "sim.cocotb_engine", "random_layers", {"random": RANDOM})
+
+
 def test_accumulator_worst_case_at_the_deepest_fan_in():
     """All activations at the maximum and every weight term at the largest shift with one sign,
     the bias at its bound with the same sign, over exactly ``max_fan_in`` inputs: the sum
