@@ -205,8 +205,9 @@ def read_vcd_end(path):
 def read_vcd_steps(path):
     """``[{name: int}]``: the top scope's signals at each step of the trace, in order (each
     step holds every value, changed or not; ``x`` as 0).  smtbmc writes step ``i`` at time
-    ``10 * i`` and the clock's falling edge at ``10 * i + 5``; only the steps are kept."""
-    return [values for time, values in _read_vcd(path) if time % 10 == 0]
+    ``10 * i`` and the clock's falling edge at ``10 * i + 5``, and closes the trace with one
+    more rising edge after the last step; only the steps are kept."""
+    return [values for time, values in _read_vcd(path)[:-1] if time % 10 == 0]
 
 
 def _read_vcd(path):

@@ -18,7 +18,7 @@ from hw import link as link_module
 from hw import pe as pe_module
 from hw.link import HostLink
 from hw.pe import ShiftPE
-from sim import formal, proofs, protocol_proof
+from sim import formal, proofs, protocol_proof, sby
 
 RANDOM = proofs.random_configs(20)
 #: the random designs whose arrays the quick suite proves: the smallest few (every one is
@@ -152,8 +152,8 @@ def test_the_command_prints_the_table(tmp_path, capsys):
     formal.main(["--configs", "random", "--random", "1", "--blocks", "pe,requantizer,protocol", "--out", str(tmp_path)])
     out = capsys.readouterr().out
     assert "| block | config | mode | result | seconds |" in out
-    assert "| pe | random 0: " in out and "| pass |" in out and "3 of 3 proven" in out
-    assert "| protocol | random 0: link " in out
+    assert "| pe | random 0: " in out and "| pass |" in out and "4 of 4 proven" in out
+    assert "| protocol | random 0: link " in out and "| cover 19 | pass |" in out
     assert (tmp_path / "results.md").is_file() and (tmp_path / "results.json").is_file()
     job = next(tmp_path.glob("pe-random-0*"))
     assert {"design.il", "job.sby", "run.sh"} <= {p.name for p in job.iterdir()}
@@ -184,11 +184,20 @@ def test_the_crc_spec_is_core_protocol():
 
 
 def test_the_links_frame_check_is_proven(tmp_path):
-    """The demo's and MNIST's links and a small random one, by induction: for every frame."""
+    """The demo's and MNIST's links and a small random one, by induction: for every frame;
+    and the small one does start the engine, on a frame core.protocol calls good."""
     jobs = protocol_proof.protocol_jobs(["demo", "mnist", "random"], random_count=1, seed=0)
     results = run(jobs, tmp_path)
-    assert [r.mode for r in results] == ["prove"] * 3
+    assert [r.mode for r in results] == ["prove"] * 3 + ["cover"]
     assert all(r.passed for r in results), report(results)
+    reach, lc = results[-1], jobs[-1][1].cfg
+    [trace] = (reach.folder / "job").glob("engine_*/trace*.vcd")
+    steps = sby.read_vcd_steps(trace)
+    assert steps[-1]["start"] == 1 and len(steps) == protocol_proof.first_start(lc)
+    line = bytes(s["byte_data"] for s in steps if s["byte_valid"])
+    [frame] = P.FrameDecoder().feed(line[line.index(P.SYNC):])
+    assert frame.crc_ok and frame.type == P.CLASSIFY and len(frame.payload) == lc.n_inputs
+    assert max(frame.payload) < 2**lc.input_bits
 
 
 def test_a_link_with_one_crc_bit_unchecked_fails_with_a_counterexample(tmp_path):
