@@ -44,6 +44,12 @@ def crc8_step(crc, byte):
     return Cat(*bits)
 
 
+def crc_matches(crc_after):
+    """The receiver's CRC check: the CRC-8 run over a frame's bytes after ``SYNC``, its CRC
+    byte included, is 0 (:func:`core.protocol.crc8`)."""
+    return crc_after == 0
+
+
 class HostLink(wiring.Component):
     """UART frames in, the network core run, UART frames out.
 
@@ -233,7 +239,7 @@ class HostLink(wiring.Component):
                                         m.d.sync += overrun.eq(1)
                             with m.Else():  # the verdict, first failure wins
                                 code = Signal(3)
-                                with m.If(crc_next != 0):
+                                with m.If(~crc_matches(crc_next)):
                                     m.d.comb += code.eq(P.BAD_CHECKSUM)
                                 with m.Elif(~is_classify & ~is_info):
                                     m.d.comb += code.eq(P.UNKNOWN_TYPE)

@@ -1,4 +1,4 @@
-"""``python -m sim.formal``: prove the PE, requantiser, array and accumulator widths against the integer contract with SymbiYosys."""
+"""``python -m sim.formal``: prove the datapath against the integer contract and the host link against the protocol (SymbiYosys)."""
 
 import json
 import pathlib
@@ -10,7 +10,12 @@ from core.errors import UserError, cli_main
 from core.fileio import write_atomic
 from hw.plan import design_config
 
-from . import proofs
+from . import proofs, protocol_proof
+
+#: Every block ``--blocks`` takes: the datapath's (:data:`sim.proofs.BLOCKS`, proven per
+#: HwConfig) and the host link's frame check (:mod:`sim.protocol_proof`, per network).
+BLOCKS = (*proofs.BLOCKS, protocol_proof.ProtocolProof.block)
+DEFAULT_BLOCKS = (*proofs.DEFAULT_BLOCKS, protocol_proof.ProtocolProof.block)
 
 
 def parse_list(text, known, what):
@@ -55,9 +60,9 @@ def main(argv=None):
                "  python -m sim.formal --artifact runs/demo-pow2/artifact.npz --configs random --random 0")
     parser.add_argument("--configs", default="demo,mnist,random",
                         help="designs to prove: demo, mnist (the built-in CNN's fitted designs), random (default: all)")
-    parser.add_argument("--blocks", default=",".join(proofs.DEFAULT_BLOCKS),
-                        help=f"blocks to prove, from {', '.join(proofs.BLOCKS)} (default: "
-                             f"{','.join(proofs.DEFAULT_BLOCKS)})")
+    parser.add_argument("--blocks", default=",".join(DEFAULT_BLOCKS),
+                        help=f"blocks to prove, from {', '.join(BLOCKS)} (default: {','.join(DEFAULT_BLOCKS)}); "
+                             "protocol is proven for the demo's, MNIST's and --random random links")
     parser.add_argument("--random", type=int, default=20, help="random small designs (default: 20)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random designs (default: 0)")
     parser.add_argument("--artifact", help="also prove the design hw.plan fits to this artifact")
@@ -68,13 +73,16 @@ def main(argv=None):
     parser.add_argument("--out", default="build/formal", help="job folders and results (default: build/formal)")
     args = parser.parse_args(argv)
     names = parse_list(args.configs, ("demo", "mnist", "random"), "config")
-    blocks = parse_list(args.blocks, tuple(proofs.BLOCKS), "block")
+    blocks = parse_list(args.blocks, BLOCKS, "block")
     if args.random < 0 or args.jobs < 1 or args.timeout <= 0:
         raise UserError("--random must be >= 0, --jobs >= 1 and --timeout > 0")
     configs = configurations(names, random_count=args.random, seed=args.seed, artifact=args.artifact,
                              board=args.board)
     out = pathlib.Path(args.out)
-    jobs = proofs.jobs_for(configs, blocks)
+    link_block = protocol_proof.ProtocolProof.block
+    jobs = proofs.jobs_for(configs, [b for b in blocks if b != link_block])
+    if link_block in blocks:
+        jobs += protocol_proof.protocol_jobs(names, random_count=args.random, seed=args.seed)
     print(f"{len(jobs)} jobs, {args.jobs} at a time, in {out}", flush=True)
 
     def progress(r):

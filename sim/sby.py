@@ -142,12 +142,18 @@ def run_job(proof, folder, *, config="", timeout=None):
     basecase = [t for t in traces if "induct" not in t.name]
     if verdict == "FAIL" and basecase:
         result.status, result.trace = "FAIL", basecase[0]
-        values = read_vcd_end(result.trace)
-        known = {name: _signed(values[name], sig) for name, sig in proof.probes.items() if name in values}
-        missing = sorted(set(proof.probes) - set(known))
+        # a harness reads the last step (``explain``) or, with ``explain_trace``, every step
+        explain_trace = getattr(proof, "explain_trace", None)
+        steps = read_vcd_steps(result.trace) if explain_trace else [read_vcd_end(result.trace)]
+        steps = [{name: _signed(values[name], sig) for name, sig in proof.probes.items() if name in values}
+                 for values in steps]
+        missing = sorted(set(proof.probes) - set(steps[-1]))
         try:
-            result.detail = proof.explain(known) if not missing else f"probes missing from the trace: {missing}"
-        except (KeyError, ValueError) as exc:  # a harness that cannot read its own trace says so
+            if missing:
+                result.detail = f"probes missing from the trace: {missing}"
+            else:
+                result.detail = explain_trace(steps) if explain_trace else proof.explain(steps[-1])
+        except (KeyError, ValueError, IndexError) as exc:  # a harness that cannot read its own trace says so
             result.detail = f"could not read the counterexample ({exc!r})"
         if failed:
             result.detail += f" [{failed[0]}]"
@@ -193,23 +199,38 @@ def run_jobs(jobs, out, *, workers=2, timeout=None, progress=None):
 
 def read_vcd_end(path):
     """``{name: int}`` of the top scope's signals at the trace's last time step (``x`` as 0)."""
-    ids, values, depth = {}, {}, 0
+    return _read_vcd(path)[-1][1]
+
+
+def read_vcd_steps(path):
+    """``[{name: int}]``: the top scope's signals at each step of the trace, in order (each
+    step holds every value, changed or not; ``x`` as 0).  smtbmc writes step ``i`` at time
+    ``10 * i`` and the clock's falling edge at ``10 * i + 5``, and closes the trace with one
+    more rising edge after the last step; only the steps are kept."""
+    return [values for time, values in _read_vcd(path)[:-1] if time % 10 == 0]
+
+
+def _read_vcd(path):
+    """``[(time, {name: int})]``: the top scope's signals as they stand at each time of the
+    trace (``x`` as 0)."""
+    ids, depth, snapshots, values, time = {}, 0, [], {}, 0
     with open(path) as f:
         tokens = iter(f.read().split())
     for tok in tokens:
         if tok == "$scope":
             depth += 1
             next(tokens), next(tokens)
-            continue
-        if tok == "$upscope":
+        elif tok == "$upscope":
             depth -= 1
-            continue
-        if tok == "$var":
+        elif tok == "$var":
             _kind, _width, ident, name = next(tokens), next(tokens), next(tokens), next(tokens)
             if depth == 1:
                 ids.setdefault(ident, []).append(name.lstrip("\\"))
-            continue
-        if tok[0] in "bB":
+        elif tok[0] == "#":
+            if values:
+                snapshots.append((time, dict(values)))
+            time = int(tok[1:])
+        elif tok[0] in "bB":
             ident = next(tokens)
             if ident in ids:
                 bits = tok[1:].replace("x", "0").replace("z", "0")
@@ -218,7 +239,8 @@ def read_vcd_end(path):
         elif tok[0] in "01xz" and tok[1:] in ids:
             for name in ids[tok[1:]]:
                 values[name] = 1 if tok[0] == "1" else 0
-    return values
+    snapshots.append((time, dict(values)))
+    return snapshots
 
 
 def _kill_tree(pid):

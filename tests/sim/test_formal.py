@@ -1,5 +1,6 @@
-"""Formal proofs (sim.proofs, sim.sby, python -m sim.formal): the contract's logic equals core.arith,
-small designs are proven, a broken PE is caught with a counterexample, the planner refuses the next fan-in."""
+"""Formal proofs (sim.proofs, sim.protocol_proof, sim.sby, python -m sim.formal): the contract's logic equals
+core.arith, small designs are proven, a broken PE is caught with a counterexample, the planner refuses the next
+fan-in; the host link's frame check is proven and a link with one CRC bit unchecked is caught."""
 
 import itertools
 from unittest import mock
@@ -10,11 +11,14 @@ from amaranth.hdl import Module, Signal, signed
 from amaranth.sim import Simulator
 
 from core import arith
+from core import protocol as P
 from core.hwconfig import HwConfig
 from hw import array as array_module
+from hw import link as link_module
 from hw import pe as pe_module
+from hw.link import HostLink
 from hw.pe import ShiftPE
-from sim import formal, proofs
+from sim import formal, proofs, protocol_proof, sby
 
 RANDOM = proofs.random_configs(20)
 #: the random designs whose arrays the quick suite proves: the smallest few (every one is
@@ -145,10 +149,11 @@ def test_the_network_configs_are_the_planners():
 
 
 def test_the_command_prints_the_table(tmp_path, capsys):
-    formal.main(["--configs", "random", "--random", "1", "--blocks", "pe,requantizer", "--out", str(tmp_path)])
+    formal.main(["--configs", "random", "--random", "1", "--blocks", "pe,requantizer,protocol", "--out", str(tmp_path)])
     out = capsys.readouterr().out
     assert "| block | config | mode | result | seconds |" in out
-    assert "| pe | random 0: " in out and "| pass |" in out and "2 of 2 proven" in out
+    assert "| pe | random 0: " in out and "| pass |" in out and "4 of 4 proven" in out
+    assert "| protocol | random 0: link " in out and "| cover 19 | pass |" in out
     assert (tmp_path / "results.md").is_file() and (tmp_path / "results.json").is_file()
     job = next(tmp_path.glob("pe-random-0*"))
     assert {"design.il", "job.sby", "run.sh"} <= {p.name for p in job.iterdir()}
@@ -158,6 +163,62 @@ def test_the_command_refuses_an_unknown_block(capsys):
     with pytest.raises(SystemExit) as exc:
         formal.main(["--blocks", "pe,alu"])
     assert exc.value.code == 2 and "unknown block alu" in capsys.readouterr().err
+
+
+# --- the host link's frame check --------------------------------------------------------------
+
+class CrcBitDroppedLink(HostLink):
+    """A HostLink whose CRC check ignores bit 0 of the CRC residue: a frame whose CRC is off
+    by exactly that bit passes."""
+
+    def elaborate(self, platform):
+        with mock.patch.object(link_module, "crc_matches", lambda crc_after: crc_after[1:] == 0):
+            return super().elaborate(platform)
+
+
+def test_the_crc_spec_is_core_protocol():
+    """The shadow's CRC step, written from the polynomial, is core.protocol.crc8's table step."""
+    cases = list(itertools.product(range(256), (0x00, 0x5A, 0xA5)))
+    got = evaluate(lambda m, crc, byte: protocol_proof.crc8_spec(crc, byte), ((8, 8), cases))
+    assert got == [P.crc8(bytes([byte]), crc) for crc, byte in cases]
+
+
+def test_the_links_frame_check_is_proven(tmp_path):
+    """The demo's and MNIST's links and a small random one, by induction: for every frame;
+    and the small one does start the engine, on a frame core.protocol calls good."""
+    jobs = protocol_proof.protocol_jobs(["demo", "mnist", "random"], random_count=1, seed=0)
+    results = run(jobs, tmp_path)
+    assert [r.mode for r in results] == ["prove"] * 3 + ["cover"]
+    assert all(r.passed for r in results), report(results)
+    reach, lc = results[-1], jobs[-1][1].cfg
+    [trace] = (reach.folder / "job").glob("engine_*/trace*.vcd")
+    steps = sby.read_vcd_steps(trace)
+    assert steps[-1]["start"] == 1 and len(steps) == protocol_proof.first_start(lc)
+    line = bytes(s["byte_data"] for s in steps if s["byte_valid"])
+    [frame] = P.FrameDecoder().feed(line[line.index(P.SYNC):])
+    assert frame.crc_ok and frame.type == P.CLASSIFY and len(frame.payload) == lc.n_inputs
+    assert max(frame.payload) < 2**lc.input_bits
+
+
+def test_a_link_with_one_crc_bit_unchecked_fails_with_a_counterexample(tmp_path):
+    lc = protocol_proof.LinkConfig(input_shape=(1, 1, 2), input_bits=4, num_classes=3, logit_bits=8)
+    proof = protocol_proof.ProtocolProof(lc, depth=protocol_proof.first_start(lc),
+                                         make_link=lambda lc: CrcBitDroppedLink(
+                                             n_inputs=lc.n_inputs, input_bits=lc.input_bits,
+                                             num_classes=lc.num_classes, logit_bits=lc.logit_bits,
+                                             model_id=0, input_shape=lc.input_shape, clocks_per_bit=4))
+    [result] = run([("broken", proof)], tmp_path)
+    assert result.status == "FAIL" and result.trace.is_file(), report([result])
+    # in the protocol's terms: the frame's bytes, the CRC expected and the one received
+    detail = result.detail
+    assert "start the engine" in detail and " on frame a5 " in detail, detail
+    frame = bytes.fromhex(detail.split(" on frame ")[1].split(":")[0])
+    expected = int(detail.split("expected CRC ")[1].split()[0], 16)
+    received = int(detail.split("received ")[1].split(";")[0], 16)
+    assert frame[-1] == received and expected == P.crc8(frame[1:-1]) != received
+    # the one frame such a link lets through: CLASSIFY, LEN right, a residue of exactly bit 0
+    assert frame[1] == P.CLASSIFY and frame[2] | frame[3] << 8 == lc.n_inputs == len(frame) - 5
+    assert P.crc8(frame[1:]) == 0x01
 
 
 @pytest.mark.slow
