@@ -77,6 +77,11 @@ class TrainConfig:
     ptq_bias_correction: bool = field(default=True, metadata={
         "help": "ptq: correct each bias for the expected error of its quantised weights (DFQ; "
                 "input means from BatchNorm)"})
+    ptq_clusters: int = field(default=0, metadata={
+        "help": "ptq: Nayak et al.'s object-class clustering: group the classes into this many clusters by "
+                "their classifier weights (no data) and also report the accuracy at the cluster level (0: off)"})
+    ptq_class_clusters: list = field(default=None, metadata={
+        "cli": False, "help": "ptq: the cluster of each class (set by --ptq-clusters)"})
     seed: int = field(default=0, metadata={"help": "seed for initialisation and shuffling"})
     init_from: str = field(default=None, metadata={"help": "run directory (or checkpoint) to start from, e.g. a float run"})
     golden: int = field(default=32, metadata={"help": "test images whose every layer output goes into the artifact"})
