@@ -16,6 +16,10 @@ float network's BatchNorm: a hidden layer's pre-activation in channel ``i`` is m
 The network's weight quantisers then hold only ``e0``; the codes are the greedy power-of-two
 sums of the (equalised) float weights in that window, the same function in the forward pass
 and in the export.
+
+With ``--ptq-clusters K`` the classes are also grouped by their classifier rows
+(:func:`class_clusters`, Nayak et al.'s object-class clustering as we read it) and the run
+reports its accuracy at the cluster level; the network itself is unchanged.
 """
 
 import dataclasses
