@@ -6,7 +6,10 @@ temperature ``T`` mixed with the labels; the forward uses the quantised weights 
 gradient updates the full-precision ones.  Differentiable quantisation (``--learn-points``):
 the quantisation points themselves are parameters; a weight mapped to point ``p_j`` passes
 its gradient, times its scale, to ``p_j``.  The hardware runs the points as greedy sums of
-``terms`` powers of two, so that mapping is inside the forward pass.
+``terms`` powers of two, so that mapping is inside the forward pass.  The points start at the
+window's powers of two or at the weights' quantiles (``--points-init``), and
+``--redistribute-bits`` shares the code bits across layers by gradient norm (the authors' rule),
+within the hardware's 2- to 5-bit codes.
 """
 
 import torch
