@@ -2,7 +2,7 @@
 on digits and MNIST, at equal hardware cost per table, 3 seeds each: ``docs/results.md`` and a plot.
 
 Per dataset and seed one float run (``--float-epochs``) is the starting point of every method's
-run of that seed, and a float CNN twice as wide is the teacher of ``distill``.  Each method then
+run of that seed, and also ``distill``'s teacher (its default; docs/methods.md).  Each method then
 trains the epochs its source prescribes (:data:`EPOCHS`: ``dbs`` the source's 15-epoch schedule,
 every other method ``--epochs``; ``ptq`` none).  "Weight-only" means 8-bit activations: the
 hardware has no float activations, and 8 bits is its widest.
@@ -50,8 +50,6 @@ TERMS = {"apot": 2}
 EPOCHS = {"dbs": 15}
 #: weight bits a method is compared at (TTQ is ternary: its code width only limits its scales)
 ONLY_WBITS = {"ttq": (2,)}
-#: the teacher of ``distill``: a float CNN twice as wide as the student (channels)
-TEACHER_CHANNELS = [32, 64]
 #: the plot's accuracy axis spans this many points below float; lower results sit on its edge, labelled
 WINDOW = 12
 #: what the README's shared data folder is called, relative to the project
@@ -64,16 +62,16 @@ def method_epochs(method, args):
     return args.epochs if args.quick else EPOCHS.get(method, args.epochs)
 
 
-def run_config(data, data_dir, method, wbits, abits, epochs, out, init_from=None, seed=0, teacher=None):
+def run_config(data, data_dir, method, wbits, abits, epochs, out, init_from=None, seed=0):
     return TrainConfig(data=data, data_dir=data_dir, model="cnn", method=method, wbits=wbits, abits=abits,
                        terms=TERMS.get(method, 1), epochs=epochs, init_from=init_from, golden=8, seed=seed,
-                       teacher=teacher, out=str(out)).validate()
+                       out=str(out)).validate()
 
 
 def plan(args):
     """``(float_configs, method_configs)`` for the datasets, seeds, methods and bits asked for.
 
-    The float configs are each dataset's float start and ``distill``'s wider teacher, per seed."""
+    The float configs are each dataset's float start per seed (also ``distill``'s teacher)."""
     floats, rows = [], []
     for data in args.datasets:
         data_dir = str(args.data_dir) if data == "mnist" else None
@@ -81,13 +79,6 @@ def plan(args):
         for seed in args.seeds:
             fcfg = TrainConfig(data=data, data_dir=data_dir, model="cnn", method="float", epochs=args.float_epochs,
                                seed=seed, out=str(base / f"float-s{seed}")).validate()
-            teacher = None
-            if "distill" in args.methods:
-                tcfg = TrainConfig(data=data, data_dir=data_dir, model="cnn", channels=list(TEACHER_CHANNELS),
-                                   method="float", epochs=args.float_epochs, seed=seed,
-                                   out=str(base / f"teacher-s{seed}")).validate()
-                floats.append(tcfg)
-                teacher = tcfg.out
             floats.append(fcfg)
             for method in args.methods:
                 only = ONLY_WBITS.get(method) or method_class(method).wbits_only
@@ -97,8 +88,7 @@ def plan(args):
                     for abits in args.abits:
                         out = base / f"{method}-w{wbits}a{abits}-s{seed}"
                         rows.append(run_config(data, data_dir, method, wbits, abits, method_epochs(method, args), out,
-                                               init_from=fcfg.out, seed=seed,
-                                               teacher=teacher if method == "distill" else None))
+                                               init_from=fcfg.out, seed=seed))
     return floats, rows
 
 
@@ -250,9 +240,8 @@ def write_doc(args, rows, extra_sections):
     lines = ["# Quantisation methods compared", "",
              f"Written by `python bench/methods.py{' --quick' if args.quick else ''}` (do not edit by hand).  "
              f"Model: the small CNN (`quant/models.py`, channels 16/32).  Per dataset and seed ({seeds}) one float "
-             f"run of {args.float_epochs} epochs is the starting point of every method, and a float CNN of "
-             f"channels {'/'.join(map(str, TEACHER_CHANNELS))} ({args.float_epochs} epochs, same seed) is the "
-             f"teacher of `distill`.  Each method then trains {args.epochs} epoch{'s' if args.epochs != 1 else ''}"
+             f"run of {args.float_epochs} epochs is the starting point of every method, and the teacher of "
+             f"`distill`.  Each method then trains {args.epochs} epoch{'s' if args.epochs != 1 else ''}"
              + (f", except {budget} (the schedule its source prescribes)" if budget else "")
              + "; `ptq` trains none (Adam, cosine schedule, batch 64; INQ restarts it at each of its stages).  "
              "The integer model is the exported artifact run by the integer reference (`core/reference.py`) "

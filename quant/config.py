@@ -48,11 +48,19 @@ class TrainConfig:
     teacher: str = field(default=None, metadata={
         "help": "distill: run to distil from, any network, float or quantised, trained on the same data "
                 "(default: --init-from)"})
-    temperature: float = field(default=4.0, metadata={"help": "distill: softmax temperature of the soft targets"})
-    distill_weight: float = field(default=0.7, metadata={
+    temperature: float = field(default=4.0, metadata={
+        "help": "distill: softmax temperature of the soft targets (the authors' code: 2; 4 measured better here)"})
+    distill_weight: float = field(default=0.5, metadata={
         "help": "distill: share of the soft-target loss (the rest is cross-entropy with the labels)"})
     learn_points: bool = field(default=True, metadata={
         "help": "distill: learn the quantisation points (differentiable quantisation); false: fixed powers of two"})
+    points_init: str = field(default="pow2", metadata={
+        "help": "distill: where the learned points start: pow2 (the window's powers of two) | quantiles (of the "
+                "layer's |w|, the source's; on shift-only hardware two points can start on one level)"})
+    redistribute_bits: bool = field(default=False, metadata={
+        "help": "distill: share the code bits across layers by gradient norm, keeping their total (Polino et al.)"})
+    layer_wbits: list = field(default=None, metadata={
+        "cli": False, "help": "distill: code bits per weighted layer (set by --redistribute-bits)"})
     inq_schedule: str = field(default="auto", metadata={
         "help": "inq: accumulated portions in percent, e.g. 50,75,87.5,100; what is left is quantised at the end "
                 "(auto: the paper's schedule for --wbits)"})
@@ -77,6 +85,11 @@ class TrainConfig:
     ptq_bias_correction: bool = field(default=True, metadata={
         "help": "ptq: correct each bias for the expected error of its quantised weights (DFQ; "
                 "input means from BatchNorm)"})
+    ptq_clusters: int = field(default=0, metadata={
+        "help": "ptq: Nayak et al.'s object-class clustering: group the classes into this many clusters by "
+                "their classifier weights (no data) and also report the accuracy at the cluster level (0: off)"})
+    ptq_class_clusters: list = field(default=None, metadata={
+        "cli": False, "help": "ptq: the cluster of each class (set by --ptq-clusters)"})
     seed: int = field(default=0, metadata={"help": "seed for initialisation and shuffling"})
     init_from: str = field(default=None, metadata={"help": "run directory (or checkpoint) to start from, e.g. a float run"})
     golden: int = field(default=32, metadata={"help": "test images whose every layer output goes into the artifact"})

@@ -268,7 +268,7 @@ def train(cfg, *, resume=False, progress=True, world=None):
         runs.save_checkpoint(out / runs.CHECKPOINT, model=net, optimizer=trainer.opt, scheduler=trainer.sched,
                              epoch=max(start_epoch, epochs), cfg=cfg, image_shape=dataset.image_shape,
                              num_classes=dataset.num_classes, extra=extra)
-    summary = finish(net, cfg, dataset, out, extra, epoch_seconds) if world.main else None
+    summary = finish(net, cfg, dataset, out, extra, epoch_seconds, method) if world.main else None
     world.barrier()
     return summary
 
@@ -300,8 +300,9 @@ def train_all(configs, jobs=1):
             print(f"[{i}/{len(todo)}] {f.result()}  ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
 
 
-def finish(net, cfg, dataset, out, extra, epoch_seconds):
-    """Evaluate, export and verify; write and print ``summary.json``."""
+def finish(net, cfg, dataset, out, extra, epoch_seconds, method=None):
+    """Evaluate, export and verify; write and print ``summary.json`` (with ``method``'s own
+    figures, :meth:`quant.methods.base.Method.summary`)."""
     acc = evaluate(net, dataset.test_x, dataset.test_y)
     summary = {
         "method": cfg.method, "model": cfg.model, "data": cfg.data,
@@ -326,6 +327,8 @@ def finish(net, cfg, dataset, out, extra, epoch_seconds):
                        prediction_mismatches=agree.prediction_mismatches, artifact=runs.ARTIFACT,
                        terms=max(layer.terms for layer in network.layers if layer.weighted),
                        acc_bits=[layer.arith.acc_bits for layer in network.layers if layer.weighted])
+        if method is not None:
+            summary.update(method.summary(net, dataset))
     write_json(out / runs.SUMMARY, summary)
     _print_summary(summary, out)
     return summary
@@ -343,6 +346,8 @@ def _print_summary(s, out):
             ("integer reference accuracy", _pct(s["reference_accuracy"])),
             ("logit mismatches / predictions differing",
              f"{s['logit_mismatches']} / {s['prediction_mismatches']} of {s['test_images']} test images"),
+        ] + ([("class-cluster accuracy (chance)", f"{_pct(s['cluster_accuracy'])}  ({_pct(s['cluster_chance'])})")]
+             if "cluster_accuracy" in s else []) + [
             ("artifact", str(out / s["artifact"])),
         ]
     rows.append(("seconds per epoch", "-" if s["seconds_per_epoch"] is None else f"{s['seconds_per_epoch']:.2f}"))

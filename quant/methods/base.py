@@ -133,6 +133,10 @@ class Method:
     def finish(self, net):
         """After the last epoch, before evaluation and export."""
 
+    def summary(self, net, dataset):
+        """Figures of this method's own for ``summary.json`` (after export); default none."""
+        return {}
+
     def describe(self):
         """One line for logs: the method and its bit widths."""
         c = self.cfg

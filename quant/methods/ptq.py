@@ -16,12 +16,17 @@ float network's BatchNorm: a hidden layer's pre-activation in channel ``i`` is m
 The network's weight quantisers then hold only ``e0``; the codes are the greedy power-of-two
 sums of the (equalised) float weights in that window, the same function in the forward pass
 and in the export.
+
+With ``--ptq-clusters K`` the classes are also grouped by their classifier rows
+(:func:`class_clusters`, Nayak et al.'s object-class clustering as we read it) and the run
+reports its accuracy at the cluster level; the network itself is unchanged.
 """
 
 import dataclasses
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from core import arith
@@ -171,6 +176,50 @@ def act_exponent(mean, std, bits):
     return lo + min(range(len(errs)), key=errs.__getitem__)
 
 
+# -- Nayak et al.'s object-class clustering -----------------------------------------------------
+
+def class_clusters(w, k, *, iters=100):
+    """Cluster the ``C`` classes into ``k`` groups by their classifier rows, without data.
+
+    ``w`` is the last layer's float weight ``(C, features)``; row ``c`` is the feature template
+    of class ``c``.  Classes whose rows point the same way are the ones the network tells apart
+    by the fewest features, so a coarsely quantised network confuses them most: they go in one
+    cluster.  k-means on the unit-normalised rows (cosine), started deterministically by
+    farthest points from class 0, ``iters`` Lloyd steps.  Returns the cluster of each class
+    (``C``, long), numbered in order of first appearance; no cluster is empty.
+    """
+    rows = F.normalize(w.detach().double().flatten(1), dim=1)
+    c = rows.shape[0]
+    if not 2 <= k <= c:
+        raise UserError(f"--ptq-clusters must be between 2 and the {c} classes (0: off), not {k}")
+    centres = [0]
+    for _ in range(k - 1):
+        dist = torch.cdist(rows, rows[centres]).amin(1)
+        centres.append(int(dist.argmax()))
+    centre = rows[centres].clone()
+    assign = None
+    for _ in range(iters):
+        new = torch.cdist(rows, centre).argmin(1)
+        if assign is not None and torch.equal(new, assign):
+            break
+        assign = new
+        for j in range(k):
+            members = rows[assign == j]
+            if members.numel():
+                centre[j] = members.mean(0)
+    # renumber in order of first appearance, so the result does not depend on the start's order
+    order = {}
+    for a in assign.tolist():
+        order.setdefault(a, len(order))
+    return torch.tensor([order[a] for a in assign.tolist()], dtype=torch.long)
+
+
+def cluster_accuracy(pred, target, clusters):
+    """Share of ``pred`` in the same class cluster as ``target`` (``clusters[class]``)."""
+    clusters = torch.as_tensor(clusters, dtype=torch.long)
+    return float((clusters[torch.as_tensor(pred)] == clusters[torch.as_tensor(target)]).double().mean())
+
+
 # -- DFQ: cross-layer equalisation and bias correction ------------------------------------------
 
 def _bias(layer):
@@ -262,6 +311,8 @@ class PTQ(Method):
             raise UserError("--method ptq quantises a trained float network: give --init-from FLOAT_RUN_DIR")
         if cfg.ptq_range not in RANGES:
             raise UserError(f"unknown --ptq-range {cfg.ptq_range!r}; choose from {', '.join(RANGES)}")
+        if cfg.ptq_clusters < 0 or cfg.ptq_clusters == 1:
+            raise UserError(f"--ptq-clusters must be 0 (off) or at least 2, not {cfg.ptq_clusters}")
 
     def weight_quant(self):
         c = self.cfg
@@ -279,10 +330,29 @@ class PTQ(Method):
         if source is None or source.quantized:
             raise UserError("--method ptq starts from a float run: give --init-from a run trained with --method float")
         c = self.cfg
+        if c.ptq_clusters:
+            last = net.weighted_layers()[-1]
+            c.ptq_class_clusters = class_clusters(last.folded()[0], c.ptq_clusters).tolist()
         quantize(net, c.ptq_range, cle=c.ptq_cle, bias_correction=c.ptq_bias_correction)
+
+    def summary(self, net, dataset):
+        """With class clusters: the test accuracy at the cluster level (a prediction counts when it
+        falls in its true class's cluster) and chance at that level."""
+        clusters = self.cfg.ptq_class_clusters
+        if not clusters:
+            return {}
+        net.eval()
+        with torch.no_grad():
+            pred = torch.cat([net(x).argmax(1) for x in dataset.test_x.split(1000)])
+        sizes = torch.bincount(torch.tensor(clusters)).double() / len(clusters)
+        return {"class_clusters": clusters,
+                "cluster_accuracy": cluster_accuracy(pred, dataset.test_y, clusters),
+                "cluster_chance": float(sizes.square().sum())}
 
     def describe(self):
         c = self.cfg
         opts = [f"range={c.ptq_range}"] + [name for name, on in (("cle", c.ptq_cle),
                                                                  ("bias-correction", c.ptq_bias_correction)) if on]
+        if c.ptq_clusters:
+            opts.append(f"clusters={c.ptq_clusters}")
         return f"{super().describe()} {' '.join(opts)}"

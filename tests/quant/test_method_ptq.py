@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.errors import UserError
 from quant import runs
 from quant.config import TrainConfig
 from quant.layers import IntMaxPool2d, QuantConv2d, QuantLinear, QuantReLU
@@ -189,3 +190,47 @@ def test_unknown_range_rule(tmp_path, capsys):
             "--out", tmp_path / "run", "--no-progress"]
     assert exit_code(train_main, argv) == 2
     assert "--ptq-range" in one_error_line(capsys)
+
+
+# -- Nayak et al.'s object-class clustering ---------------------------------------------------------
+
+def test_class_clusters_group_classes_whose_rows_point_alike():
+    torch.manual_seed(0)
+    a, b, c = torch.randn(3, 16)
+    # classes 0, 3, 4 along a; 1, 5 along b; 2 along c; lengths differ (the cosine ignores them)
+    rows = torch.stack([a, b, c, 2 * a, 0.5 * a, 3 * b]) + 0.01 * torch.randn(6, 16)
+    assert ptq.class_clusters(rows, 3).tolist() == [0, 1, 2, 0, 0, 1]
+    assert ptq.class_clusters(rows, 6).tolist() == [0, 1, 2, 3, 4, 5]
+
+
+def test_class_clusters_refuse_more_clusters_than_classes():
+    with pytest.raises(UserError, match="--ptq-clusters"):
+        ptq.class_clusters(torch.randn(4, 3), 5)
+
+
+def test_cluster_accuracy_counts_predictions_in_the_true_cluster():
+    clusters = [0, 0, 1, 1, 2]
+    pred, target = torch.tensor([1, 2, 3, 4, 0]), torch.tensor([0, 3, 2, 4, 1])
+    # 1~0 same cluster, 2~3 same, 3~2 same, 4=4, 0~1 same: all in; class accuracy would be 1/5
+    assert ptq.cluster_accuracy(pred, target, clusters) == 1.0
+    assert ptq.cluster_accuracy(torch.tensor([4, 0]), torch.tensor([0, 4]), clusters) == 0.0
+
+
+def test_clusters_leave_the_network_alone_and_are_saved(tmp_path):
+    cfg = ptq_config(wbits=2, abits=4)
+    plain = ptq_net(cfg, float_cnn())
+    ptq.PTQ(cfg).setup(plain, NoData(), TrainConfig(method="float"))
+    ccfg = ptq_config(wbits=2, abits=4, ptq_clusters=4)
+    clustered = ptq_net(ccfg, float_cnn())
+    ptq.PTQ(ccfg).setup(clustered, NoData(), TrainConfig(method="float"))
+    x = torch.rand(8, *SHAPE)
+    assert torch.equal(plain.eval()(x), clustered.eval()(x))
+    assert len(ccfg.ptq_class_clusters) == 10 and set(ccfg.ptq_class_clusters) == {0, 1, 2, 3}
+
+
+@pytest.mark.parametrize("k", [-1, 1])
+def test_bad_cluster_count(tmp_path, capsys, k):
+    argv = ["--data", "digits", "--method", "ptq", "--init-from", tmp_path, "--ptq-clusters", k,
+            "--out", tmp_path / "run", "--no-progress"]
+    assert exit_code(train_main, argv) == 2
+    assert "--ptq-clusters" in one_error_line(capsys)
