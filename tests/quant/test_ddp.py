@@ -245,7 +245,12 @@ QUANT_METHODS = [m for m in METHODS if m != "float"]
 #: normalises them, so any change of summation order moves its latent weights by ~4e-4 of their
 #: scale, and a weight at a level boundary may take the next level.  Measured: 2 of 6032 weights
 #: differ between 1 and 2 processes, and the same 2 between 1 process on 1 and on 2 threads.
-ORDER_SENSITIVE = {"dbs": 1e-3}
+#: INQ is order-sensitive in the same way, and more: measured (digits, W3, 2 epochs), 425 of
+#: 18,270 integers differ between 1 and 2 processes, and 425 between 1 process on 1 and on 2
+#: threads, so the distribution adds nothing of its own.  (Each stage restarts Adam with cleared
+#: moments at ``--inq-lr-scale`` times the rate, where a near-zero gradient's sign decides the
+#: first step; that is the likely amplifier, not traced further.)
+ORDER_SENSITIVE = {"dbs": 1e-3, "inq": 3e-2}
 
 
 @pytest.mark.slow
