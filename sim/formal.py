@@ -68,8 +68,8 @@ def main(argv=None):
     parser.add_argument("--artifact", help="also prove the design hw.plan fits to this artifact")
     parser.add_argument("--board", help="the board whose defaults that design takes (e.g. icebreaker)")
     parser.add_argument("--jobs", type=int, default=2, help="solver runs at a time (default: 2)")
-    parser.add_argument("--timeout", type=float, default=300,
-                        help="seconds one job may take; a job past it is reported as timeout (default: 300)")
+    parser.add_argument("--timeout", type=float, default=900,
+                        help="seconds one job may take; a job past it is reported as timeout (default: 900)")
     parser.add_argument("--out", default="build/formal", help="job folders and results (default: build/formal)")
     args = parser.parse_args(argv)
     names = parse_list(args.configs, ("demo", "mnist", "random"), "config")
