@@ -325,8 +325,8 @@ class LayerEngine(wiring.Component):
         w_addr = Signal(cw, name="w_addr")
         out_base = Signal(cw, name="out_base")  # m0 * NB of this M tile
         # where the pass is in the loops; registered (two cycles behind the descriptor and
-        # one behind the counters, which change only as a pass ends; they are read no sooner
-        # than the next pass's drain)
+        # one behind the counters, which change in a pass's last streaming cycle; the next
+        # pass streams at least pass_gap + 1 >= 2 cycles later and tags its positions with them)
         first_kt = Signal(name="first_kt")
         last_kt = Signal(name="last_kt")
         last_kx_cb = Signal(name="last_kx_cb")

@@ -39,8 +39,8 @@ def shifted_terms(m, a, code, cfg, *, name):
 class ShiftPE(wiring.Component):
     """One weight-stationary processing element.
 
-    It holds a weight code (``terms`` codes of ``wbits`` bits, loaded through the
-    ``w_in``/``w_out`` shift chain while ``w_shift`` is high), passes the activation on to
+    It holds a weight code (``terms`` codes of ``wbits`` bits, taken from ``w_in`` while
+    ``w_shift`` is high and shown on ``w_out``), passes the activation on to
     its right (``a_out``, one register) and the partial sum down (``s_out``, one register):
     ``s_out = s_in + sum_t (-1)**sign_t * (a_in << shift_t)``.
 

@@ -129,8 +129,8 @@ class LayerPlan:
         return cfg.input_stages + cfg.latency + cfg.drain_stages + 2
 
     def pass_period(self, t):
-        """Cycles from the start of one pass of ``t`` positions to the next pass of its block,
-        after the second: ``pass_gap`` idle cycles behind its last position, and at least
+        """Cycles from the start of a block's second pass (or a later one) of ``t`` positions to
+        the start of the next: ``pass_gap`` idle cycles behind its last position, and at least
         ``rows`` (the loader reads one weight word a cycle).  The first period of a block is
         ``t + pass_gap``: the block's first weights loaded during its parameter load."""
         return max(t + self.cfg.pass_gap, self.cfg.rows)

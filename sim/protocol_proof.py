@@ -27,7 +27,6 @@ register, type flags, remaining length and length and code verdicts equal what t
 derives from the bytes so far, and the link waits to start the core only on a good frame.
 """
 
-import dataclasses
 from unittest import mock
 
 import numpy as np
@@ -55,25 +54,13 @@ def crc8_spec(crc, byte, poly=P.CRC_POLY):
     return c
 
 
-@dataclasses.dataclass(frozen=True)
-class LinkConfig:
-    """The parameters of a :class:`~hw.link.HostLink`: what the network gives it."""
-
-    input_shape: tuple  # (C, H, W)
-    input_bits: int
-    num_classes: int
-    logit_bits: int
-    model_id: int = 0
-    clocks_per_bit: int = MIN_CLOCKS_PER_BIT  # the transmitter's only; the receiver is free bytes
-
-    @property
-    def n_inputs(self):
-        return int(np.prod(self.input_shape))
-
-    def link(self):
-        return HostLink(n_inputs=self.n_inputs, input_bits=self.input_bits, num_classes=self.num_classes,
-                        logit_bits=self.logit_bits, model_id=self.model_id, input_shape=self.input_shape,
-                        clocks_per_bit=self.clocks_per_bit)
+def build_link(info, link_class=HostLink):
+    """A :class:`~hw.link.HostLink` (or ``link_class``, a test's broken one) for the network
+    :class:`core.protocol.ModelInfo` ``info`` describes.  The receiver is free bytes here, so
+    the bit time is the transmitter's only: the shortest."""
+    return link_class(n_inputs=info.n_inputs, input_bits=info.input_bits, num_classes=info.num_classes,
+                      logit_bits=info.logit_bits, model_id=info.model_id, input_shape=info.input_shape,
+                      clocks_per_bit=MIN_CLOCKS_PER_BIT)
 
 
 def label(lc):
@@ -86,17 +73,17 @@ def network_link(name):
     and 10 classes, the logit width of the design the planner fits to it."""
     net = proofs.NETWORKS[name]
     cfg = proofs.network_config(name)
-    return LinkConfig(input_shape=tuple(net["image"]), input_bits=net["abits"], num_classes=10,
-                      logit_bits=cfg.out_bits)
+    return P.ModelInfo(input_shape=tuple(net["image"]), input_bits=net["abits"], num_classes=10,
+                       logit_bits=cfg.out_bits, model_id=0)
 
 
 def random_links(count=4, seed=0):
     """``count`` small random link configs (seeded): images up to 3x3x3, 1 to 8 input bits,
     1 to 12 classes, logits of 1 to 32 bits."""
     rng = np.random.default_rng(seed)
-    return [LinkConfig(input_shape=tuple(int(v) for v in rng.integers(1, 4, 3)), input_bits=int(rng.integers(1, 9)),
-                       num_classes=int(rng.integers(1, 13)), logit_bits=int(rng.integers(1, 33)),
-                       model_id=int(rng.integers(0, 2**32)))
+    return [P.ModelInfo(input_shape=tuple(int(v) for v in rng.integers(1, 4, 3)), input_bits=int(rng.integers(1, 9)),
+                        num_classes=int(rng.integers(1, 13)), logit_bits=int(rng.integers(1, 33)),
+                        model_id=int(rng.integers(0, 2**32)))
             for _ in range(count)]
 
 
@@ -134,7 +121,8 @@ def fsm_states(state):
 class ProtocolProof(proofs.Proof):
     """:class:`~hw.link.HostLink`: ``start`` only after a good CLASSIFY frame, once (see the module docstring).
 
-    ``make_link`` builds the link from the :class:`LinkConfig` (a test swaps in a broken one).
+    ``make_link`` builds the link from the :class:`core.protocol.ModelInfo` (default
+    :func:`build_link`; a test swaps in a broken one).
     ``reach``: a ``cover`` job instead, :func:`first_start` cycles deep, that finds a run in
     which ``start`` does rise (the assertions hold along it), so the property is not true
     merely because ``start`` never comes.
@@ -144,7 +132,7 @@ class ProtocolProof(proofs.Proof):
 
     def __init__(self, lc, *, make_link=None, depth=3, reach=False):
         super().__init__(lc)
-        self.make_link = make_link or (lambda lc: lc.link())
+        self.make_link = make_link or build_link
         self.reach = reach
         #: 3 closes the induction; a base case as deep as :func:`first_start` reaches a start
         self.depth = first_start(lc) if reach else depth

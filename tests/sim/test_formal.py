@@ -201,12 +201,9 @@ def test_the_links_frame_check_is_proven(tmp_path):
 
 
 def test_a_link_with_one_crc_bit_unchecked_fails_with_a_counterexample(tmp_path):
-    lc = protocol_proof.LinkConfig(input_shape=(1, 1, 2), input_bits=4, num_classes=3, logit_bits=8)
+    lc = P.ModelInfo(input_shape=(1, 1, 2), input_bits=4, num_classes=3, logit_bits=8, model_id=0)
     proof = protocol_proof.ProtocolProof(lc, depth=protocol_proof.first_start(lc),
-                                         make_link=lambda lc: CrcBitDroppedLink(
-                                             n_inputs=lc.n_inputs, input_bits=lc.input_bits,
-                                             num_classes=lc.num_classes, logit_bits=lc.logit_bits,
-                                             model_id=0, input_shape=lc.input_shape, clocks_per_bit=4))
+                                         make_link=lambda lc: protocol_proof.build_link(lc, CrcBitDroppedLink))
     [result] = run([("broken", proof)], tmp_path)
     assert result.status == "FAIL" and result.trace.is_file(), report([result])
     # in the protocol's terms: the frame's bytes, the CRC expected and the one received
