@@ -15,7 +15,7 @@ out      ``cols`` results             ``m * NB + nb``: channel-blocked HWC, like
 The schedule, with ``M`` output positions, ``KT = kh * kw * CB`` K tiles and ``NB``
 output channel blocks, is::
 
-    for each M tile of at most psum_depth positions:
+    for each M tile of at most psum_depth positions (all of them when KT = 1):
         for nb in range(NB):                 # a block: the array drains in full between two
             load the parameters and the kt = 0 weights    # load_cycles + 1 cycles
             for kt in range(KT):             # (ky, kx, cb), cb fastest
@@ -336,6 +336,8 @@ class LayerEngine(wiring.Component):
         ends = {k: Signal.like(getattr(d, k), name=f"{k}_end")
                 for k in ("kh", "kw", "cb_n", "nb_n", "pool_w", "pool_h", "px_n", "pool_n")}
         m.d.sync += [ends[k].eq(getattr(d, k) - 1) for k in ends]
+        single_kt = Signal(name="single_kt")  # KT = 1: no partial sums (see TILE)
+        m.d.comb += single_kt.eq((ends["kh"] == 0) & (ends["kw"] == 0) & (ends["cb_n"] == 0))
         walk_ends = (ends["pool_w"], ends["pool_h"], ends["px_n"])
         m.d.sync += [
             first_kt.eq((ky == 0) & (kx == 0) & (cb == 0)),
@@ -491,7 +493,9 @@ class LayerEngine(wiring.Component):
                         m.d.sync += [r[k].eq(first[k]) for r in (skip.tile, skip.walk) for k in skip.walk]
                     m.next = "TILE"
             with m.State("TILE"):
-                tile_len = Mux(m_left > cfg.psum_depth, cfg.psum_depth, m_left)
+                # a layer of one K tile keeps no partial sums, so its M tile is the whole layer
+                split = (m_left > cfg.psum_depth) & ~single_kt
+                tile_len = Mux(split, cfg.psum_depth, m_left)
                 m.d.sync += [t_len.eq(tile_len), t_last.eq(tile_len - 1)]
                 m.next = "LOAD"
             with m.State("LOAD"):

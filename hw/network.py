@@ -23,6 +23,8 @@ from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from core.errors import UserError
+
 from .engine import NO_RW_CHECK, LayerEngine, _abits, descriptor_layout
 from .program import NetworkProgram
 
@@ -38,7 +40,11 @@ class InputPacker(wiring.Component):
     zeros are also the next row's left padding.  ``in_first`` (a pulse) starts an image.
 
     The write is registered: ``w_en``/``w_addr``/``w_data`` come one cycle after the pixel
-    completes.  ``busy`` is high while a write or padding is pending.
+    completes.  ``busy`` is high while a write or padding is pending.  ``w_en`` has a bit a
+    lane (code) of the word; a whole word sets them all.
+
+    In ``"window"`` mode (:class:`hw.program.PackerGeometry`) each code is written into
+    every lane that holds it, one lane a cycle (:meth:`_window`).
     """
 
     def __init__(self, geometry, *, rows, abits, addr_width):
@@ -50,14 +56,16 @@ class InputPacker(wiring.Component):
             "in_data": In(abits),
             "in_ready": Out(1),
             "busy": Out(1),
-            "w_en": Out(1),
+            "w_en": Out(rows),
             "w_addr": Out(addr_width),
             "w_data": Out(rows * abits),
         })
 
     def elaborate(self, platform):
-        if self.g.blocks > 1:
+        if self.g.mode == "blocked":
             return self._blocked()
+        if self.g.mode == "window":
+            return self._window()
         m = Module()
         g, ab = self.g, self.abits
         lanes = g.window * g.channels
@@ -68,7 +76,7 @@ class InputPacker(wiring.Component):
         padding = Signal(name="padding")  # shifting in the zero pixels after a row
         write = Signal(name="write")
         m.d.comb += [self.in_ready.eq(~padding), self.busy.eq(padding | write),
-                     self.w_en.eq(write), self.w_data.eq(reg)]
+                     self.w_en.eq(write.replicate(self.rows)), self.w_data.eq(reg)]
         m.d.sync += write.eq(0)
         with m.If(write):
             m.d.sync += self.w_addr.eq(self.w_addr + 1)
@@ -109,7 +117,8 @@ class InputPacker(wiring.Component):
         lane = Signal(range(rows), name="lane")
         chan = Signal(range(g.channels), name="chan")
         write = Signal(name="write")
-        m.d.comb += [self.in_ready.eq(1), self.busy.eq(write), self.w_en.eq(write), self.w_data.eq(reg)]
+        m.d.comb += [self.in_ready.eq(1), self.busy.eq(write), self.w_en.eq(write.replicate(rows)),
+                     self.w_data.eq(reg)]
         m.d.sync += write.eq(0)
         with m.If(write):
             m.d.sync += self.w_addr.eq(self.w_addr + 1)
@@ -120,6 +129,87 @@ class InputPacker(wiring.Component):
         with m.Elif(self.in_valid):
             m.d.sync += [reg.word_select(lane, ab).eq(self.in_data), write.eq(block_end),
                          lane.eq(Mux(block_end, 0, lane + 1)), chan.eq(Mux(last_chan, 0, chan + 1))]
+        return m
+
+
+    def _window(self):
+        """Whole windows (im2col): the image is walked padded, ``(Y, X, c)`` over ``(height +
+        2 * pad_y) x (width + 2 * pad)`` pixels, taking a code from ``in_data`` inside the
+        image and a zero outside it.  Each code is then written, one cycle a tap ``(ky, kx)``,
+        into lane ``(ky * kw + kx) * C + c`` of the words of output position ``(Y - ky, X -
+        kx)`` where that is one, stopping at the first kernel row above the map (the top
+        padding's codes go to few taps).  Every lane of every word is written once, so
+        nothing is cleared first.  Addresses are kept as sums (no multiplier): ``pix = (Y * out_w + X) *
+        CB`` and the tap's ``-(ky * out_w + kx) * CB``."""
+        m = Module()
+        g, ab, rows = self.g, self.abits, self.rows
+        c_n, kh, kw, cb = g.channels, g.kernel_rows, g.window, g.blocks
+        out_h, out_w = g.out_h, g.words_per_row
+        hp, wp = g.height + 2 * g.pad_y, g.width + 2 * g.pad
+        span = (hp * out_w + wp + 1) * cb  # |pix| and |pix + tap offset| stay below this
+        y = Signal(range(hp + 1), name="y")
+        x = Signal(range(wp), name="x")
+        chan = Signal(range(max(2, c_n)), name="chan")
+        pix = Signal(range(span), name="pix")
+        code = Signal(ab, name="code")
+        ky = Signal(range(kh), name="ky")
+        kx = Signal(range(kw), name="kx")
+        tap_off = Signal(range(-span, 1), name="tap_off")
+        oy = Signal(range(-kh, hp + 1), name="oy")  # the tap's output position
+        ox = Signal(range(-kw, wp + 1), name="ox")
+        lane = Signal(range(rows), name="lane")  # of lane index (ky * kw + kx) * C + c
+        word = Signal(range(cb), name="word")
+        inside = (y >= g.pad_y) & (y < g.pad_y + g.height) & (x >= g.pad) & (x < g.pad + g.width)
+
+        m.d.sync += self.w_en.eq(0)
+        m.d.comb += self.w_data.eq(code.replicate(rows))
+        with m.FSM(name="packer"):
+            with m.State("IDLE"):
+                with m.If(self.in_first):
+                    m.d.sync += [y.eq(0), x.eq(0), chan.eq(0), pix.eq(0)]
+                    m.next = "FETCH"
+            with m.State("FETCH"):  # the next code: from the link inside the image, else 0
+                m.d.comb += [self.busy.eq(1), self.in_ready.eq(inside & (y < hp))]
+                start = [ky.eq(0), kx.eq(0), tap_off.eq(0), oy.eq(y), ox.eq(x), lane.eq(chan), word.eq(0)]
+                with m.If(y == hp):
+                    m.next = "IDLE"
+                with m.Elif(~inside):
+                    m.d.sync += [code.eq(0)] + start
+                    m.next = "SCATTER"
+                with m.Elif(self.in_valid):
+                    m.d.sync += [code.eq(self.in_data)] + start
+                    m.next = "SCATTER"
+            with m.State("SCATTER"):  # one tap a cycle
+                m.d.comb += self.busy.eq(1)
+
+                def next_code():  # the code is placed: on to the next
+                    m.next = "FETCH"
+                    with m.If(chan < c_n - 1):
+                        m.d.sync += chan.eq(chan + 1)
+                    with m.Else():
+                        m.d.sync += chan.eq(0)
+                        with m.If(x < wp - 1):
+                            m.d.sync += [x.eq(x + 1), pix.eq(pix + cb)]
+                        with m.Else():  # the next row's first pixel: X back by wp - 1
+                            m.d.sync += [x.eq(0), y.eq(y + 1), pix.eq(pix + (2 - kw) * cb)]
+
+                with m.If((kx == 0) & (oy < 0)):  # this kernel row and the rest lie above the map
+                    next_code()
+                with m.Else():
+                    valid = (oy < out_h) & (ox >= 0) & (ox < out_w)
+                    with m.If(valid):
+                        m.d.sync += [self.w_addr.eq(pix + tap_off + word), self.w_en.eq(Const(1, self.rows) << lane)]
+                    wrap = lane + c_n >= rows
+                    m.d.sync += [lane.eq(Mux(wrap, lane + c_n - rows, lane + c_n)), word.eq(word + wrap)]
+                    with m.If(kx < kw - 1):
+                        m.d.sync += [kx.eq(kx + 1), tap_off.eq(tap_off - cb), ox.eq(ox - 1)]
+                    with m.Else():
+                        m.d.sync += [kx.eq(0), ky.eq(ky + 1), tap_off.eq(tap_off + ((kw - 1) - out_w) * cb),
+                                     ox.eq(x), oy.eq(oy - 1)]
+                        with m.If(ky == kh - 1):
+                            next_code()
+        with m.If(self.w_en.any()):
+            m.d.comb += self.busy.eq(1)
         return m
 
 
@@ -216,7 +306,7 @@ def spram_buffers(program, spram):
         return ()
     cells, chosen = 0, []
     for b in program.buffers:
-        need = spram_layout(program.cfg.rows * program.cfg.abits, program.banks)[1]
+        need = spram_layout(program.cfg.rows * program.cfg.abits, b.banks)[1]
         if b.words <= SPRAM_WORDS and cells + need <= SPRAM_CELLS:
             cells += need
             chosen.append(b.name)
@@ -307,7 +397,7 @@ class NetworkCore(wiring.Component):
         read = {}
         in_spram = spram_buffers(prog, self.spram)
         for k, b in enumerate(prog.buffers):
-            buf = ActBuffer(width=cfg.rows * ab, depth=b.words, banks=banks, spram=b.name in in_spram)
+            buf = ActBuffer(width=cfg.rows * ab, depth=b.words, banks=b.banks, spram=b.name in in_spram)
             m.submodules[f"buf_{b.name}"] = buf
             mine = desc.dst_mask[k] & ~desc.dst_logits
             r_addr = engine.act_r.addr
@@ -318,11 +408,14 @@ class NetworkCore(wiring.Component):
                 buf.w_data.eq(res_codes.replicate(banks)),
                 buf.r_addr.eq(r_addr),
             ]
-            for bank in range(banks):
-                m.d.comb += buf.w_en[bank].eq(engine.res_valid & mine & (res_bank == bank))
+            per = b.banks // banks  # write enables a result bank (b.banks: one a lane for the packer's)
+            for e in range(b.banks):
+                m.d.comb += buf.w_en[e].eq(engine.res_valid & mine & (res_bank == e // per))
             if b.name in prog.input_buffers:  # the packer writes the input while the engine is idle
-                with m.If(packer.w_en):
-                    m.d.comb += [buf.w_addr.eq(packer.w_addr), buf.w_data.eq(packer.w_data), buf.w_en.eq(-1)]
+                with m.If(packer.w_en.any()):
+                    lanes = cfg.rows // b.banks
+                    m.d.comb += [buf.w_addr.eq(packer.w_addr), buf.w_data.eq(packer.w_data),
+                                 buf.w_en.eq(Cat(packer.w_en[e * lanes] for e in range(b.banks)))]
             read[k] = buf.r_data
         with m.Switch(desc.src):
             for k, data_k in read.items():
@@ -401,6 +494,14 @@ class NetworkBoard(wiring.Component):
         self.program = program
         self.core = NetworkCore(program, spram=spram)
         p = program.packer
+        # the link offers each code from a cycle after its byte until the next byte comes,
+        # a byte time later, the first a byte time after in_first: a slower packer fails the frame
+        first, between = p.stall_cycles()
+        byte = 10 * clocks_per_bit
+        if between > byte - 2 or first + between > 2 * byte - 2:
+            raise UserError(f"the input packer needs up to {between} cycles between two input codes and {first} before "
+                            f"the first, more than the UART's {byte}-cycle byte time allows; use a lower baud rate "
+                            "or a faster clock")
         self.link = HostLink(n_inputs=program.n_inputs, input_bits=program.network.input_bits,
                              num_classes=program.num_classes, logit_bits=program.logit_bits, model_id=model_id,
                              input_shape=(p.channels, p.height, p.width), clocks_per_bit=clocks_per_bit)

@@ -16,6 +16,12 @@ integer reference (``tests/hw/test_program.py``):
   convolution over ``C * kw`` channels with the weights regrouped to match, and the
   engine's input packer (:class:`hw.network.InputPacker`) builds those words as the codes
   arrive.  On MNIST's 1-channel 3x3 first layer this cuts its K tiles from 9 to 3.
+  When the whole window takes fewer words than that (``ceil(C * kh * kw / rows) < kh``, a
+  stride-1 convolution), the words hold the whole window instead (im2col): lane
+  ``(ky * kw + kx) * C + c`` of the words of output position ``(oy, ox)`` is input
+  ``(c, oy - pad_y + ky, ox - pad_x + kx)``, the layer becomes a 1x1 convolution over
+  ``C * kh * kw`` channels, and the packer writes each code into every lane that holds it.
+  With 16 rows MNIST's first layer then takes 1 K tile; with 8 rows, 2.
 * **Flatten.**  Activations sit channel-blocked, ``rows`` channels of one position a
   word.  A linear layer after a flatten reads the words in that order, so its weight
   columns are permuted to it (PyTorch flattens channel-major) and padded channels get zero
@@ -66,20 +72,29 @@ STEP_OVERHEAD = 2
 class PackerGeometry:
     """How the input packer lays out the network's input (see the module docstring).
 
-    ``channels`` codes make a pixel; a word holds ``window`` pixels (lanes ``kx * channels
-    + c``); ``width`` pixels make a row; the first word of a row is written after pixel
-    ``lead`` and ``pad`` zero pixels follow each row.  A pixel of more channels than a word
-    has lanes (``blocks > 1``, ``window`` 1) takes ``blocks`` words, ``lanes`` channels
-    each: channel-blocked, as every later layer's input lies.
+    ``channels`` codes make a pixel, ``height`` x ``width`` pixels the image, arriving in
+    ``(y, x, c)`` order.  ``mode`` says what an activation word holds:
+
+    * ``"rows"``: ``window`` pixels of a row (lanes ``kx * channels + c``); ``width`` pixels
+      make a row; the first word of a row is written after pixel ``lead`` and ``pad`` zero
+      pixels follow each row.
+    * ``"window"``: the whole ``kernel_rows`` x ``window`` window of an output position, in
+      ``blocks`` words of ``lanes`` codes (lane ``l = (ky * window + kx) * channels + c`` in
+      word ``l // lanes``), the image padded by ``pad_y`` rows and ``pad`` columns of zeros.
+    * ``"blocked"``: a pixel of more channels than a word has lanes takes ``blocks`` words,
+      ``lanes`` channels each: channel-blocked, as every later layer's input lies.
     """
 
     channels: int
     height: int
     width: int
-    window: int
-    pad: int
+    window: int = 1
+    pad: int = 0
     blocks: int = 1
-    lanes: int = None  # codes a word holds (the array's rows) when blocks > 1
+    lanes: int = None  # codes a word holds (the array's rows) when blocks > 1 or mode "window"
+    mode: str = "rows"
+    kernel_rows: int = 1
+    pad_y: int = 0
 
     @property
     def lead(self):
@@ -90,21 +105,58 @@ class PackerGeometry:
         return self.width + 2 * self.pad - self.window + 1
 
     @property
+    def out_h(self):
+        """Output rows of the packed window (``"window"``; stride 1)."""
+        return self.height + 2 * self.pad_y - self.kernel_rows + 1
+
+    @property
     def words(self):
+        if self.mode == "window":
+            return self.out_h * self.words_per_row * self.blocks
         return self.height * self.words_per_row * self.blocks
 
     @property
     def n_inputs(self):
         return self.channels * self.height * self.width
 
+    def code_cycles(self, y):
+        """Cycles the ``"window"`` packer spends on a code of padded row ``y``: one to fetch
+        it, one a tap of the kernel rows that reach the map, and one to stop at the first that
+        does not."""
+        rows = min(y, self.kernel_rows - 1) + 1
+        return 1 + rows * self.window + (rows < self.kernel_rows)
+
+    def stall_cycles(self):
+        """``(first, between)``: most cycles the packer keeps ``in_ready`` low from
+        ``in_first`` to taking the first code, and from taking one code to being ready for
+        the next (its own taps and the padding codes after it).  The link must bring codes
+        no faster (:class:`hw.network.NetworkBoard` checks)."""
+        c, wp = self.channels, self.width + 2 * self.pad
+        if self.mode != "window":
+            return 1, self.pad * c + 2
+        first = sum(self.code_cycles(y) * wp * c for y in range(self.pad_y)) + \
+            self.pad * c * self.code_cycles(self.pad_y) + 1
+        between = max(self.code_cycles(y) * (1 + 2 * self.pad * c)
+                      for y in range(self.pad_y, self.pad_y + self.height))
+        return first, between
+
     def pack(self, x, rows):
         """Input codes ``(C, H, W)`` -> buffer word fields ``(words, rows)``: what the packer writes."""
         c, h, w, k, p = self.channels, self.height, self.width, self.window, self.pad
         x = np.asarray(x, dtype=np.int64).reshape(c, h, w)
-        if self.blocks > 1:  # (CB * rows, H, W) -> (H, W, CB, rows), padded channels zero
+        if self.mode == "blocked":  # (CB * rows, H, W) -> (H, W, CB, rows), padded channels zero
             full = np.zeros((self.blocks * rows, h, w), dtype=np.int64)
             full[:c] = x
             return full.reshape(self.blocks, rows, h, w).transpose(2, 3, 0, 1).reshape(-1, rows)
+        if self.mode == "window":  # lane (ky * kw + kx) * C + c of position (oy, ox): x[c, oy + ky, ox + kx]
+            xp = np.pad(x, ((0, 0), (self.pad_y, self.pad_y), (p, p)))
+            oh, ow = self.out_h, self.words_per_row
+            out = np.zeros((oh, ow, self.blocks * rows), dtype=np.int64)
+            for ky in range(self.kernel_rows):
+                for kx in range(k):
+                    lane = (ky * k + kx) * c
+                    out[:, :, lane:lane + c] = xp[:, ky:ky + oh, kx:kx + ow].transpose(1, 2, 0)
+            return out.reshape(-1, rows)
         xp = np.pad(x, ((0, 0), (0, 0), (p, p)))
         out = np.zeros((h, self.words_per_row, rows), dtype=np.int64)
         for kx in range(k):
@@ -139,6 +191,22 @@ def pack_input_layer(layer, window):
         arrays[key] = a.transpose(0, 1, 4, 2, 3).reshape(t, o, kw * c, kh, 1)
     return dataclasses.replace(layer, in_shape=(c * kw, h, w + 2 * pad_x - kw + 1), kernel=(kh, 1),
                                padding=(pad_y, 0), arrays=arrays)
+
+
+def pack_window_layer(layer):
+    """The first conv2d rewritten for words that hold its whole window: a 1x1 convolution
+    over ``C * kh * kw`` channels at its output positions, whose channel
+    ``(ky * kw + kx) * C + c`` is weight ``(c, ky, kx)``."""
+    c = layer.in_shape[0]
+    kh, kw = layer.kernel
+    out_h, out_w = layer.out_shape[1:]
+    arrays = dict(layer.arrays)
+    for key in ("weight_sign", "weight_shift", "weight_zero"):
+        a = layer.arrays[key]  # (terms, O, C, kh, kw) -> (terms, O, kh * kw * C, 1, 1)
+        t, o = a.shape[:2]
+        arrays[key] = a.transpose(0, 1, 3, 4, 2).reshape(t, o, kh * kw * c, 1, 1)
+    return dataclasses.replace(layer, in_shape=(c * kh * kw, out_h, out_w), kernel=(1, 1), padding=(0, 0),
+                               arrays=arrays)
 
 
 def flatten_linear(layer, map_shape, rows):
@@ -193,6 +261,7 @@ class Buffer:
     name: str
     words: int
     tensors: list
+    banks: int = 1  # write enables a word: a result vector's (rows // cols), or a lane's (rows)
 
 
 class NetworkProgram:
@@ -291,12 +360,23 @@ class NetworkProgram:
         shape = tuple(network.input_shape)
         c, h, w = shape if len(shape) == 3 else (shape[0], 1, 1)
         input_skip = any(-1 in it.reads[1:] for it in items)
-        if layer0.kind == "conv2d" and c * layer0.kernel[1] <= rows and layer0.kernel[1] > 1 and not input_skip:
-            packer = PackerGeometry(channels=c, height=h, width=w, window=layer0.kernel[1], pad=layer0.padding[1])
-            items[0].layer = pack_input_layer(layer0, layer0.kernel[1])
+        conv = layer0.kind == "conv2d" and not input_skip
+        kh, kw = layer0.kernel if conv else (1, 1)
+        # K tiles a position takes: the kernel's rows packed, the whole window packed
+        row_tiles = kh if conv and c * kw <= rows and kw > 1 else None
+        window_tiles = ceil_div(c * kh * kw, rows) if conv and kh * kw > 1 and c <= rows and \
+            tuple(layer0.stride) == (1, 1) else None
+        if window_tiles and window_tiles < (row_tiles or kh * kw * ceil_div(c, rows)):
+            packer = PackerGeometry(channels=c, height=h, width=w, window=kw, pad=layer0.padding[1], blocks=window_tiles,
+                                    lanes=rows, mode="window", kernel_rows=kh, pad_y=layer0.padding[0])
+            items[0].layer = pack_window_layer(layer0)
+        elif row_tiles:
+            packer = PackerGeometry(channels=c, height=h, width=w, window=kw, pad=layer0.padding[1])
+            items[0].layer = pack_input_layer(layer0, kw)
         else:
-            packer = PackerGeometry(channels=c, height=h, width=w, window=1, pad=0, blocks=ceil_div(c, rows),
-                                    lanes=rows)
+            blocks = ceil_div(c, rows)
+            packer = PackerGeometry(channels=c, height=h, width=w, blocks=blocks, lanes=rows,
+                                    mode="blocked" if blocks > 1 else "rows")
         return items, packer
 
     def _allocate(self):
@@ -329,6 +409,9 @@ class NetworkProgram:
                 buffers[b].words = max([buffers[b].words, words] + readers)
                 buffers[b].tensors.append(t)
         self.input_buffers = tuple(buffers[b].name for b in where[-1])
+        for b in buffers:  # the packer writes a window's codes one lane at a time
+            lanes = b.name in self.input_buffers and self.packer.mode == "window"
+            b.banks = self.cfg.rows if lanes else self.banks
         for k, s in enumerate(steps):
             s.src = buffers[where[s.reads[0]][0]].name
             if k < len(steps) - 1:
