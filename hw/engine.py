@@ -385,7 +385,7 @@ class LayerEngine(wiring.Component):
         # the partial sums of a position are read the cycle before its dot products leave
         # the array, so they arrive together; stage 1 adds them (bias + dot on the first
         # K tile) and writes the sums back to psum, and on the last K tile they go on
-        # through the requantisers' stage into out
+        # through the requantisers' requant_stages into out
         # the position counters count round the M tile: every pass of a block streams it all
         def count(counter, when):
             with m.If(when):

@@ -25,11 +25,12 @@ class Requantizer(wiring.Component):
     Any ``shift >= acc_bits`` gives 0 on the ReLU path, so the host clamps larger shifts
     to ``acc_bits``.
 
-    Pipelined, ``cfg.requant_stages`` (1) register deep: the selected bits, the clamp
-    condition and the logit are registered; rounding and clamping follow it.  ``acc``
-    may change every cycle; ``shift`` must be set a cycle before the first value (it is
-    registered, off the data path), and ``shift``, ``relu`` and ``amax`` must hold while a
-    value is inside.
+    Pipelined, ``cfg.requant_stages`` (2) registers deep: stage 1 holds the selected bits,
+    the clamp condition and the logit; stage 2 rounds, clamps and picks the path into
+    ``out``, a register, so the engine's pooling and output memory behind it start at a
+    flip-flop.  ``acc`` may change every cycle; ``shift`` must be set a cycle before the
+    first value (it is registered, off the data path), and ``shift``, ``relu`` and ``amax``
+    must hold while a value is inside.
 
     Parameters
     ----------
@@ -77,7 +78,8 @@ class Requantizer(wiring.Component):
             logit.eq(self.acc << left),
         ]
 
-        # after the register: round, clamp, choose the path
+        # stage 2: round, clamp, choose the path, into out (a register: on the iCE40 this
+        # logic and the route on to the output memory were the critical path)
         rounded = Signal(unsigned(ab + 1), name="rounded")
         m.d.comb += rounded.eq((window + 1) >> 1)
         code = Signal(unsigned(ab), name="code")
@@ -87,5 +89,5 @@ class Requantizer(wiring.Component):
             m.d.comb += code.eq(self.amax)
         with m.Else():
             m.d.comb += code.eq(rounded)
-        m.d.comb += self.out.eq(Mux(self.relu, code, logit))
+        m.d.sync += self.out.eq(Mux(self.relu, code, logit))
         return m

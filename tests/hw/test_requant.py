@@ -24,14 +24,17 @@ def test_every_accumulator_and_shift(relu, max_left):
     async def bench(ctx):
         ctx.set(dut.relu, relu)
         ctx.set(dut.amax, amax)
+        lag = cfg.requant_stages
         for i, s in enumerate(shifts):
             ctx.set(dut.shift, int(s))
             await ctx.tick()  # the shift is registered
-            for j, a in enumerate(accs):
-                ctx.set(dut.acc, int(a))
-                for _ in range(cfg.requant_stages):
-                    await ctx.tick()
-                got[i, j] = ctx.get(dut.out)
+            # a new acc every cycle; each result comes out requant_stages cycles later
+            for j in range(len(accs) + lag - 1):
+                if j < len(accs):
+                    ctx.set(dut.acc, int(accs[j]))
+                await ctx.tick()
+                if j + 1 >= lag:
+                    got[i, j + 1 - lag] = ctx.get(dut.out)
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)
