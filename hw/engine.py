@@ -65,8 +65,9 @@ def _abits(depth):
 
 
 def coord_bits(cfg):
-    """Unsigned bits of a coordinate, count or address; one more bit makes it signed."""
-    return max(cfg.act_depth, cfg.out_depth, cfg.wgt_depth).bit_length() + 1
+    """Unsigned bits of a coordinate, count or activation/output address; one more bit makes
+    it signed.  (The weight address has its own width, from ``wgt_depth``.)"""
+    return max(cfg.act_depth, cfg.out_depth).bit_length() + 1
 
 
 #: The walker's levels, innermost first: across a pooling window, down it, to the next window
@@ -322,7 +323,7 @@ class LayerEngine(wiring.Component):
         cb = Signal(cw, name="cb")
         tap = Signal(scoord, name="tap")
         nb = Signal(cw, name="nb")
-        w_addr = Signal(cw, name="w_addr")
+        w_addr = Signal(range(cfg.wgt_depth + 1), name="w_addr")
         out_base = Signal(cw, name="out_base")  # m0 * NB of this M tile
         # where the pass is in the loops; registered (two cycles behind the descriptor and
         # one behind the counters, which change in a pass's last streaming cycle; the next

@@ -139,30 +139,30 @@ class InputPacker(wiring.Component):
         into lane ``(ky * kw + kx) * C + c`` of the words of output position ``(Y - ky, X -
         kx)`` where that is one, stopping at the first kernel row above the map (the top
         padding's codes go to few taps).  Every lane of every word is written once, so
-        nothing is cleared first.  Addresses are kept as sums (no multiplier): ``pix = (Y * out_w + X) *
-        CB`` and the tap's ``-(ky * out_w + kx) * CB``."""
+        nothing is cleared first.  Addresses are sums (no multiplier): ``pix = (Y * out_w +
+        X) * CB`` steps by constants from pixel to pixel, and the write address from ``pix``
+        by constants from tap to tap (one more where the lane passes a word's last)."""
         m = Module()
         g, ab, rows = self.g, self.abits, self.rows
         c_n, kh, kw, cb = g.channels, g.kernel_rows, g.window, g.blocks
         out_h, out_w = g.out_h, g.words_per_row
         hp, wp = g.height + 2 * g.pad_y, g.width + 2 * g.pad
-        span = (hp * out_w + wp + 1) * cb  # |pix| and |pix + tap offset| stay below this
         y = Signal(range(hp + 1), name="y")
         x = Signal(range(wp), name="x")
         chan = Signal(range(max(2, c_n)), name="chan")
-        pix = Signal(range(span), name="pix")
+        pix = Signal(len(self.w_addr), name="pix")
         code = Signal(ab, name="code")
         ky = Signal(range(kh), name="ky")
         kx = Signal(range(kw), name="kx")
-        tap_off = Signal(range(-span, 1), name="tap_off")
         oy = Signal(range(-kh, hp + 1), name="oy")  # the tap's output position
         ox = Signal(range(-kw, wp + 1), name="ox")
         lane = Signal(range(rows), name="lane")  # of lane index (ky * kw + kx) * C + c
-        word = Signal(range(cb), name="word")
+        addr = Signal.like(self.w_addr, name="tap_addr")  # the tap's word
         inside = (y >= g.pad_y) & (y < g.pad_y + g.height) & (x >= g.pad) & (x < g.pad + g.width)
+        valid = Signal(name="valid")  # the tap's position is on the map (below its top)
+        m.d.comb += [valid.eq((oy < out_h) & (ox >= 0) & (ox < out_w)), self.w_data.eq(code.replicate(rows))]
 
         m.d.sync += self.w_en.eq(0)
-        m.d.comb += self.w_data.eq(code.replicate(rows))
         with m.FSM(name="packer"):
             with m.State("IDLE"):
                 with m.If(self.in_first):
@@ -170,7 +170,7 @@ class InputPacker(wiring.Component):
                     m.next = "FETCH"
             with m.State("FETCH"):  # the next code: from the link inside the image, else 0
                 m.d.comb += [self.busy.eq(1), self.in_ready.eq(inside & (y < hp))]
-                start = [ky.eq(0), kx.eq(0), tap_off.eq(0), oy.eq(y), ox.eq(x), lane.eq(chan), word.eq(0)]
+                start = [ky.eq(0), kx.eq(0), oy.eq(y), ox.eq(x), lane.eq(chan), addr.eq(pix)]
                 with m.If(y == hp):
                     m.next = "IDLE"
                 with m.Elif(~inside):
@@ -179,7 +179,7 @@ class InputPacker(wiring.Component):
                 with m.Elif(self.in_valid):
                     m.d.sync += [code.eq(self.in_data)] + start
                     m.next = "SCATTER"
-            with m.State("SCATTER"):  # one tap a cycle
+            with m.State("SCATTER"):  # one tap a cycle: write it, then step to the next
                 m.d.comb += self.busy.eq(1)
 
                 def next_code():  # the code is placed: on to the next
@@ -193,19 +193,25 @@ class InputPacker(wiring.Component):
                         with m.Else():  # the next row's first pixel: X back by wp - 1
                             m.d.sync += [x.eq(0), y.eq(y + 1), pix.eq(pix + (2 - kw) * cb)]
 
+                w_en = Signal.like(self.w_en, name="tap_en")
+                m.d.comb += w_en.eq(Const(1, rows) << lane)
                 with m.If((kx == 0) & (oy < 0)):  # this kernel row and the rest lie above the map
                     next_code()
                 with m.Else():
-                    valid = (oy < out_h) & (ox >= 0) & (ox < out_w)
-                    with m.If(valid):
-                        m.d.sync += [self.w_addr.eq(pix + tap_off + word), self.w_en.eq(Const(1, self.rows) << lane)]
-                    wrap = lane + c_n >= rows
-                    m.d.sync += [lane.eq(Mux(wrap, lane + c_n - rows, lane + c_n)), word.eq(word + wrap)]
+                    with m.If(valid):  # the write is registered
+                        m.d.sync += [self.w_en.eq(w_en), self.w_addr.eq(addr)]
+                    # the next tap's lane, and its word: one on where the lane wraps
+                    if cb == 1:  # every lane of the window in one word: no wrap
+                        wrap = Const(0, 1)
+                        m.d.sync += lane.eq(lane + c_n)
+                    else:
+                        wrap = lane + c_n >= rows
+                        m.d.sync += lane.eq(Mux(wrap, lane + c_n - rows, lane + c_n))
                     with m.If(kx < kw - 1):
-                        m.d.sync += [kx.eq(kx + 1), tap_off.eq(tap_off - cb), ox.eq(ox - 1)]
+                        m.d.sync += [kx.eq(kx + 1), ox.eq(ox - 1), addr.eq(addr - cb + wrap)]
                     with m.Else():
-                        m.d.sync += [kx.eq(0), ky.eq(ky + 1), tap_off.eq(tap_off + ((kw - 1) - out_w) * cb),
-                                     ox.eq(x), oy.eq(oy - 1)]
+                        m.d.sync += [kx.eq(0), ky.eq(ky + 1), ox.eq(x), oy.eq(oy - 1),
+                                     addr.eq(addr + ((kw - 1) - out_w) * cb + wrap)]
                         with m.If(ky == kh - 1):
                             next_code()
         with m.If(self.w_en.any()):

@@ -218,7 +218,7 @@ class LayerPlan:
         ):
             if words > depth:
                 refuse(f"its {what} need {words} words, the memory has {depth}", f"regenerate with {flag} {words}")
-        if max(self.act_words, self.out_words, self.wgt_words, self.visited, self.skip_words) >= 2 ** (coord_bits(cfg) - 1):
+        if max(self.act_words, self.out_words, self.visited, self.skip_words) >= 2 ** (coord_bits(cfg) - 1):
             refuse("its counters overflow", "regenerate with deeper memories")
 
     def _check_skip(self, refuse):
