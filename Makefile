@@ -91,13 +91,20 @@ $(NET_RUN)/artifact.npz: | $(STAMP)
 	$(PY) -m quant.train --data mnist --data-dir $(MNIST) --model cnn --method pow2 --wbits 2 --abits 4 \
 		--init-from $(NET_RUN)-float --epochs 8 --out $(NET_RUN) --no-progress
 
+# the MNIST CNN's array on each board: on the iCEBreaker 16x4 with the rows' skew in block RAM,
+# which fits the UP5K (bench/throughput.py); the board's default elsewhere
+NET_ARRAY_icebreaker := --rows 16 --cols 4 --skew-ram true
+NET_ARRAY ?= $(NET_ARRAY_$(BOARD))
+
 # every mnist-10k test image through the cycle-accurate engine (Verilator), against the reference
 sim-network: $(NET_RUN)/artifact.npz
-	$(PY) -m sim.network $(NET_RUN)/artifact.npz --data mnist --data-dir $(MNIST) \
-		$(if $(wildcard build/fpga/mnist-$(BOARD)/report.json),--fpga-report build/fpga/mnist-$(BOARD)/report.json) $(ARGS)
+	$(PY) -m sim.network $(NET_RUN)/artifact.npz --data mnist --data-dir $(MNIST) --board $(BOARD) \
+		$(if $(wildcard build/fpga/mnist-$(BOARD)/report.json),--fpga-report build/fpga/mnist-$(BOARD)/report.json,$(NET_ARRAY)) \
+		$(ARGS)
 
 bitstream-mnist: $(NET_RUN)/artifact.npz
-	$(PY) -m fpga.build --board $(BOARD) --artifact $(NET_RUN)/artifact.npz --out build/fpga/mnist-$(BOARD) $(ARGS)
+	$(PY) -m fpga.build --board $(BOARD) --artifact $(NET_RUN)/artifact.npz --out build/fpga/mnist-$(BOARD) \
+		$(NET_ARRAY) $(ARGS)
 
 sweep: $(STAMP)
 	$(PY) -m sim.explore --hardware --board $(BOARD) $(ARGS)

@@ -9,7 +9,7 @@ import typing
 from .errors import UserError
 
 
-def _parse_bool(text):
+def parse_bool(text):
     low = text.lower()
     if low in ("1", "true", "yes", "on"):
         return True
@@ -39,7 +39,7 @@ def add_config_arguments(parser, cls):
     for f in dataclasses.fields(cls):
         if f.metadata.get("cli") is False:
             continue
-        typ = {bool: _parse_bool, list: _parse_widths}.get(hints[f.name], hints[f.name])
+        typ = {bool: parse_bool, list: _parse_widths}.get(hints[f.name], hints[f.name])
         default = f.default
         parser.add_argument(
             "--" + f.name.replace("_", "-"), dest=f.name, type=typ, default=None,

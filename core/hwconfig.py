@@ -34,6 +34,9 @@ class HwConfig:
     bram_reg: bool = field(default=False,
                            metadata={"help": "register the activation and partial-sum memories' outputs (ECP5 block "
                                              "RAM reads slowly); two more cycles a pass"})
+    skew_ram: bool = field(default=False, metadata={
+        "help": "delay the array's rows by whole groups of 16 bits in block RAM, only the rest in flip-flops "
+                "(iCE40: a flip-flop is a logic cell of its own); same cycles"})
     act_depth: int = field(default=1024, metadata={"help": "input activation memory, words of `rows` codes"})
     wgt_depth: int = field(default=2048,
                      metadata={"help": "weight memory, words of one array row (`cols` weight codes)"})

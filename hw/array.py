@@ -1,7 +1,8 @@
 """The weight-stationary systolic array of shift-accumulate PEs, with input skew and output deskew."""
 
-from amaranth.hdl import Module, Signal, signed
+from amaranth.hdl import Cat, Module, Signal, signed, unsigned
 from amaranth.lib import data, wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from core.hwconfig import HwConfig
@@ -17,6 +18,28 @@ def delay(m, value, cycles, en, *, name):
             m.d.sync += reg.eq(value)
         value = reg
     return value
+
+
+#: Bits of a block RAM word that a group of rows shares in :func:`ram_delay` (iCE40 and ECP5
+#: block RAMs are 16 bits wide in their 256- and 1024-word shapes).
+RAM_DELAY_BITS = 16
+#: Words of a delay RAM: one block RAM's, so yosys maps it to one.
+RAM_DELAY_DEPTH = 256
+
+
+def ram_delay(m, value, cycles, en, ptr, *, name):
+    """``value`` delayed by ``cycles`` (2 .. ``RAM_DELAY_DEPTH``) cycles of ``en`` through a
+    block RAM used as a circular buffer: written at ``ptr`` (a counter that advances with
+    ``en``), read ``cycles - 1`` words behind it, the read port's register the last stage.
+    Unlike :func:`delay` it is not reset; what it gives in its first ``cycles`` cycles is
+    whatever the RAM held."""
+    assert 2 <= cycles <= RAM_DELAY_DEPTH
+    mem = Memory(shape=unsigned(len(value)), depth=RAM_DELAY_DEPTH, init=[], attrs={"ram_style": "block"})
+    m.submodules[name] = mem
+    wr, rd = mem.write_port(), mem.read_port()
+    m.d.comb += [wr.addr.eq(ptr), wr.data.eq(value), wr.en.eq(en),
+                 rd.addr.eq(ptr - (cycles - 1)), rd.en.eq(en)]
+    return rd.data
 
 
 class SystolicArray(wiring.Component):
@@ -78,6 +101,7 @@ class SystolicArray(wiring.Component):
         writes = [self.w_load]
         for k in range(1, cfg.rows):
             writes.append(delay(m, writes[-1], 1, 1, name=f"w_load_{k}"))
+        skewed = self._skew(m)
         for k in range(cfg.rows):
             write = writes[k]
             for n in range(cfg.cols):
@@ -85,7 +109,7 @@ class SystolicArray(wiring.Component):
                 m.submodules[f"pe_{k}_{n}"] = pe
                 m.d.comb += [pe.en.eq(self.en), pe.w_shift.eq(write), pe.w_in.eq(self.w_in[n])]
                 if n == 0:
-                    m.d.comb += pe.a_in.eq(delay(m, self.a[k], k, self.en, name=f"a_skew_{k}"))
+                    m.d.comb += pe.a_in.eq(skewed[k])
                 else:
                     m.d.comb += pe.a_in.eq(pes[k][n - 1].a_out)
                 if k == 0:
@@ -100,3 +124,25 @@ class SystolicArray(wiring.Component):
             m.d.comb += self.s_out[n].eq(delay(m, bottom, cfg.cols - 1 - n, self.en, name=f"s_deskew_{n}"))
         m.d.comb += self.s_valid.eq(delay(m, self.valid, self.latency, self.en, name="valid"))
         return m
+
+    def _skew(self, m):
+        """Row ``k``'s activation delayed ``k`` cycles: in flip-flops, or with ``skew_ram``
+        the rows in groups of ``RAM_DELAY_BITS // abits``, group ``g`` delayed ``g * G``
+        cycles in a block RAM (:func:`ram_delay`) and each row the rest in flip-flops."""
+        cfg = self.cfg
+        if not cfg.skew_ram:
+            return [delay(m, self.a[k], k, self.en, name=f"a_skew_{k}") for k in range(cfg.rows)]
+        group = max(1, RAM_DELAY_BITS // cfg.abits)
+        ptr = Signal(range(RAM_DELAY_DEPTH), name="skew_ptr")
+        with m.If(self.en):
+            m.d.sync += ptr.eq(ptr + 1)
+        out = []
+        for g0 in range(0, cfg.rows, group):
+            rows = range(g0, min(g0 + group, cfg.rows))
+            base = g0 if g0 >= 2 else 0  # the RAM's delay (it needs two cycles at least)
+            values = [self.a[k] for k in rows]
+            if base:
+                coarse = ram_delay(m, Cat(values), base, self.en, ptr, name=f"a_skew_ram_{g0}")
+                values = [coarse[i * cfg.abits:(i + 1) * cfg.abits] for i in range(len(rows))]
+            out += [delay(m, v, k - base, self.en, name=f"a_skew_{k}") for k, v in zip(rows, values)]
+        return out

@@ -19,7 +19,7 @@ import sys
 
 from core.artifact import load_artifact
 from core.boards import BOARDS, board as get_board
-from core.cli import make_parser
+from core.cli import make_parser, parse_bool
 from core.errors import UserError, cli_main
 from core.fileio import write_json
 from core.hwconfig import HwConfig
@@ -63,6 +63,8 @@ def main(argv=None):
     parser.add_argument("--rows", type=int, help="array rows (default: the board's; with --fpga-report, the build's)")
     parser.add_argument("--cols", type=int, help="array columns (default: the board's; with --fpga-report, the "
                                                   "build's)")
+    parser.add_argument("--skew-ram", type=parse_bool, metavar="BOOL",
+                        help="the rows' skew in block RAM (same cycles; as the iCEBreaker's 16x4 MNIST build has it)")
     parser.add_argument("--jobs", type=int, help="simulator processes (default: up to 2)")
     parser.add_argument("--mhz", type=float, help="clock for the images-per-second figure")
     parser.add_argument("--fpga-report", help="report.json of a board build: simulate the design it built (its "
@@ -92,7 +94,8 @@ def main(argv=None):
                             "simulate the built design")
         program = NetworkProgram(art.network, cfg)
     else:
-        program = NetworkProgram.for_board(art.network, get_board(args.board), {"rows": args.rows, "cols": args.cols})
+        program = NetworkProgram.for_board(art.network, get_board(args.board),
+                                           {"rows": args.rows, "cols": args.cols, "skew_ram": args.skew_ram})
     if args.data:
         inputs, labels = dataset_codes(art.network, args.data, args.data_dir, args.limit)
     else:

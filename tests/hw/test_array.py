@@ -45,3 +45,11 @@ def test_random_arrays_many(seed):
 def test_an_8x8_array_of_the_mnist_widths():
     cfg = HwConfig(rows=8, cols=8, abits=4, wbits=4, terms=1, max_fan_in=8)
     simulate(cfg, "array", "sim.cocotb_array", TESTS, {"seed": 0, "reps": 4, "vectors": 40, "patterns": PATTERNS})
+
+
+@pytest.mark.parametrize("rows,abits", [(16, 4), (13, 3)])
+def test_the_skew_in_block_ram(rows, abits):
+    """skew_ram (rows delayed in groups through block RAM, the rest in flip-flops): the same
+    sums in the same latency, through idle and stall cycles."""
+    cfg = HwConfig(rows=rows, cols=3, abits=abits, wbits=3, terms=1, max_fan_in=rows, skew_ram=True)
+    simulate(cfg, "array", "sim.cocotb_array", TESTS, {"seed": rows, "reps": 4, "vectors": 40, "patterns": PATTERNS})

@@ -166,10 +166,11 @@ def test_refusals(trained_runs):
         NetworkProgram(dataclasses.replace(art.network, layers=layers), rows=8, cols=4)
 
 
-@pytest.mark.parametrize("rows,cols,mode", [(8, 4, "window"), (16, 4, "window"), (4, 4, "rows")])
-def test_network_core_on_amaranth_sim(trained_runs, rows, cols, mode):
+@pytest.mark.parametrize("rows,cols,mode,skew_ram", [(8, 4, "window", False), (16, 4, "window", True),
+                                                     (4, 4, "rows", False)])
+def test_network_core_on_amaranth_sim(trained_runs, rows, cols, mode, skew_ram):
     art = load_artifact(trained_runs.artifact)
-    prog = NetworkProgram(art.network, rows=rows, cols=cols, psum_depth=16)
+    prog = NetworkProgram(art.network, rows=rows, cols=cols, psum_depth=16, skew_ram=skew_ram)
     assert prog.packer.mode == mode
     x = art.golden.inputs[:2]
     logits, cycles, step_cycles = run_network(prog, x, per_step=True)
