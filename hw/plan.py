@@ -97,11 +97,15 @@ class LayerPlan:
         return self.out_hw[0] * self.out_hw[1] * self.pool_n
 
     @property
+    def m_tile(self):
+        """Most output positions of an M tile: ``psum_depth``, or all of them when the layer
+        has one K tile (it keeps no partial sums)."""
+        return self.cfg.psum_depth if self.kt > 1 else self.visited
+
+    @property
     def m_tiles(self):
-        """Lengths of the M tiles (output positions per partial-sum pass): at most
-        ``psum_depth``, or all positions in one when the layer has one K tile (it keeps
-        no partial sums)."""
-        m, t = self.visited, self.cfg.psum_depth if self.kt > 1 else self.visited
+        """Lengths of the M tiles (output positions per partial-sum pass)."""
+        m, t = self.visited, self.m_tile
         return [min(t, m - s) for s in range(0, m, t)]
 
     @property
@@ -388,7 +392,7 @@ class LayerPlan:
         computed: ``(m_tile, nb, written position, column)``, for mismatch reports."""
         cols, (oh, ow) = self.cfg.cols, self.out_hw
         o, rest = divmod(int(flat_index), oh * ow)
-        return rest * self.pool_n // (self.cfg.psum_depth if self.kt > 1 else self.visited), o // cols, rest, o % cols
+        return rest * self.pool_n // self.m_tile, o // cols, rest, o % cols
 
 
 def _pow2_at_least(n):

@@ -133,7 +133,7 @@ class PackerGeometry:
         no faster (:class:`hw.network.NetworkBoard` checks)."""
         c, wp = self.channels, self.width + 2 * self.pad
         if self.mode != "window":
-            return 1, self.pad * c + 2
+            return 1, self.pad * c + 1
         first = sum(self.code_cycles(y) * wp * c for y in range(self.pad_y)) + \
             self.pad * c * self.code_cycles(self.pad_y) + 1
         between = max(self.code_cycles(y) * (1 + 2 * self.pad * c)

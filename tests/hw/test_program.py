@@ -110,6 +110,44 @@ def test_window_packer_writes_every_lane_once_and_stalls_as_counted(in_c, kernel
     assert taken[0] + 1 == first and max(np.diff(taken)) == between
 
 
+@pytest.mark.parametrize("geometry", [
+    PackerGeometry(channels=1, height=4, width=5, window=3, pad=1),
+    PackerGeometry(channels=2, height=3, width=4, window=3, pad=1),
+    PackerGeometry(channels=3, height=3, width=3, blocks=2, lanes=2, mode="blocked"),
+])
+def test_row_and_blocked_packers_stall_as_counted(geometry):
+    """The other packers' in_ready, codes offered every cycle, against stall_cycles."""
+    from amaranth.sim import Simulator
+
+    from hw.network import InputPacker
+
+    dut = InputPacker(geometry, rows=8, abits=4, addr_width=12)
+    stream = list(geometry.stream(np.ones((geometry.channels, geometry.height, geometry.width), dtype=np.int64)))
+    taken = []
+
+    async def bench(ctx):
+        ctx.set(dut.in_first, 1)
+        await ctx.tick()
+        ctx.set(dut.in_first, 0)
+        cycle = 0
+        while stream and cycle < 1000:
+            ctx.set(dut.in_valid, 1)
+            ctx.set(dut.in_data, int(stream[0]))
+            take = ctx.get(dut.in_ready)
+            await ctx.tick()
+            if take:
+                taken.append(cycle)
+                stream.pop(0)
+            cycle += 1
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert not stream
+    assert (taken[0] + 1, max(np.diff(taken))) == geometry.stall_cycles()
+
+
 @pytest.mark.parametrize("rows,want", [(4, "rows"), (8, "window"), (16, "window")])
 def test_the_packing_that_takes_fewest_k_tiles(rows, want):
     """MNIST's 1-channel 3x3 conv: rows packed (3 tiles) at 4 rows, whole windows at 8 (2
