@@ -55,23 +55,14 @@ def test_window_packing_computes_the_same_layer(in_c, kernel, padding, hw, rows)
     assert np.array_equal(reference.run_layer(packed, words), reference.run_layer(layer, x))
 
 
-@pytest.mark.parametrize("in_c,kernel,padding,hw,rows", [
-    (1, (3, 3), (1, 1), (5, 6), 16),
-    (3, (3, 3), (1, 1), (4, 5), 8),
-    (2, (2, 3), (2, 0), (4, 4), 4),
-])
-def test_window_packer_writes_every_lane_once_and_stalls_as_counted(in_c, kernel, padding, hw, rows):
-    """The RTL packer (Amaranth's simulator, codes offered every cycle) writes exactly the
-    words of PackerGeometry.pack, each lane once, and keeps in_ready low at most the
-    cycles stall_cycles counts, which the board checks against the UART's byte time."""
+def drive_packer(g, x, rows):
+    """The RTL input packer on Amaranth's simulator, ``x``'s codes offered every cycle.
+    Returns the words it wrote ``(words, rows)``, how often each lane was written, and the
+    cycles (from the one after ``in_first``) in which it took a code."""
     from amaranth.sim import Simulator
 
     from hw.network import InputPacker
 
-    taps = in_c * kernel[0] * kernel[1]
-    g = PackerGeometry(channels=in_c, height=hw[0], width=hw[1], window=kernel[1], pad=padding[1],
-                       blocks=-(-taps // rows), lanes=rows, mode="window", kernel_rows=kernel[0], pad_y=padding[0])
-    x = np.random.default_rng(rows).integers(1, 16, (in_c,) + hw)
     dut = InputPacker(g, rows=rows, abits=4, addr_width=16)
     written = np.zeros((g.words, rows), dtype=np.int64)
     times = np.zeros((g.words, rows), dtype=np.int64)
@@ -102,8 +93,24 @@ def test_window_packer_writes_every_lane_once_and_stalls_as_counted(in_c, kernel
     sim.add_testbench(bench)
     sim.run()
     assert not stream, "the packer did not take every code"
-    want = g.pack(x, rows)
-    assert np.array_equal(written, want)
+    return written, times, taken
+
+
+@pytest.mark.parametrize("in_c,kernel,padding,hw,rows", [
+    (1, (3, 3), (1, 1), (5, 6), 16),
+    (3, (3, 3), (1, 1), (4, 5), 8),
+    (2, (2, 3), (2, 0), (4, 4), 4),
+])
+def test_window_packer_writes_every_lane_once_and_stalls_as_counted(in_c, kernel, padding, hw, rows):
+    """The RTL packer writes exactly the words of PackerGeometry.pack, each lane once, and
+    keeps in_ready low at most the cycles stall_cycles counts, which the board checks
+    against the UART's byte time."""
+    taps = in_c * kernel[0] * kernel[1]
+    g = PackerGeometry(channels=in_c, height=hw[0], width=hw[1], window=kernel[1], pad=padding[1],
+                       blocks=-(-taps // rows), lanes=rows, mode="window", kernel_rows=kernel[0], pad_y=padding[0])
+    x = np.random.default_rng(rows).integers(1, 16, (in_c,) + hw)
+    written, times, taken = drive_packer(g, x, rows)
+    assert np.array_equal(written, g.pack(x, rows))
     lanes = np.arange(g.blocks * rows).reshape(g.blocks, rows) < taps
     assert np.array_equal(times, np.tile(lanes, (g.words // g.blocks, 1)).astype(np.int64))
     first, between = g.stall_cycles()
@@ -117,34 +124,8 @@ def test_window_packer_writes_every_lane_once_and_stalls_as_counted(in_c, kernel
 ])
 def test_row_and_blocked_packers_stall_as_counted(geometry):
     """The other packers' in_ready, codes offered every cycle, against stall_cycles."""
-    from amaranth.sim import Simulator
-
-    from hw.network import InputPacker
-
-    dut = InputPacker(geometry, rows=8, abits=4, addr_width=12)
-    stream = list(geometry.stream(np.ones((geometry.channels, geometry.height, geometry.width), dtype=np.int64)))
-    taken = []
-
-    async def bench(ctx):
-        ctx.set(dut.in_first, 1)
-        await ctx.tick()
-        ctx.set(dut.in_first, 0)
-        cycle = 0
-        while stream and cycle < 1000:
-            ctx.set(dut.in_valid, 1)
-            ctx.set(dut.in_data, int(stream[0]))
-            take = ctx.get(dut.in_ready)
-            await ctx.tick()
-            if take:
-                taken.append(cycle)
-                stream.pop(0)
-            cycle += 1
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
-    assert not stream
+    x = np.ones((geometry.channels, geometry.height, geometry.width), dtype=np.int64)
+    _, _, taken = drive_packer(geometry, x, rows=8)
     assert (taken[0] + 1, max(np.diff(taken))) == geometry.stall_cycles()
 
 
