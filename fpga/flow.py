@@ -9,6 +9,7 @@ defaults and the flags given, in one place.
 
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 import time
@@ -137,20 +138,45 @@ def build(board_name, *, out=None, artifact_path=None, layer=None, sample=0, tar
         return network(None)
     if clock != "auto":
         return network(pll_for(board.family, board.board_clock_mhz, clock))
-    first = network(None)
-    placed = min(first["fmax_mhz"].values(), default=None)
-    tries = [{"pll_mhz": None, "fmax_mhz": placed}]
-    report = first
-    while placed is not None and len(tries) < 3:
+    return auto_clock(board, folder, network)
+
+
+#: The folder, inside a build folder, that keeps the last build to meet its clock while
+#: :func:`auto_clock` tries a faster one.
+KEPT = ".kept"
+
+
+def auto_clock(board, folder, network):
+    """``--clock auto``: build with ``network(None)`` (the oscillator), then with ``network(pll)``
+    at :func:`pll_clock` of the placed Fmax, again lower should that placement miss it (three
+    builds at most).  Placement moves from build to build, so the last try may miss its clock
+    too; the folder then gets back the fastest build that met its own, the report saying which."""
+    folder = pathlib.Path(folder)
+    kept = folder / KEPT
+
+    def keep(report):
+        shutil.rmtree(kept, ignore_errors=True)
+        shutil.copytree(folder, kept, ignore=lambda d, names: [KEPT] if pathlib.Path(d) == folder else [])
+        return len(tries) - 1, report
+
+    tries, best, pll = [], None, None
+    while True:
+        report = network(pll)
+        placed = min(report["fmax_mhz"].values(), default=None)
+        tries.append({"pll_mhz": pll and pll.out_mhz, "fmax_mhz": placed, "passed": report["passed"]})
+        if report["passed"]:
+            best = keep(report)
+        if placed is None or len(tries) == 3 or (pll is not None and placed >= pll.out_mhz):
+            break
         pll = pll_clock(board, placed)
         if pll is None:
             break
-        report = network(pll)
-        placed = min(report["fmax_mhz"].values(), default=None)
-        tries.append({"pll_mhz": pll.out_mhz, "fmax_mhz": placed})
-        if placed is not None and placed >= pll.out_mhz:
-            break
-    report["clock"] = {"mode": "auto", "margin": MARGIN, "builds": tries}
+    kept_try = len(tries) - 1
+    if not report["passed"] and best is not None:
+        shutil.copytree(kept, folder, dirs_exist_ok=True)
+        kept_try, report = best
+    shutil.rmtree(kept, ignore_errors=True)
+    report["clock"] = {"mode": "auto", "margin": MARGIN, "builds": tries, "kept": kept_try}
     _write_report(folder, report)
     return report
 

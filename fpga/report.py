@@ -167,9 +167,10 @@ def network_figures(report):
     }
 
 
-def _build_step(b):
+def _build_step(b, kept):
     at = "the oscillator" if b["pll_mhz"] is None else f"PLL {b['pll_mhz']:.4g} MHz"
-    return f"{at} -> Fmax {b['fmax_mhz']:.2f} MHz" if b["fmax_mhz"] else f"{at} -> no Fmax"
+    step = f"{at} -> Fmax {b['fmax_mhz']:.2f} MHz" if b["fmax_mhz"] else f"{at} -> no Fmax"
+    return step + (" (kept)" if kept else "")
 
 
 def design_lines(report):
@@ -196,7 +197,7 @@ def design_lines(report):
     clock = report.get("clock")
     if clock:
         lines.append(f"- clock chosen from the placed Fmax, the PLL at most {clock['margin']:.0%} below it; builds: "
-                     + "; ".join(_build_step(b) for b in clock["builds"]))
+                     + "; ".join(_build_step(b, i == clock.get("kept")) for i, b in enumerate(clock["builds"])))
     if f["images_per_s_fmax"]:
         lines.append(f"- at the nextpnr Fmax it would be {f['images_per_s_fmax']:.0f}")
     return lines

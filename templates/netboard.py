@@ -48,7 +48,8 @@ def write_network_board(out_dir, board, program, *, artifact, baud=DEFAULT_BAUD,
     clock_mhz = pll.out_mhz if pll is not None else board.board_clock_mhz
     cpb = clocks_per_bit(clock_mhz * 1e6, baud)
     dut = NetworkBoard(program, clocks_per_bit=cpb, model_id=model_id(artifact), spram=board.family == "ice40")
-    text = banner("network.v", GENERATOR, source) + verilog.convert(dut, name=DESIGN)
+    # no source locations: the placement depends on the design, not on where the checkout lies
+    text = banner("network.v", GENERATOR, source) + verilog.convert(dut, name=DESIGN, emit_src=False)
     write_atomic(out / "network.v", lambda tmp: pathlib.Path(tmp).write_text(text))
     for name in LIBRARY:
         shutil.copyfile(TEMPLATE_ROOT / "board" / name, out / name)

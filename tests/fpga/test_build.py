@@ -8,7 +8,7 @@ import pytest
 
 from core.boards import BOARDS
 from fpga.build import main
-from fpga.flow import build
+from fpga.flow import KEPT, auto_clock, build
 from fpga.report import build_report, markdown
 
 SMALL = dict(rows=2, cols=2, abits=4, wbits=4, terms=1, max_fan_in=64, act_depth=64, wgt_depth=64,
@@ -83,3 +83,29 @@ def test_cli_refusals(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["--board", "de10-nano"])
     assert exc.value.code == 2
+
+
+@pytest.mark.parametrize("misses", [(), (1,), (1, 2)])
+def test_auto_clock_keeps_the_fastest_build_that_met_its_clock(ice40_build, tmp_path, misses):
+    """--clock auto over stand-in builds (the small build's report, its Fmax replaced) whose
+    placements fall short of their PLL in the tries ``misses``: the folder ends with the files
+    of the fastest build that met its clock."""
+    board = BOARDS["icebreaker"]
+    fmax = {0: 40.0, 1: 39.0, 2: 36.0}
+
+    def network(pll):
+        n = len(list(tmp_path.glob("try*")))
+        target = pll.out_mhz if pll else board.board_clock_mhz
+        placed = target - 1 if n in misses else fmax[n]
+        (tmp_path / f"try{n}").write_text("")
+        (tmp_path / "top.bit").write_text(f"build {n}")
+        return dict(ice40_build[1], fmax_mhz={"clk": placed}, passed=placed >= target, target_mhz=target)
+
+    report = auto_clock(board, tmp_path, network)
+    builds = report["clock"]["builds"]
+    met = [i for i, b in enumerate(builds) if b["passed"]]
+    assert report["passed"] and report["clock"]["kept"] == max(met)
+    assert (tmp_path / "top.bit").read_text() == f"build {max(met)}"
+    assert not (tmp_path / KEPT).exists()
+    assert len(builds) == (2 if 1 not in misses else 3)
+    assert json.loads((tmp_path / "report.json").read_text())["clock"]["kept"] == max(met)
