@@ -105,9 +105,9 @@ def build(board_name, *, out=None, artifact_path=None, layer=None, sample=0, tar
 
     ``design`` is ``"network"`` (needs ``artifact_path``; the default with one) or
     ``"selftest"`` (the default without).  ``clock`` is the network design's: ``"auto"``
-    builds once at the oscillator, then again with the board's PLL at the fastest clock it
-    makes at most :data:`MARGIN` below the placed Fmax (and once more, lower, should the
-    second placement miss it); ``"board"`` runs at the oscillator; a number (MHz) sets the
+    builds once at the oscillator, then with the board's PLL at the fastest clock it makes
+    at most :data:`MARGIN` below the placed Fmax, up to three builds (:func:`auto_clock`);
+    ``"board"`` runs at the oscillator; a number (MHz) sets the
     PLL at the fastest clock it makes at or below that.  The self-test runs at the
     oscillator."""
     board = get_board(board_name)
@@ -148,33 +148,29 @@ KEPT = ".kept"
 
 def auto_clock(board, folder, network):
     """``--clock auto``: build with ``network(None)`` (the oscillator), then with ``network(pll)``
-    at :func:`pll_clock` of the placed Fmax, again lower should that placement miss it (three
-    builds at most).  Placement moves from build to build, so the last try may miss its clock
-    too; the folder then gets back the fastest build that met its own, the report saying which."""
+    at :func:`pll_clock` of the last placed Fmax while that is a faster clock than the fastest
+    build so far that met its own (three builds at most).  Placement moves from build to
+    build, so a try may miss its clock or place faster than asked; the folder ends with the
+    fastest build that met its clock, the report saying which."""
     folder = pathlib.Path(folder)
     kept = folder / KEPT
-
-    def keep(report):
-        shutil.rmtree(kept, ignore_errors=True)
-        shutil.copytree(folder, kept, ignore=lambda d, names: [KEPT] if pathlib.Path(d) == folder else [])
-        return len(tries) - 1, report
-
     tries, best, pll = [], None, None
     while True:
         report = network(pll)
         placed = min(report["fmax_mhz"].values(), default=None)
+        runs_at = pll.out_mhz if pll is not None else board.board_clock_mhz
         tries.append({"pll_mhz": pll and pll.out_mhz, "fmax_mhz": placed, "passed": report["passed"]})
-        if report["passed"]:
-            best = keep(report)
-        if placed is None or len(tries) == 3 or (pll is not None and placed >= pll.out_mhz):
-            break
-        pll = pll_clock(board, placed)
-        if pll is None:
+        if report["passed"] and (best is None or runs_at > best[2]):
+            shutil.rmtree(kept, ignore_errors=True)
+            shutil.copytree(folder, kept, ignore=lambda d, names: [KEPT] if pathlib.Path(d) == folder else [])
+            best = (len(tries) - 1, report, runs_at)
+        pll = None if placed is None or len(tries) == 3 else pll_clock(board, placed)
+        if pll is None or (best is not None and pll.out_mhz <= best[2]):
             break
     kept_try = len(tries) - 1
-    if not report["passed"] and best is not None:
+    if best is not None and best[0] != kept_try:
         shutil.copytree(kept, folder, dirs_exist_ok=True)
-        kept_try, report = best
+        kept_try, report, _ = best
     shutil.rmtree(kept, ignore_errors=True)
     report["clock"] = {"mode": "auto", "margin": MARGIN, "builds": tries, "kept": kept_try}
     _write_report(folder, report)

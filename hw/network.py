@@ -395,8 +395,17 @@ class NetworkCore(wiring.Component):
         m.submodules.packer = packer = InputPacker(prog.packer, rows=cfg.rows, abits=ab,
                                                    addr_width=_abits(prog.buffer_words(prog.input_buffers[0])))
         lb = banks.bit_length() - 1
-        res_word, res_bank = engine.res_addr[lb:], engine.res_addr[:lb]
-        res_codes = Cat(engine.res_data[n][:ab] for n in range(cols))
+        # the engine's results reach the buffers a cycle after it shows them, through
+        # registers: the path from its pooling and requantisers to the RAM's address and data
+        # starts at a flip-flop.  The last write lands by the cycle of the engine's ``done``,
+        # before the next step reads (SET and GO come first).
+        res_valid = Signal(name="res_valid")
+        res_mask = Signal(len(prog.buffers), name="res_mask")
+        res_addr = Signal.like(engine.res_addr, name="res_addr")
+        res_codes = Signal(cols * ab, name="res_codes")
+        m.d.sync += [res_valid.eq(engine.res_valid & ~desc.dst_logits), res_mask.eq(desc.dst_mask),
+                     res_addr.eq(engine.res_addr), res_codes.eq(Cat(engine.res_data[n][:ab] for n in range(cols)))]
+        res_word, res_bank = res_addr[lb:], res_addr[:lb]
         if cfg.skip:  # the skip codes of result address a: bank a % banks of word a // banks
             skip_bank = Signal(max(1, lb), name="skip_bank")
             m.d.sync += skip_bank.eq(engine.skip_r.addr[:lb])
@@ -405,7 +414,6 @@ class NetworkCore(wiring.Component):
         for k, b in enumerate(prog.buffers):
             buf = ActBuffer(width=cfg.rows * ab, depth=b.words, banks=b.banks, spram=b.name in in_spram)
             m.submodules[f"buf_{b.name}"] = buf
-            mine = desc.dst_mask[k] & ~desc.dst_logits
             r_addr = engine.act_r.addr
             if cfg.skip:  # a step's source and skip are different buffers: one read port each
                 r_addr = Mux(engine.desc.skip & (desc.skip_buf == k), engine.skip_r.addr[lb:], r_addr)
@@ -416,7 +424,7 @@ class NetworkCore(wiring.Component):
             ]
             per = b.banks // banks  # write enables a result bank (b.banks: one a lane for the packer's)
             for e in range(b.banks):
-                m.d.comb += buf.w_en[e].eq(engine.res_valid & mine & (res_bank == e // per))
+                m.d.comb += buf.w_en[e].eq(res_valid & res_mask[k] & (res_bank == e // per))
             if b.name in prog.input_buffers:  # the packer writes the input while the engine is idle
                 with m.If(packer.w_en.any()):
                     lanes = cfg.rows // b.banks

@@ -85,13 +85,18 @@ def test_cli_refusals(tmp_path, capsys):
     assert exc.value.code == 2
 
 
-@pytest.mark.parametrize("misses", [(), (1,), (1, 2)])
-def test_auto_clock_keeps_the_fastest_build_that_met_its_clock(ice40_build, tmp_path, misses):
-    """--clock auto over stand-in builds (the small build's report, its Fmax replaced) whose
-    placements fall short of their PLL in the tries ``misses``: the folder ends with the files
-    of the fastest build that met its clock."""
+@pytest.mark.parametrize("misses, fmax, kept, n_builds", [
+    ((), (40.0, 39.0, 36.0), 1, 2),  # the PLL build meets its clock, the next PLL would be no faster
+    ((1,), (40.0, 39.0, 36.0), 2, 3),  # the first PLL build misses, a lower one meets it
+    ((1, 2), (40.0, 39.0, 36.0), 0, 3),  # both miss: back to the oscillator's build
+    ((), (40.0, 45.0, 44.0), 2, 3),  # placed faster than asked: a faster PLL, and it meets it
+    ((2,), (40.0, 45.0, 44.0), 1, 3),  # ... and it misses: back to the first PLL build
+])
+def test_auto_clock_keeps_the_fastest_build_that_met_its_clock(ice40_build, tmp_path, misses, fmax, kept, n_builds):
+    """--clock auto over stand-in builds (the small build's report, its Fmax replaced by
+    ``fmax`` per try, or by its target less 1 MHz in the tries ``misses``): the folder ends
+    with the files of the fastest build that met its clock."""
     board = BOARDS["icebreaker"]
-    fmax = {0: 40.0, 1: 39.0, 2: 36.0}
 
     def network(pll):
         n = len(list(tmp_path.glob("try*")))
@@ -103,9 +108,7 @@ def test_auto_clock_keeps_the_fastest_build_that_met_its_clock(ice40_build, tmp_
 
     report = auto_clock(board, tmp_path, network)
     builds = report["clock"]["builds"]
-    met = [i for i, b in enumerate(builds) if b["passed"]]
-    assert report["passed"] and report["clock"]["kept"] == max(met)
-    assert (tmp_path / "top.bit").read_text() == f"build {max(met)}"
+    assert len(builds) == n_builds and report["passed"] and report["clock"]["kept"] == kept
+    assert (tmp_path / "top.bit").read_text() == f"build {kept}"
     assert not (tmp_path / KEPT).exists()
-    assert len(builds) == (2 if 1 not in misses else 3)
-    assert json.loads((tmp_path / "report.json").read_text())["clock"]["kept"] == max(met)
+    assert json.loads((tmp_path / "report.json").read_text())["clock"]["kept"] == kept
