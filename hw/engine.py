@@ -310,6 +310,10 @@ class LayerEngine(wiring.Component):
         m_left = Signal(cw, name="m_left")
         t_len = Signal(cw, name="t_len")  # positions in this M tile
         t_last = Signal(cw, name="t_last")  # t_len - 1, registered off the STREAM exit test
+        t_single = Signal(name="t_single")  # t_len == 1
+        # j == t_last, kept a cycle ahead in a register: the pass's end, which steps the K loop
+        # and restores the walker, is decided from a flip-flop rather than a comparator
+        j_last = Signal(name="j_last")
         # the position walker (see descriptor_layout): counters c0..c2 of the first three
         # levels, each with its "at the end" flag kept beside it so the level choice starts
         # at flip-flops, and the window origin and its activation address
@@ -497,7 +501,7 @@ class LayerEngine(wiring.Component):
                 # a layer of one K tile keeps no partial sums, so its M tile is the whole layer
                 split = (m_left > cfg.psum_depth) & ~single_kt
                 tile_len = Mux(split, cfg.psum_depth, m_left)
-                m.d.sync += [t_len.eq(tile_len), t_last.eq(tile_len - 1)]
+                m.d.sync += [t_len.eq(tile_len), t_last.eq(tile_len - 1), t_single.eq(tile_len == 1)]
                 m.next = "LOAD"
             with m.State("LOAD"):
                 # a block starts with the array and the drain empty: cycle 0 starts the
@@ -522,14 +526,14 @@ class LayerEngine(wiring.Component):
                     m.d.sync += [skip.walk[k].eq(skip.tile[k]) for k in skip.walk]
                 with m.If(load_count == cfg.load_cycles):
                     m.d.sync += [load_count.eq(0), par_count.eq(0), j.eq(0), j_rd.eq(0), j_ps.eq(0), j_out.eq(0),
-                                 drained.eq(0), out_m.eq(out_base), pool_count.eq(0)]
+                                 drained.eq(0), out_m.eq(out_base), pool_count.eq(0), j_last.eq(t_single)]
                     m.next = "STREAM"
             with m.State("STREAM"):
                 m.d.comb += issue.eq(1)
-                m.d.sync += j.eq(j + 1)
+                m.d.sync += [j.eq(j + 1), j_last.eq(Mux(j_last, t_single, j + 1 == t_last))]
                 self._walk(m, pos, walk_ends, lambda level: {
                     k: getattr(d, f"step{level}_{key}") for k, key in (("y0", "y"), ("x0", "x"), ("pos", "pos"))})
-                with m.If(j == t_last):
+                with m.If(j_last):
                     m.d.sync += j.eq(0)
                     with m.If(last_kt):
                         m.next = "DRAIN"

@@ -41,7 +41,8 @@ class InputPacker(wiring.Component):
 
     The write is registered: ``w_en``/``w_addr``/``w_data`` come one cycle after the pixel
     completes.  ``busy`` is high while a write or padding is pending.  ``w_en`` has a bit a
-    lane (code) of the word; a whole word sets them all.
+    lane (code) of the word; a whole word sets them all.  ``w_any`` is high with any of them,
+    a flip-flop of its own (the buffers' address multiplexers read it, not an OR of ``w_en``).
 
     In ``"window"`` mode (:class:`hw.program.PackerGeometry`) each code is written into
     every lane that holds it, one lane a cycle (:meth:`_window`).
@@ -57,6 +58,7 @@ class InputPacker(wiring.Component):
             "in_ready": Out(1),
             "busy": Out(1),
             "w_en": Out(rows),
+            "w_any": Out(1),
             "w_addr": Out(addr_width),
             "w_data": Out(rows * abits),
         })
@@ -76,7 +78,7 @@ class InputPacker(wiring.Component):
         padding = Signal(name="padding")  # shifting in the zero pixels after a row
         write = Signal(name="write")
         m.d.comb += [self.in_ready.eq(~padding), self.busy.eq(padding | write),
-                     self.w_en.eq(write.replicate(self.rows)), self.w_data.eq(reg)]
+                     self.w_en.eq(write.replicate(self.rows)), self.w_any.eq(write), self.w_data.eq(reg)]
         m.d.sync += write.eq(0)
         with m.If(write):
             m.d.sync += self.w_addr.eq(self.w_addr + 1)
@@ -118,7 +120,7 @@ class InputPacker(wiring.Component):
         chan = Signal(range(g.channels), name="chan")
         write = Signal(name="write")
         m.d.comb += [self.in_ready.eq(1), self.busy.eq(write), self.w_en.eq(write.replicate(rows)),
-                     self.w_data.eq(reg)]
+                     self.w_any.eq(write), self.w_data.eq(reg)]
         m.d.sync += write.eq(0)
         with m.If(write):
             m.d.sync += self.w_addr.eq(self.w_addr + 1)
@@ -162,7 +164,7 @@ class InputPacker(wiring.Component):
         valid = Signal(name="valid")  # the tap's position is on the map (below its top)
         m.d.comb += [valid.eq((oy < out_h) & (ox >= 0) & (ox < out_w)), self.w_data.eq(code.replicate(rows))]
 
-        m.d.sync += self.w_en.eq(0)
+        m.d.sync += [self.w_en.eq(0), self.w_any.eq(0)]
         with m.FSM(name="packer"):
             with m.State("IDLE"):
                 with m.If(self.in_first):
@@ -199,7 +201,7 @@ class InputPacker(wiring.Component):
                     next_code()
                 with m.Else():
                     with m.If(valid):  # the write is registered
-                        m.d.sync += [self.w_en.eq(w_en), self.w_addr.eq(addr)]
+                        m.d.sync += [self.w_en.eq(w_en), self.w_any.eq(1), self.w_addr.eq(addr)]
                     # the next tap's lane, and its word: one on where the lane wraps
                     if cb == 1:  # every lane of the window in one word: no wrap
                         wrap = Const(0, 1)
@@ -214,7 +216,7 @@ class InputPacker(wiring.Component):
                                      addr.eq(addr + ((kw - 1) - out_w) * cb + wrap)]
                         with m.If(ky == kh - 1):
                             next_code()
-        with m.If(self.w_en.any()):
+        with m.If(self.w_any):
             m.d.comb += self.busy.eq(1)
         return m
 
@@ -232,6 +234,8 @@ class ActBuffer(wiring.Component):
     UP5K's single-port SPRAM (``spram=True``: SB_SPRAM256KA cells side by side, the banks'
     enables mapped onto their nibble write masks) or any block RAM.  In SPRAM each bank is
     padded to whole 4-bit nibbles and the word to whole 16-bit cells (:func:`spram_layout`).
+    ``w_any`` must be high exactly when some bit of ``w_en`` is: SPRAM's shared address
+    port takes ``w_addr`` then (the writer gives it from a flip-flop rather than an OR).
     """
 
     def __init__(self, *, width, depth, banks, spram=False):
@@ -246,6 +250,7 @@ class ActBuffer(wiring.Component):
             "w_addr": In(aw),
             "w_data": In(width),
             "w_en": In(banks),
+            "w_any": In(1),
         })
 
     def elaborate(self, platform):
@@ -257,7 +262,7 @@ class ActBuffer(wiring.Component):
             m.d.comb += [wr.addr.eq(self.w_addr), wr.data.eq(self.w_data), wr.en.eq(self.w_en),
                          rd.addr.eq(self.r_addr), self.r_data.eq(rd.data)]
             return m
-        writing = self.w_en.any()
+        writing = self.w_any
         addr = Signal(14, name="spram_addr")
         m.d.comb += addr.eq(Mux(writing, self.w_addr, self.r_addr))
         pbank, cells = spram_layout(self.width, self.banks)
@@ -395,16 +400,19 @@ class NetworkCore(wiring.Component):
         m.submodules.packer = packer = InputPacker(prog.packer, rows=cfg.rows, abits=ab,
                                                    addr_width=_abits(prog.buffer_words(prog.input_buffers[0])))
         lb = banks.bit_length() - 1
-        # the engine's results reach the buffers a cycle after it shows them, through
-        # registers: the path from its pooling and requantisers to the RAM's address and data
-        # starts at a flip-flop.  The last write lands by the cycle of the engine's ``done``,
-        # before the next step reads (SET and GO come first).
+        # the engine's results reach the buffers and the logits a cycle after it shows them,
+        # through registers: the paths from its pooling and requantisers to the RAM's address
+        # and data and to the logits' enables start at flip-flops.  The last write lands by
+        # the cycle of the engine's ``done``, before the next step reads (SET and GO come
+        # first) and in time for the logits to be read from ``done`` on.
         res_valid = Signal(name="res_valid")
+        res_logit = Signal(name="res_logit")
         res_mask = Signal(len(prog.buffers), name="res_mask")
         res_addr = Signal.like(engine.res_addr, name="res_addr")
-        res_codes = Signal(cols * ab, name="res_codes")
-        m.d.sync += [res_valid.eq(engine.res_valid & ~desc.dst_logits), res_mask.eq(desc.dst_mask),
-                     res_addr.eq(engine.res_addr), res_codes.eq(Cat(engine.res_data[n][:ab] for n in range(cols)))]
+        res_values = Signal.like(engine.res_data, name="res_values")
+        m.d.sync += [res_valid.eq(engine.res_valid & ~desc.dst_logits), res_logit.eq(engine.res_valid & desc.dst_logits),
+                     res_mask.eq(desc.dst_mask), res_addr.eq(engine.res_addr), res_values.eq(engine.res_data)]
+        res_codes = Cat(res_values[n][:ab] for n in range(cols))
         res_word, res_bank = res_addr[lb:], res_addr[:lb]
         if cfg.skip:  # the skip codes of result address a: bank a % banks of word a // banks
             skip_bank = Signal(max(1, lb), name="skip_bank")
@@ -420,15 +428,16 @@ class NetworkCore(wiring.Component):
             m.d.comb += [
                 buf.w_addr.eq(res_word),
                 buf.w_data.eq(res_codes.replicate(banks)),
+                buf.w_any.eq(res_valid & res_mask[k]),
                 buf.r_addr.eq(r_addr),
             ]
             per = b.banks // banks  # write enables a result bank (b.banks: one a lane for the packer's)
             for e in range(b.banks):
                 m.d.comb += buf.w_en[e].eq(res_valid & res_mask[k] & (res_bank == e // per))
             if b.name in prog.input_buffers:  # the packer writes the input while the engine is idle
-                with m.If(packer.w_en.any()):
+                with m.If(packer.w_any):
                     lanes = cfg.rows // b.banks
-                    m.d.comb += [buf.w_addr.eq(packer.w_addr), buf.w_data.eq(packer.w_data),
+                    m.d.comb += [buf.w_addr.eq(packer.w_addr), buf.w_data.eq(packer.w_data), buf.w_any.eq(1),
                                  buf.w_en.eq(Cat(packer.w_en[e * lanes] for e in range(b.banks)))]
             read[k] = buf.r_data
         with m.Switch(desc.src):
@@ -446,8 +455,8 @@ class NetworkCore(wiring.Component):
         # --- logits ----------------------------------------------------------------------
         logits = [Signal(signed(prog.logit_bits), name=f"logit_{i}") for i in range(prog.num_classes)]
         for i, reg in enumerate(logits):
-            with m.If(engine.res_valid & desc.dst_logits & (engine.res_addr == i // cols)):
-                m.d.sync += reg.eq(engine.res_data[i % cols])
+            with m.If(res_logit & (res_addr == i // cols)):
+                m.d.sync += reg.eq(res_values[i % cols])
         with m.Switch(self.logit_addr):
             for i, reg in enumerate(logits):
                 with m.Case(i):

@@ -67,7 +67,12 @@ class Requantizer(wiring.Component):
         window = Signal(unsigned(ab + 1), name="window")
         over = Signal(name="over")
         negative = Signal(name="negative")
-        high = [self.acc[i - lmax] & (s1 <= i - ab) for i in range(max(ab, lmax), ext_bits - 1)]
+        # bit i's test of s' against a constant, registered off the shift like s' itself, so
+        # the clamp's OR starts at flip-flops
+        bits = range(max(ab, lmax), ext_bits - 1)
+        above = Signal(len(bits), name="above")  # above[k]: bit bits[k] of e is at s' + abits or above
+        m.d.sync += above.eq(Cat(self.shift <= i - ab - lmax for i in bits))
+        high = [self.acc[i - lmax] & above[k] for k, i in enumerate(bits)]
         left = Signal(range(lmax + 1), name="left")
         m.d.sync += left.eq(Mux(self.shift[-1], -self.shift, 0))
         logit = Signal(signed(cfg.out_bits), name="logit")

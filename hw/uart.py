@@ -150,10 +150,11 @@ class UartTx(wiring.Component):
         cpb = self.clocks_per_bit
 
         timer = Signal(range(cpb))
-        dec = Signal(len(timer) + 1)
-        m.d.comb += dec.eq(timer - 1)
-        tick = dec[-1]  # timer == 0, as the decrementer's borrow
-        m.d.sync += timer.eq(Mux(tick, cpb - 1, dec))
+        # timer == 0, a register set the cycle before (``ready`` and the link behind it start
+        # at a flip-flop, not at the decrementer's borrow); both start at reset as if timer
+        # had just reached 0
+        tick = Signal(init=1)
+        m.d.sync += [timer.eq(Mux(tick, cpb - 1, timer - 1)), tick.eq(timer == 1)]
         # the data bits and the stop bit still to send; zeros shift in behind the stop bit,
         # so the register is 0 once the stop bit is on the line
         shreg = Signal(9)

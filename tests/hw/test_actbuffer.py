@@ -32,14 +32,15 @@ class ActBufferPair(wiring.Component):
     def __init__(self, *, width, depth, banks):
         self.spram = ActBuffer(width=width, depth=depth, banks=banks, spram=True)
         self.mem = ActBuffer(width=width, depth=depth, banks=banks, spram=False)
-        super().__init__({**self.spram.signature.members, "r_data_mem": Out(width)})
+        ports = {k: v for k, v in self.spram.signature.members.items() if k != "w_any"}
+        super().__init__({**ports, "r_data_mem": Out(width)})
 
     def elaborate(self, platform):
         m = Module()
         m.submodules.spram, m.submodules.mem = self.spram, self.mem
         for buf in (self.spram, self.mem):
             m.d.comb += [buf.r_addr.eq(self.r_addr), buf.w_addr.eq(self.w_addr), buf.w_data.eq(self.w_data),
-                         buf.w_en.eq(self.w_en)]
+                         buf.w_en.eq(self.w_en), buf.w_any.eq(self.w_en.any())]
         m.d.comb += [self.r_data.eq(self.spram.r_data), self.r_data_mem.eq(self.mem.r_data)]
         return m
 

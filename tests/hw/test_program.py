@@ -58,7 +58,8 @@ def test_window_packing_computes_the_same_layer(in_c, kernel, padding, hw, rows)
 def drive_packer(g, x, rows):
     """The RTL input packer on Amaranth's simulator, ``x``'s codes offered every cycle.
     Returns the words it wrote ``(words, rows)``, how often each lane was written, and the
-    cycles (from the one after ``in_first``) in which it took a code."""
+    cycles (from the one after ``in_first``) in which it took a code; ``w_any`` is checked
+    against ``w_en`` in every cycle."""
     from amaranth.sim import Simulator
 
     from hw.network import InputPacker
@@ -78,6 +79,7 @@ def drive_packer(g, x, rows):
             ctx.set(dut.in_data, int(stream[0]) if stream else 0)
             take = bool(stream) and ctx.get(dut.in_ready)
             en, addr, data = ctx.get(dut.w_en), ctx.get(dut.w_addr), ctx.get(dut.w_data)
+            assert ctx.get(dut.w_any) == (en != 0), f"w_any is not w_en's OR in cycle {cycle}"
             for lane in range(rows):
                 if en >> lane & 1:
                     written[addr, lane] = data >> (4 * lane) & 15
