@@ -476,7 +476,14 @@ class LayerEngine(wiring.Component):
             m.d.sync += [w_addr.eq(w_addr + 1), load_left.eq(cfg.rows - 1)]
         with m.Elif(load_left != 0):
             m.d.sync += [w_addr.eq(w_addr + 1), load_left.eq(load_left - 1)]
-        m.d.comb += [array.w_load.eq(w_load), array.w_in.eq(wgt_rd.data)]
+        if cfg.bram_reg:
+            # one more register on the weight words, the ROM's output register: block RAM's
+            # clock-to-output then reaches one flip-flop, not the weight registers of every
+            # row.  The loads land a cycle later; input_stages delays the activations as much
+            m.d.comb += [array.w_load.eq(delay(m, w_load, 1, 1, name="w_load_reg")),
+                         array.w_in.eq(delay(m, wgt_rd.data, 1, 1, name="w_in_reg"))]
+        else:
+            m.d.comb += [array.w_load.eq(w_load), array.w_in.eq(wgt_rd.data)]
 
         # --- controller -------------------------------------------------------------
         load_count = Signal(range(cfg.load_cycles + 1), name="load_count")
