@@ -58,7 +58,7 @@ ARRAYS = {"ice40": "4x2,4x4,8x4,8x8", "ecp5": "8x8,16x8,16x16,32x16"}
 #: The builds a family's resource model is calibrated on: ``(rows, cols, wbits, abits, terms)``.
 CALIBRATION = {
     "ice40": [(r, c, w, a, 1) for r, c in ((4, 4), (8, 4), (8, 8)) for w, a in ((2, 2), (2, 3), (2, 4), (4, 4))]
-    + [(8, 4, 3, 3, 1), (4, 4, 4, 4, 2)],
+    + [(8, 4, 3, 3, 1), (4, 4, 4, 4, 2), (4, 2, 2, 2, 1), (4, 2, 2, 4, 1)],
     "ecp5": [(r, c, w, a, 1) for r, c in ((8, 8), (16, 8), (16, 16)) for w, a in ((2, 2), (2, 3), (2, 4), (4, 4))]
     + [(16, 8, 3, 3, 1), (8, 8, 4, 4, 2), (32, 16, 4, 4, 1)],
 }

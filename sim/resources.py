@@ -5,8 +5,8 @@ Memory blocks are counted, not fitted: :func:`sim.perf.network_memories` maps ev
 the way yosys's ``memory_libmap`` does.  Logic cells and flip-flops are a non-negative
 linear model of a few counts that follow from the design's derived widths
 (:func:`features`): the processing elements' shifters and adders, their registers, the
-per-column partial-sum adder and requantiser, the systolic skew registers, and the memory
-bits yosys leaves to soft logic.  Fmax is a linear model of the clock period.  The
+per-column partial-sum adder and requantiser, the systolic skew registers, the memory
+bits yosys leaves to soft logic and the whole-window input packer's lanes.  Fmax is a linear model of the clock period.  The
 coefficients are fitted, by least squares, to the measured builds recorded in
 ``sim/calibration/<family>.json``, which ``python -m sim.explore --calibrate`` writes from
 real yosys + nextpnr runs; :func:`Calibration.errors` gives the fit's errors, each build
@@ -31,7 +31,7 @@ CALIBRATION_DIR = pathlib.Path(__file__).resolve().with_name("calibration")
 
 #: The counts the logic-cell and flip-flop models are linear in (see :func:`features`).
 FEATURES = ("fixed", "pe_shifters", "pe_adders", "pe_registers", "columns", "left_shift", "skew", "logits",
-            "memory_logic")
+            "memory_logic", "window_packer")
 #: The counts the clock period is linear in (the accumulator's carry chains; the spread of a
 #: bigger array, whose requantisers feed the buffers from further away).
 PERIOD_FEATURES = ("fixed", "acc_bits", "pes")
@@ -42,7 +42,8 @@ def design(program):
     its logits and its memories (:func:`sim.perf.memory_list`).  Calibration records keep
     it, so a changed model refits without rebuilding."""
     return {"config": program.cfg.to_dict(), "num_classes": program.num_classes, "logit_bits": program.logit_bits,
-            "memories": memory_list(program), "spram": list(spram_buffers(program, True))}
+            "memories": memory_list(program), "spram": list(spram_buffers(program, True)),
+            "packer": program.packer.mode}
 
 
 def features(d, family):
@@ -69,6 +70,9 @@ def features(d, family):
         # the logit registers, their read multiplexer and the host link's comparison
         "logits": float(d["num_classes"] * d["logit_bits"]),
         "memory_logic": float(logic_bits),
+        # the whole-window input packer writes each code into every lane it belongs to (a
+        # record from before it has no packer, and its designs had none)
+        "window_packer": float(cfg.rows * cfg.abits if d.get("packer") == "window" else 0),
     }
 
 
