@@ -141,8 +141,8 @@ def build(board_name, *, out=None, artifact_path=None, layer=None, sample=0, tar
     return auto_clock(board, folder, network)
 
 
-#: The folder, inside a build folder, that keeps the last build to meet its clock while
-#: :func:`auto_clock` tries a faster one.
+#: The folder, inside a build folder, that keeps the fastest build so far to meet its clock
+#: while :func:`auto_clock` tries another.
 KEPT = ".kept"
 
 

@@ -425,15 +425,16 @@ class NetworkCore(wiring.Component):
             r_addr = engine.act_r.addr
             if cfg.skip:  # a step's source and skip are different buffers: one read port each
                 r_addr = Mux(engine.desc.skip & (desc.skip_buf == k), engine.skip_r.addr[lb:], r_addr)
+            mine = res_valid & res_mask[k]  # a result for this buffer
             m.d.comb += [
                 buf.w_addr.eq(res_word),
                 buf.w_data.eq(res_codes.replicate(banks)),
-                buf.w_any.eq(res_valid & res_mask[k]),
+                buf.w_any.eq(mine),
                 buf.r_addr.eq(r_addr),
             ]
             per = b.banks // banks  # write enables a result bank (b.banks: one a lane for the packer's)
             for e in range(b.banks):
-                m.d.comb += buf.w_en[e].eq(res_valid & res_mask[k] & (res_bank == e // per))
+                m.d.comb += buf.w_en[e].eq(mine & (res_bank == e // per))
             if b.name in prog.input_buffers:  # the packer writes the input while the engine is idle
                 with m.If(packer.w_any):
                     lanes = cfg.rows // b.banks
