@@ -38,7 +38,7 @@ DESIGNS = [("icebreaker", 8, 4, {}), ("icebreaker", 16, 4, {}), ("icebreaker", 1
 
 
 def _design_name(rows, cols, flags):
-    return f"{rows}x{cols}" + "".join(f"+{k}" for k in sorted(flags))
+    return f"{rows}x{cols}" + "".join(f"+{k}" if flags[k] is True else f"+{k}={flags[k]}" for k in sorted(flags))
 
 
 def ensure_run(run, data_dir):
@@ -125,7 +125,8 @@ def main(argv=None):
     parser.add_argument("--data-dir", required=True, help="the MNIST IDX folder (e.g. ../shared/data/mnist-10k)")
     parser.add_argument("--run", default="runs/mnist-w2", help="the W2/A4 MNIST CNN's run (trained if absent)")
     parser.add_argument("--images", type=int, default=2000, help="test images through the cycle-accurate engine")
-    parser.add_argument("--designs", help="board:ROWSxCOLS[+flag...],... where a flag is a true HwConfig option "
+    parser.add_argument("--designs", help="board:ROWSxCOLS[+flag...],... where a flag is a true HwConfig option or "
+                        "option=N "
                         "(default: " + ",".join(f"{b}:{_design_name(r, c, f)}" for b, r, c, f in DESIGNS) + ")")
     parser.add_argument("--out", default="build/bench/throughput", help="builds and the table")
     args = parser.parse_args(argv)
@@ -135,9 +136,11 @@ def main(argv=None):
             designs = []
             for b, a in (d.split(":") for d in args.designs.split(",")):
                 shape, *flags = a.split("+")
-                designs.append((b, *map(int, shape.split("x")), {f: True for f in flags}))
+                designs.append((b, *map(int, shape.split("x")),
+                                {f.split("=")[0]: int(f.split("=")[1]) if "=" in f else True for f in flags}))
         except ValueError:
-            raise UserError(f"--designs {args.designs!r}: write board:ROWSxCOLS[+flag], e.g. icebreaker:16x4+skew_ram") \
+            raise UserError(f"--designs {args.designs!r}: write board:ROWSxCOLS[+flag][+option=N], e.g. "
+                            "icebreaker:16x4+skew_ram or ulx3s-85f:32x32+wgt_lanes=8") \
                 from None
     artifact = ensure_run(args.run, args.data_dir)
     rows = []

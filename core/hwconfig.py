@@ -37,15 +37,18 @@ class HwConfig:
     skew_ram: bool = field(default=False, metadata={
         "help": "delay the array's rows by whole groups of 16 bits in block RAM, only the rest in flip-flops "
                 "(iCE40: a flip-flop is a logic cell of its own); same cycles"})
+    wgt_lanes: int = field(default=1, metadata={
+        "help": "array rows a weight memory word holds, one for each of as many groups of rows that load side by "
+                "side: a pass's weights load in rows / wgt_lanes cycles (wider weight words, more flip-flops)"})
     act_depth: int = field(default=1024, metadata={"help": "input activation memory, words of `rows` codes"})
     wgt_depth: int = field(default=2048,
-                     metadata={"help": "weight memory, words of one array row (`cols` weight codes)"})
+                     metadata={"help": "weight memory, words of `wgt_lanes` array rows (`cols` weight codes each)"})
     par_depth: int = field(default=16, metadata={"help": "per-channel bias/shift memory, in output channel blocks of `cols`"})
     psum_depth: int = field(default=256, metadata={"help": "partial-sum memory: output positions of one M tile"})
     out_depth: int = field(default=2048, metadata={"help": "output memory, words of `cols` results"})
 
     def __post_init__(self):
-        for name in ("rows", "cols", "max_fan_in", "act_depth", "wgt_depth", "par_depth", "psum_depth",
+        for name in ("rows", "cols", "wgt_lanes", "max_fan_in", "act_depth", "wgt_depth", "par_depth", "psum_depth",
                      "out_depth"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -54,6 +57,9 @@ class HwConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise UserError(f"{name} must be a non-negative integer, not {value!r}")
+        if self.rows % self.wgt_lanes:
+            raise UserError(f"wgt_lanes {self.wgt_lanes} does not divide the {self.rows} rows; use a divisor of "
+                            f"{self.rows}, e.g. --wgt-lanes {max(d for d in range(1, self.wgt_lanes + 1) if self.rows % d == 0)}")
         arith.check_bits(wbits=self.wbits, abits=self.abits, terms=self.terms)
         if self.acc_bits > arith.MAX_ACC_BITS:
             raise UserError(
@@ -86,20 +92,25 @@ class HwConfig:
         return arith.signed_bits(arith.product_bound(self.rows, self.abits, self.wbits, self.terms))
 
     @property
+    def load_rows(self):
+        """Weight words of one pass (one K tile): ``rows / wgt_lanes``, read one a cycle."""
+        return self.rows // self.wgt_lanes
+
+    @property
     def load_cycles(self):
-        """Cycles the first pass of an output channel block spends loading: ``rows`` weight
-        words go into the array while ``cols`` channel-parameter words shift into the
+        """Cycles the first pass of an output channel block spends loading: ``load_rows``
+        weight words go into the array while ``cols`` channel-parameter words shift into the
         requantisers."""
-        return max(self.rows, self.cols)
+        return max(self.load_rows, self.cols)
 
     @property
     def pass_gap(self):
         """Fewest idle cycles between the last position a pass streams and the first of the
-        next pass of the same block, whose weights load meanwhile, row by row behind the
-        last activations of the old ones: ``input_stages + cols - 1`` for the last of those
-        to leave the last column, and at least ``bram_reg + 2`` so that a partial sum is
-        written before the next pass reads it (:mod:`hw.engine`)."""
-        return max(1, self.input_stages + self.cols - 1, int(self.bram_reg) + 2)
+        next pass of the same block: ``bram_reg + 2``, so that a partial sum is written
+        before the next pass reads it (a pass of one position reads what the one before
+        wrote).  The weights need none: the next pass's load follows the last activations
+        of the old ones along the array's diagonal (:class:`hw.array.SystolicArray`)."""
+        return int(self.bram_reg) + 2
 
     @property
     def input_stages(self):
@@ -184,7 +195,7 @@ class HwConfig:
     def derived(self):
         """The derived widths, for the record saved beside generated files."""
         return {k: getattr(self, k) for k in ("acc_bits", "dot_bits", "shift_levels", "code_bits", "product_bits",
-                                              "rq_bits", "out_bits", "latency", "load_cycles", "pass_gap", "input_stages", "requant_stages",
+                                              "rq_bits", "out_bits", "latency", "load_rows", "load_cycles", "pass_gap", "input_stages", "requant_stages",
                                               "drain_stages", "skip_shift_bits")}
 
     @classmethod

@@ -1,5 +1,6 @@
 """The weight-stationary systolic array of shift-accumulate PEs, with input skew and output deskew."""
 
+import numpy as np
 from amaranth.hdl import Cat, Module, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
@@ -42,6 +43,15 @@ def ram_delay(m, value, cycles, en, ptr, *, name):
     return rd.data
 
 
+def lane_words(tile, lanes):
+    """A ``(rows, cols)`` tile of weight codes as the ``rows / lanes`` words that load it,
+    ``(rows / lanes, lanes * cols)``: word ``i`` holds rows ``i, R + i, 2 R + i, ...``
+    (``R = rows / lanes``), lane ``g`` in codes ``g * cols`` to ``(g + 1) * cols - 1``."""
+    tile = np.asarray(tile)
+    rows, cols = tile.shape
+    return tile.reshape(lanes, rows // lanes, cols).transpose(1, 0, 2).reshape(rows // lanes, lanes * cols)
+
+
 class SystolicArray(wiring.Component):
     """A ``rows x cols`` grid of :class:`~hw.pe.ShiftPE`.
 
@@ -56,15 +66,17 @@ class SystolicArray(wiring.Component):
     ``a``/``s_in`` (with ``valid``) to its results on ``s_out`` (with ``s_valid``),
     counting only cycles with ``en`` high.  Throughput: one vector per cycle.
 
-    Weights load one row a cycle, along the same diagonal the activations take: in the
-    cycle ``w_load`` is high, the ``cols`` codes on ``w_in`` are row 0's, and row ``k``
-    takes the codes on ``w_in`` ``k`` cycles later (``w_load`` travels down a one-bit chain;
-    ``w_in`` reaches every row).  A PE computes with the weight it holds in the cycle an
-    activation reaches it, so a row may be rewritten as soon as the last activation of
-    the old weights has passed its last column: with ``w_load`` high in cycle ``L``, every
-    vector that entered before cycle ``L - cols + 2`` uses the old weights and every vector
-    that enters after cycle ``L`` the new ones.  That lets the engine load the next pass's
-    weights while the current one is still in the array (:mod:`hw.engine`).
+    Weights load along the diagonal the activations take: PE ``(k, n)`` takes its code
+    ``k + n`` cycles after ``w_load`` (a one-bit chain of ``rows + cols - 2`` registers, tapped
+    at ``k + n``).  ``w_in`` has ``wgt_lanes`` lanes of ``cols`` codes, one for each group of
+    ``R = rows / wgt_lanes`` rows: in the cycle ``w_load`` is high lane ``g`` carries row
+    ``g * R``'s codes, and ``i`` cycles later row ``g * R + i``'s (:func:`lane_words`); the
+    array delays lane ``g`` by ``g * R`` cycles and its column ``n`` by ``n`` more, so each
+    code arrives with its write.  A PE computes with the weight it holds in the cycle an
+    activation reaches it, so with ``w_load`` high in cycle ``L`` every vector that entered
+    in cycle ``L`` or before uses the old weights and every vector that enters after it the
+    new ones: the engine loads the next pass's weights right behind the last vectors of the
+    current one (:mod:`hw.engine`), and a pass's load takes ``R`` cycles of ``w_in``.
 
     Parameters
     ----------
@@ -86,7 +98,7 @@ class SystolicArray(wiring.Component):
             "s_out": Out(data.ArrayLayout(acc, cfg.cols)),
             "s_valid": Out(1),
             "w_load": In(1),
-            "w_in": In(data.ArrayLayout(cfg.code_bits, cfg.cols)),
+            "w_in": In(data.ArrayLayout(cfg.code_bits, cfg.wgt_lanes * cfg.cols)),
         })
 
     @property
@@ -97,17 +109,25 @@ class SystolicArray(wiring.Component):
         m = Module()
         cfg = self.cfg
         pes = [[ShiftPE(cfg, name=f"pe_{k}_{n}", psum_bits=self.psum_bits) for n in range(cfg.cols)] for k in range(cfg.rows)]
-        # row k's write enable: w_load, k cycles later (weights load whether or not `en`)
+        # PE (k, n)'s write enable: w_load, k + n cycles later (weights load whether or not `en`)
         writes = [self.w_load]
-        for k in range(1, cfg.rows):
-            writes.append(delay(m, writes[-1], 1, 1, name=f"w_load_{k}"))
+        for d in range(1, cfg.rows + cfg.cols - 1):
+            writes.append(delay(m, writes[-1], 1, 1, name=f"w_load_{d}"))
+        # lane g's codes delayed g * R cycles, then column n's n more
+        lanes = self.w_in.as_value()
+        lane_bits = cfg.cols * cfg.code_bits
+        codes = []
+        for g in range(cfg.wgt_lanes):
+            lane = delay(m, lanes[g * lane_bits:(g + 1) * lane_bits], g * cfg.load_rows, 1, name=f"w_lane_{g}")
+            codes.append([delay(m, lane[n * cfg.code_bits:(n + 1) * cfg.code_bits], n, 1, name=f"w_col_{g}_{n}")
+                          for n in range(cfg.cols)])
         skewed = self._skew(m)
         for k in range(cfg.rows):
-            write = writes[k]
             for n in range(cfg.cols):
                 pe = pes[k][n]
                 m.submodules[f"pe_{k}_{n}"] = pe
-                m.d.comb += [pe.en.eq(self.en), pe.w_shift.eq(write), pe.w_in.eq(self.w_in[n])]
+                m.d.comb += [pe.en.eq(self.en), pe.w_shift.eq(writes[k + n]),
+                             pe.w_in.eq(codes[k // cfg.load_rows][n])]
                 if n == 0:
                     m.d.comb += pe.a_in.eq(skewed[k])
                 else:

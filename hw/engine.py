@@ -6,7 +6,7 @@ Memories (``amaranth.lib.memory``), with the host's ports on the engine's signat
 memory   word                         address
 ======== ============================ ================================================
 act      ``rows`` input codes         ``(y * W + x) * CB + cb``: channel-blocked HWC
-wgt      one array row of codes       tile after tile, row 0 first
+wgt      ``wgt_lanes`` rows of codes  tile after tile (:func:`hw.array.lane_words`)
 par      bias and shift of a channel  ``nb * cols + n``: output channel, padded
 psum     ``cols`` partial sums        position within the M tile (engine-internal)
 out      ``cols`` results             ``m * NB + nb``: channel-blocked HWC, like act
@@ -24,12 +24,13 @@ output channel blocks, is::
                     load the kt + 1 weights  # pass's weights load behind the last positions
             drain the array                  # input_stages + latency + drain_stages + 2 cycles
 
-The passes of a block overlap: the next pass's weights load one row a cycle along the
-diagonal the activations take (:class:`hw.array.SystolicArray`), so a pass starts
-``pass_gap`` cycles after the last position of the one before (or ``rows`` cycles after
-its own start, when that is later: the weight memory gives one row a cycle), while the
-one before is still in the array and the drain.  Each position carries tags (first and
-last K tile) through the array, and the drain reads them, not the controller's loop state.
+The passes of a block overlap: the next pass's weights load along the diagonal the
+activations take, right behind the last of them (:class:`hw.array.SystolicArray`), so a
+pass starts ``pass_gap`` cycles after the last position of the one before (or
+``load_rows`` cycles after its own start, when that is later: the weight memory gives
+``wgt_lanes`` rows a cycle), while the one before is still in the array and the drain.
+Each position carries tags (first and last K tile) through the array, and the drain reads
+them, not the controller's loop state.
 
 The array sums one pass (``dot_bits`` wide); the drain adds that to the bias on the first
 K tile or to the partial sums of the previous ones (``acc_bits`` wide), and the last K
@@ -174,7 +175,7 @@ class LayerEngine(wiring.Component):
         self.external = tuple(external)
         self.out_memory = bool(out_memory)
         self.act_shape = data.ArrayLayout(cfg.abits, cfg.rows)
-        self.wgt_shape = data.ArrayLayout(cfg.code_bits, cfg.cols)
+        self.wgt_shape = data.ArrayLayout(cfg.code_bits, cfg.wgt_lanes * cfg.cols)
         self.par_shape = par_layout(cfg)
         self.skip_shape = data.ArrayLayout(cfg.abits, cfg.cols)
         self.psum_shape = data.ArrayLayout(signed(cfg.acc_bits), cfg.cols)
@@ -465,15 +466,16 @@ class LayerEngine(wiring.Component):
             with m.If(window_end):
                 m.d.sync += out_m.eq(out_m + d.nb_n)
 
-        # --- weight loader: ``rows`` words from w_addr, one a cycle, row 0 first ------
-        # started by the controller (start_load) in the cycle it reads row 0; the array
-        # writes row k k cycles after w_load, which follows the read of row 0 by a cycle
+        # --- weight loader: ``load_rows`` words from w_addr, one a cycle (``wgt_lanes`` rows
+        # each, :func:`hw.array.lane_words`), started by the controller (start_load) in the
+        # cycle it reads the first; the array takes them along its diagonal from w_load,
+        # which follows that read by a cycle
         start_load = Signal(name="start_load")
-        load_left = Signal(range(cfg.rows), name="load_left")  # reads of the load still to come
+        load_left = Signal(range(cfg.load_rows), name="load_left")  # reads of the load still to come
         w_load = Signal(name="w_load")
         m.d.sync += w_load.eq(start_load)
         with m.If(start_load):
-            m.d.sync += [w_addr.eq(w_addr + 1), load_left.eq(cfg.rows - 1)]
+            m.d.sync += [w_addr.eq(w_addr + 1), load_left.eq(cfg.load_rows - 1)]
         with m.Elif(load_left != 0):
             m.d.sync += [w_addr.eq(w_addr + 1), load_left.eq(load_left - 1)]
         if cfg.bram_reg:

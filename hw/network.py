@@ -389,12 +389,17 @@ class NetworkCore(wiring.Component):
                         desc.eq(extra.const({k: fields[k] for k in extra.members})),
                     ]
 
-        wgt_rom = Memory(shape=unsigned(cfg.code_bits * cols), depth=prog.wgt_words, init=prog.wgt_rom())
+        wgt_rom = Memory(shape=unsigned(cfg.code_bits * cols * cfg.wgt_lanes), depth=prog.wgt_words, init=prog.wgt_rom())
         par_rom = Memory(shape=unsigned(engine.par_shape.size), depth=prog.par_words, init=prog.par_rom())
         m.submodules.wgt_rom, m.submodules.par_rom = wgt_rom, par_rom
-        for rom, port, base in ((wgt_rom, engine.wgt_r, desc.wgt_base), (par_rom, engine.par_r, desc.par_base)):
+        for name, rom, port, base in (("wgt", wgt_rom, engine.wgt_r, desc.wgt_base),
+                                      ("par", par_rom, engine.par_r, desc.par_base)):
+            # the step's base address, registered: the engine reads a ROM two cycles after its
+            # start at the earliest, and the step's decode then stays off the path to the ROM
+            base_r = Signal.like(base, name=f"{name}_base_r")
+            m.d.sync += base_r.eq(base)
             rd = rom.read_port()
-            m.d.comb += [rd.addr.eq(port.addr + base), port.data.eq(rd.data)]
+            m.d.comb += [rd.addr.eq(port.addr + base_r), port.data.eq(rd.data)]
 
         # --- activation buffers ----------------------------------------------------------
         m.submodules.packer = packer = InputPacker(prog.packer, rows=cfg.rows, abits=ab,

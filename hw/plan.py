@@ -14,6 +14,7 @@ from core import arith, codes
 from core.errors import UserError
 from core.hwconfig import HwConfig, settings
 
+from .array import lane_words
 from .engine import GEOM_BITS, LEVELS, coord_bits, par_layout
 from .graph import engine_layers
 
@@ -114,7 +115,7 @@ class LayerPlan:
 
     @property
     def wgt_words(self):
-        return self.nb * self.kt * self.cfg.rows
+        return self.nb * self.kt * self.cfg.load_rows
 
     @property
     def out_words(self):
@@ -137,9 +138,9 @@ class LayerPlan:
     def pass_period(self, t):
         """Cycles from the start of a block's second pass (or a later one) of ``t`` positions to
         the start of the next: ``pass_gap`` idle cycles behind its last position, and at least
-        ``rows`` (the loader reads one weight word a cycle).  The first period of a block is
+        ``load_rows`` (the loader reads one weight word a cycle).  The first period of a block is
         ``t + pass_gap``: the block's first weights loaded during its parameter load."""
-        return max(t + self.cfg.pass_gap, self.cfg.rows)
+        return max(t + self.cfg.pass_gap, self.cfg.load_rows)
 
     def block_cycles(self, t):
         """Cycles of one (M tile, nb) block of KT passes over ``t`` positions:
@@ -313,15 +314,16 @@ class LayerPlan:
         return c.reshape(g.out_c, g.in_c, g.kh, g.kw)
 
     def wgt_image(self):
-        """Weight-memory word fields ``(wgt_words, cols)`` in load order: tile by tile
-        ``(nb, ky, kx, cb)``, each tile's rows top (row 0) first."""
+        """Weight-memory word fields ``(wgt_words, wgt_lanes * cols)`` in load order: tile by
+        tile ``(nb, ky, kx, cb)``, each tile as :func:`hw.array.lane_words` loads it."""
         g, cfg = self.geom, self.cfg
         zero_code = sum(codes.zero_field(cfg.wbits) << (t * cfg.wbits) for t in range(cfg.terms))
         full = np.full((self.nb * cfg.cols, self.cb * cfg.rows, g.kh, g.kw), zero_code, dtype=np.int64)
         full[: g.out_c, : g.in_c] = self.weight_codes()
         # (NB, cols, CB, rows, kh, kw) -> (NB, kh, kw, CB, rows, cols)
         t = full.reshape(self.nb, cfg.cols, self.cb, cfg.rows, g.kh, g.kw).transpose(0, 4, 5, 2, 3, 1)
-        return t.reshape(-1, cfg.cols)
+        tiles = t.reshape(-1, cfg.rows, cfg.cols)
+        return np.concatenate([lane_words(tile, cfg.wgt_lanes) for tile in tiles])
 
     def par_image(self):
         """Parameter fields ``(NB, cols)`` of bias and requantiser shift (right shifts

@@ -3,7 +3,7 @@
 import numpy as np
 from amaranth.sim import Simulator
 
-from hw.array import SystolicArray
+from hw.array import SystolicArray, lane_words
 from hw.engine import LayerEngine
 
 
@@ -15,10 +15,10 @@ def run_array(cfg, w_codes, a, s):
     cycles = [0]
 
     async def bench(ctx):
-        for k in range(cfg.rows):  # one row a cycle, row 0 first
+        for k, word in enumerate(lane_words(w_codes, cfg.wgt_lanes)):  # one word a cycle
             ctx.set(dut.w_load, int(k == 0))
-            for n in range(cfg.cols):
-                ctx.set(dut.w_in[n], int(w_codes[k, n]))
+            for n, code in enumerate(word):
+                ctx.set(dut.w_in[n], int(code))
             await ctx.tick()
         ctx.set(dut.w_load, 0)
         ctx.set(dut.en, 1)

@@ -65,6 +65,8 @@ def main(argv=None):
                                                   "build's)")
     parser.add_argument("--skew-ram", type=parse_bool, metavar="BOOL",
                         help="the rows' skew in block RAM (same cycles; as the iCEBreaker's 16x4 MNIST build has it)")
+    parser.add_argument("--wgt-lanes", type=int, help="array rows a weight word holds (default: the board's; with "
+                        "--fpga-report, the build's)")
     parser.add_argument("--jobs", type=int, help="simulator processes (default: up to 2)")
     parser.add_argument("--mhz", type=float, help="clock for the images-per-second figure")
     parser.add_argument("--fpga-report", help="report.json of a board build: simulate the design it built (its "
@@ -95,7 +97,8 @@ def main(argv=None):
         program = NetworkProgram(art.network, cfg)
     else:
         program = NetworkProgram.for_board(art.network, get_board(args.board),
-                                           {"rows": args.rows, "cols": args.cols, "skew_ram": args.skew_ram})
+                                           {"rows": args.rows, "cols": args.cols, "skew_ram": args.skew_ram,
+                                            "wgt_lanes": args.wgt_lanes})
     if args.data:
         inputs, labels = dataset_codes(art.network, args.data, args.data_dir, args.limit)
     else:

@@ -153,7 +153,7 @@ def memory_list(program):
     depth, write banks]`` (0 banks: a ROM)."""
     cfg = program.cfg
     return [
-        ["weights", "rom", cfg.code_bits * cfg.cols, program.wgt_words, 0],
+        ["weights", "rom", cfg.code_bits * cfg.cols * cfg.wgt_lanes, program.wgt_words, 0],
         ["parameters", "rom", par_layout(cfg).size, program.par_words, 0],
         ["partial sums", "ram", cfg.acc_bits * cfg.cols, cfg.psum_depth, 1],
     ] + [[f"buffer {b.name}", "ram", cfg.rows * cfg.abits, b.words, b.banks] for b in program.buffers]

@@ -350,13 +350,25 @@ class ArrayProof(Proof):
                      array.w_in.as_value().eq(AnySeq(len(array.w_in.as_value()))),
                      array.s_in.as_value().eq(0)]
 
-        # the weights as the rows take them: row k the codes on w_in k cycles after w_load
-        load_hist = delayed(m, array.w_load, cfg.rows - 1, 1, name="load_hist")
+        # the weights as the PEs take them: PE (k, n) the codes of lane g = k // R, column n,
+        # as w_in gave them g * R + n cycles before, k + n cycles after w_load
+        R, code_bits, lane_bits = cfg.load_rows, cfg.code_bits, cfg.cols * cfg.code_bits
+        load_hist = delayed(m, array.w_load, cfg.rows + cfg.cols - 2, 1, name="load_hist")
         writes = [array.w_load] + load_hist
-        weights = [[Signal(cfg.code_bits, name=f"w_{k}_{n}") for n in range(cfg.cols)] for k in range(cfg.rows)]
+        lane_now = [array.w_in.as_value()[g * lane_bits:(g + 1) * lane_bits] for g in range(cfg.wgt_lanes)]
+        lane_hist = [delayed(m, lane_now[g], g * R + cfg.cols - 1, 1, name=f"lane_hist_{g}")
+                     for g in range(cfg.wgt_lanes)]
+
+        def lane_code(g, n, age):  # column n of lane g as w_in gave it `age` cycles ago
+            lane = lane_now[g] if age == 0 else lane_hist[g][age - 1]
+            return lane[n * code_bits:(n + 1) * code_bits]
+
+        weights = [[Signal(code_bits, name=f"w_{k}_{n}") for n in range(cfg.cols)] for k in range(cfg.rows)]
         for k in range(cfg.rows):
-            with m.If(writes[k]):
-                m.d.sync += [weights[k][n].eq(array.w_in[n]) for n in range(cfg.cols)]
+            g = k // R
+            for n in range(cfg.cols):
+                with m.If(writes[k + n]):
+                    m.d.sync += weights[k][n].eq(lane_code(g, n, g * R + n))
 
         # the vectors in flight, by age: index i entered i + 1 cycles (with en high) ago; with
         # each, its product with PE (k, n)'s weight, taken in the cycle it reaches the PE:
@@ -381,8 +393,14 @@ class ArrayProof(Proof):
         # induction then compares one PE's addend with one product, both of the same cycle.
         for i in range(latency):
             m.d.comb += Assert(inside[f"valid_d{i}"] == valid_hist[i])
-        for k in range(1, cfg.rows):
-            m.d.comb += Assert(inside[f"w_load_{k}_d0"] == load_hist[k - 1])
+        for d in range(1, cfg.rows + cfg.cols - 1):
+            m.d.comb += Assert(inside[f"w_load_{d}_d0"] == load_hist[d - 1])
+        for g in range(cfg.wgt_lanes):
+            for i in range(g * R):
+                m.d.comb += Assert(inside[f"w_lane_{g}_d{i}"] == lane_hist[g][i])
+            for n in range(cfg.cols):
+                for i in range(n):
+                    m.d.comb += Assert(inside[f"w_col_{g}_{n}_d{i}"] == lane_code(g, n, g * R + i + 1))
         for k in range(cfg.rows):
             for i in range(k):
                 m.d.comb += Assert(inside[f"a_skew_{k}_d{i}"] == a_hist[k][i])
@@ -665,8 +683,9 @@ def network_config(name):
 def random_configs(count=20, seed=0):
     """``count`` small random :class:`HwConfig` (seeded): arrays up to 3x3, every width the
     hardware takes up to 4 activation bits, 1 or 2 terms, pipelined or not, with or without
-    the skip path."""
+    the skip path, weight words of any number of rows that divides them."""
     rng = np.random.default_rng(seed)
+    lane_rng = np.random.default_rng(seed + 1)  # its own draws: the other fields stay as they were
     out = []
     for _ in range(count):
         rows, cols = int(rng.integers(1, 4)), int(rng.integers(1, 4))
@@ -675,12 +694,14 @@ def random_configs(count=20, seed=0):
                             wbits=int(rng.integers(arith.WBITS_RANGE[0], 5)), terms=int(rng.integers(1, 3)),
                             max_fan_in=int(rng.integers(1, 200)), max_left=int(rng.integers(0, 4)),
                             pipeline=bool(rng.integers(0, 2)), skip=skip,
-                            max_skip_left=int(rng.integers(0, 3)) if skip else 0))
+                            max_skip_left=int(rng.integers(0, 3)) if skip else 0,
+                            wgt_lanes=int(lane_rng.choice([d for d in range(1, rows + 1) if rows % d == 0]))))
     return out
 
 
 def label(cfg):
     """A short name of a config for the table: ``8x8 A4 W4x1 fan-in 144``."""
-    extra = (" pipe" if cfg.pipeline else "") + (f" skip<<{cfg.max_skip_left}" if cfg.skip else "")
+    extra = (" pipe" if cfg.pipeline else "") + (f" skip<<{cfg.max_skip_left}" if cfg.skip else "") + \
+        (f" lanes {cfg.wgt_lanes}" if cfg.wgt_lanes > 1 else "")
     return (f"{cfg.rows}x{cfg.cols} A{cfg.abits} W{cfg.wbits}x{cfg.terms} fan-in {cfg.max_fan_in} "
             f"L{cfg.max_left}{extra}")

@@ -43,7 +43,7 @@ def design(program):
     it, so a changed model refits without rebuilding."""
     return {"config": program.cfg.to_dict(), "num_classes": program.num_classes, "logit_bits": program.logit_bits,
             "memories": memory_list(program), "spram": list(spram_buffers(program, True)),
-            "packer": program.packer.mode}
+            "packer": program.packer.mode, "weight_skew": True}
 
 
 def features(d, family):
@@ -65,8 +65,10 @@ def features(d, family):
         "columns": float(cfg.cols * (cfg.acc_bits * (1 + rq_levels) + cfg.out_bits + cfg.abits)),
         # per column, in a design for logits that shift left: the left-shifting path
         "left_shift": float(cfg.cols * (cfg.acc_bits + cfg.max_left) * math.ceil(math.log2(cfg.max_left + 1))),
-        # input skew (a triangle of activation registers) and output deskew
-        "skew": float(cfg.rows * (cfg.rows - 1) // 2 * cfg.abits + cfg.cols * (cfg.cols - 1) // 2 * cfg.dot_bits),
+        # input skew (a triangle of activation registers), output deskew and the weight
+        # codes' skew along the diagonal (a record from before it has none)
+        "skew": float(cfg.rows * (cfg.rows - 1) // 2 * cfg.abits + cfg.cols * (cfg.cols - 1) // 2 * cfg.dot_bits
+                      + (weight_skew_bits(cfg) if d.get("weight_skew") else 0)),
         # the logit registers, their read multiplexer and the host link's comparison
         "logits": float(d["num_classes"] * d["logit_bits"]),
         "memory_logic": float(logic_bits),
@@ -74,6 +76,13 @@ def features(d, family):
         # record from before it has no packer, and its designs had none)
         "window_packer": float(cfg.rows * cfg.abits if d.get("packer") == "window" else 0),
     }
+
+
+def weight_skew_bits(cfg):
+    """Flip-flops that delay the weight codes to their diagonal (:class:`hw.array.SystolicArray`):
+    lane ``g`` by ``g * load_rows`` cycles, then column ``n`` by ``n``."""
+    lanes, r = cfg.wgt_lanes, cfg.load_rows
+    return cfg.code_bits * (lanes * cfg.cols * (cfg.cols - 1) // 2 + cfg.cols * r * lanes * (lanes - 1) // 2)
 
 
 def period_features(d):

@@ -20,6 +20,7 @@ from cocotb.triggers import FallingEdge
 from core import arith
 from core import codes
 from core.hwconfig import HwConfig
+from hw.array import lane_words
 from hw.engine import descriptor_layout
 
 CASE_ENV = "SHIFTNN_CASE"
@@ -144,12 +145,13 @@ class ArrayTestbench(Testbench):
     INPUTS = ("en", "valid", "a", "s_in", "w_load", "w_in")
 
     async def load_weights(self, w_codes):
-        """``w_codes`` ``(rows, cols)``: one row a cycle, row 0 first, with ``w_load`` on row 0's."""
+        """``w_codes`` ``(rows, cols)``: one word a cycle (:func:`hw.array.lane_words`), with
+        ``w_load`` on the first."""
         cfg = self.cfg
         self.dut.en.value = 0
-        for k in range(cfg.rows):
+        for k, word in enumerate(codes.pack(lane_words(w_codes, cfg.wgt_lanes), cfg.code_bits)):
             self.dut.w_load.value = int(k == 0)
-            self.dut.w_in.value = codes.pack(w_codes[k], cfg.code_bits)[0]
+            self.dut.w_in.value = word
             await self.step()
         self.dut.w_load.value = 0
 

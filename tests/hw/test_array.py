@@ -16,13 +16,15 @@ PATTERNS = [[0.0, 0.0], [0.3, 0.0], [0.0, 0.3], [0.25, 0.25]]  # (idle, stall) p
 
 
 def random_config(seed):
-    """A seeded random array: shape 1..8 x 1..8, every width in range, pipelined or not."""
+    """A seeded random array: shape 1..8 x 1..8, every width in range, pipelined or not,
+    weight words of any number of rows that divides them."""
     rng = np.random.default_rng(seed)
     rows, cols = (int(v) for v in rng.integers(1, 9, 2))
+    lanes = [d for d in range(1, rows + 1) if rows % d == 0]
     return HwConfig(rows=rows, cols=cols, abits=int(rng.integers(arith.ABITS_RANGE[0], arith.ABITS_RANGE[1] + 1)),
                     wbits=int(rng.integers(arith.WBITS_RANGE[0], arith.WBITS_RANGE[1] + 1)),
                     terms=int(rng.integers(arith.TERMS_RANGE[0], arith.TERMS_RANGE[1] + 1)),
-                    max_fan_in=rows, pipeline=bool(rng.integers(0, 2)))
+                    max_fan_in=rows, pipeline=bool(rng.integers(0, 2)), wgt_lanes=int(rng.choice(lanes)))
 
 
 def check_array(seed, reps):

@@ -37,10 +37,20 @@ def test_random_layers(pipeline):
 
 @pytest.mark.parametrize("rows, cols, bram_reg", [(5, 1, False), (2, 4, True)])
 def test_random_layers_on_tall_and_wide_arrays(rows, cols, bram_reg):
-    """The passes of a block overlap by ``pass_gap`` cycles, which ``cols``, ``bram_reg`` or the
-    partial-sum hazard sets, or by ``rows`` when the weight loads are the longer: a one-column
-    array (gap set by the partial sums) and a two-row array with more columns than rows."""
+    """Passes of a block follow each other ``pass_gap`` cycles apart (the partial sums' hazard,
+    longer with ``bram_reg``), or ``load_rows`` when the weight loads are the longer, the
+    next pass's weights loading along the diagonal behind the last activations of the one
+    before: a five-row, one-column array and a two-row array with more columns than rows."""
     cfg = HwConfig(**{**SMALL.to_dict(), "rows": rows, "cols": cols, "bram_reg": bram_reg})
+    simulate(cfg, "engine", "sim.cocotb_engine", "random_layers", {"random": RANDOM})
+
+
+@pytest.mark.parametrize("lanes, bram_reg", [(2, False), (4, True)])
+def test_random_layers_with_weight_lanes(lanes, bram_reg):
+    """Weight words of several rows (``wgt_lanes``), a pass's weights loading in ``rows / lanes``
+    cycles: passes of one position follow each other ``pass_gap`` cycles apart."""
+    cfg = HwConfig(**{**SMALL.to_dict(), "rows": 4, "cols": 3, "wgt_lanes": lanes, "bram_reg": bram_reg})
+    assert cfg.load_rows == 4 // lanes
     simulate(cfg, "engine", "sim.cocotb_engine", "random_layers", {"random": RANDOM})
 
 
