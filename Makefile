@@ -91,9 +91,9 @@ $(NET_RUN)/artifact.npz: | $(STAMP)
 	$(PY) -m quant.train --data mnist --data-dir $(MNIST) --model cnn --method pow2 --wbits 2 --abits 4 \
 		--init-from $(NET_RUN)-float --epochs 8 --out $(NET_RUN) --no-progress
 
-# the MNIST CNN's array on each board: on the iCEBreaker 16x4 with the rows' skew in block RAM,
-# which fits the UP5K (bench/throughput.py); the board's default elsewhere
-NET_ARRAY_icebreaker := --rows 16 --cols 4 --skew-ram true
+# the MNIST CNN's array on each board: on the iCEBreaker 16x4 with the rows' skew in block RAM and
+# weight words of four rows, which fits the UP5K (bench/throughput.py); the board's default elsewhere
+NET_ARRAY_icebreaker := --rows 16 --cols 4 --skew-ram true --wgt-lanes 4
 NET_ARRAY ?= $(NET_ARRAY_$(BOARD))
 
 # every mnist-10k test image through the cycle-accurate engine (Verilator), against the reference

@@ -28,6 +28,16 @@ RAM_DELAY_BITS = 16
 RAM_DELAY_DEPTH = 256
 
 
+def skew_ram_groups(cfg):
+    """With ``skew_ram``, the array's rows in groups of ``RAM_DELAY_BITS // abits``: a list
+    of ``(rows, base)``, where the group's codes share a block RAM that delays them ``base``
+    cycles (0: no RAM, the first group's) and each row ``k`` the remaining ``k - base`` cycles
+    in flip-flops."""
+    group = max(1, RAM_DELAY_BITS // cfg.abits)
+    return [(range(g0, min(g0 + group, cfg.rows)), g0 if g0 >= 2 else 0)  # the RAM needs two cycles at least
+            for g0 in range(0, cfg.rows, group)]
+
+
 def ram_delay(m, value, cycles, en, ptr, *, name):
     """``value`` delayed by ``cycles`` (2 .. ``RAM_DELAY_DEPTH``) cycles of ``en`` through a
     block RAM used as a circular buffer: written at ``ptr`` (a counter that advances with
@@ -152,17 +162,14 @@ class SystolicArray(wiring.Component):
         cfg = self.cfg
         if not cfg.skew_ram:
             return [delay(m, self.a[k], k, self.en, name=f"a_skew_{k}") for k in range(cfg.rows)]
-        group = max(1, RAM_DELAY_BITS // cfg.abits)
         ptr = Signal(range(RAM_DELAY_DEPTH), name="skew_ptr")
         with m.If(self.en):
             m.d.sync += ptr.eq(ptr + 1)
         out = []
-        for g0 in range(0, cfg.rows, group):
-            rows = range(g0, min(g0 + group, cfg.rows))
-            base = g0 if g0 >= 2 else 0  # the RAM's delay (it needs two cycles at least)
+        for rows, base in skew_ram_groups(cfg):
             values = [self.a[k] for k in rows]
             if base:
-                coarse = ram_delay(m, Cat(values), base, self.en, ptr, name=f"a_skew_ram_{g0}")
+                coarse = ram_delay(m, Cat(values), base, self.en, ptr, name=f"a_skew_ram_{rows[0]}")
                 values = [coarse[i * cfg.abits:(i + 1) * cfg.abits] for i in range(len(rows))]
             out += [delay(m, v, k - base, self.en, name=f"a_skew_{k}") for k, v in zip(rows, values)]
         return out

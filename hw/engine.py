@@ -425,18 +425,21 @@ class LayerEngine(wiring.Component):
         out_m = Signal(cw, name="out_m")  # (pooled position) * NB
         # the fused max-pool: the results of a window leave one after another; the first
         # is taken as it is, later ones are compared as abits-bit codes (only ReLU layers
-        # pool, so every value is a code), and the window's last one writes the maximum
+        # pool, so every value is a code), and the window's last one writes the maximum.
+        # `pool_first` is `pool_count == 0` kept as a flip-flop of its own: it chooses every
+        # column's result, and at 32 columns the compare's fan-out was the critical path
         pool_count = Signal(2 * GEOM_BITS, name="pool_count")
+        pool_first = Signal(init=1, name="pool_first")
         window_end = Signal(name="window_end")
         m.d.comb += window_end.eq(pool_count == ends["pool_n"])
         with m.If(out_valid):
-            m.d.sync += pool_count.eq(Mux(window_end, 0, pool_count + 1))
+            m.d.sync += [pool_count.eq(Mux(window_end, 0, pool_count + 1)), pool_first.eq(window_end)]
         for n in range(cfg.cols):
             rq = Requantizer(cfg)
             m.submodules[f"requant_{n}"] = rq
             best = Signal(cfg.abits, name=f"pool_max_{n}")
             code = rq.out[:cfg.abits]
-            take = (pool_count == 0) | (code > best)
+            take = pool_first | (code > best)
             with m.If(out_valid & take):
                 m.d.sync += best.eq(code)
             m.d.comb += [
@@ -535,7 +538,8 @@ class LayerEngine(wiring.Component):
                     m.d.sync += [skip.walk[k].eq(skip.tile[k]) for k in skip.walk]
                 with m.If(load_count == cfg.load_cycles):
                     m.d.sync += [load_count.eq(0), par_count.eq(0), j.eq(0), j_rd.eq(0), j_ps.eq(0), j_out.eq(0),
-                                 drained.eq(0), out_m.eq(out_base), pool_count.eq(0), j_last.eq(t_single)]
+                                 drained.eq(0), out_m.eq(out_base), pool_count.eq(0), pool_first.eq(1),
+                                 j_last.eq(t_single)]
                     m.next = "STREAM"
             with m.State("STREAM"):
                 m.d.comb += issue.eq(1)

@@ -20,6 +20,7 @@ sweep.
 import math
 from dataclasses import dataclass, field
 
+from hw.array import RAM_DELAY_DEPTH, skew_ram_groups
 from hw.engine import par_layout
 from hw.network import SPRAM_BITS, SPRAM_WORDS, spram_buffers, spram_layout
 from hw.program import STEP_OVERHEAD, NetworkProgram
@@ -148,15 +149,30 @@ class Performance:
 
 
 
+def varying_bits(words, width):
+    """Bit columns of ``width``-bit ``words`` that are not the same in every word."""
+    ones = zeros = 0
+    for w in words:
+        ones |= w
+        zeros |= ~w
+    return sum(1 for b in range(width) if (ones >> b) & (zeros >> b) & 1)
+
+
 def memory_list(program):
     """The design's memories (:class:`hw.network.NetworkCore`) as ``[name, kind, width,
-    depth, write banks]`` (0 banks: a ROM)."""
+    depth, write banks]`` (0 banks: a ROM); with ``skew_ram``, the array's delay RAMs too
+    (:func:`hw.array.skew_ram_groups`).  A ROM is as wide as its bits that vary: yosys
+    (``opt_mem``) drops the bit columns its contents hold constant, e.g. the 32x32 MNIST
+    design's weight words of 8 rows keep 326 of 512 bits (10 DP16KD, as built, not 15)."""
     cfg = program.cfg
+    skew = [[f"skew rows {rows[0]}-{rows[-1]}", "ram", len(rows) * cfg.abits, RAM_DELAY_DEPTH, 1]
+            for rows, base in (skew_ram_groups(cfg) if cfg.skew_ram else ()) if base]
     return [
-        ["weights", "rom", cfg.code_bits * cfg.cols * cfg.wgt_lanes, program.wgt_words, 0],
-        ["parameters", "rom", par_layout(cfg).size, program.par_words, 0],
+        ["weights", "rom", varying_bits(program.wgt_rom(), cfg.code_bits * cfg.cols * cfg.wgt_lanes),
+         program.wgt_words, 0],
+        ["parameters", "rom", varying_bits(program.par_rom(), par_layout(cfg).size), program.par_words, 0],
         ["partial sums", "ram", cfg.acc_bits * cfg.cols, cfg.psum_depth, 1],
-    ] + [[f"buffer {b.name}", "ram", cfg.rows * cfg.abits, b.words, b.banks] for b in program.buffers]
+    ] + [[f"buffer {b.name}", "ram", cfg.rows * cfg.abits, b.words, b.banks] for b in program.buffers] + skew
 
 
 def map_memories(listed, family, spram=None):

@@ -23,6 +23,7 @@ import numpy as np
 from core.errors import UserError
 from core.fileio import write_json
 from core.hwconfig import HwConfig
+from hw.array import skew_ram_groups
 from hw.network import spram_buffers
 
 from .perf import block_counts, map_memories, memory_list
@@ -67,7 +68,7 @@ def features(d, family):
         "left_shift": float(cfg.cols * (cfg.acc_bits + cfg.max_left) * math.ceil(math.log2(cfg.max_left + 1))),
         # input skew (a triangle of activation registers), output deskew and the weight
         # codes' skew along the diagonal (a record from before it has none)
-        "skew": float(cfg.rows * (cfg.rows - 1) // 2 * cfg.abits + cfg.cols * (cfg.cols - 1) // 2 * cfg.dot_bits
+        "skew": float(input_skew_bits(cfg) + cfg.cols * (cfg.cols - 1) // 2 * cfg.dot_bits
                       + (weight_skew_bits(cfg) if d.get("weight_skew") else 0)),
         # the logit registers, their read multiplexer and the host link's comparison
         "logits": float(d["num_classes"] * d["logit_bits"]),
@@ -76,6 +77,14 @@ def features(d, family):
         # record from before it has no packer, and its designs had none)
         "window_packer": float(cfg.rows * cfg.abits if d.get("packer") == "window" else 0),
     }
+
+
+def input_skew_bits(cfg):
+    """Flip-flops that delay row ``k``'s activation ``k`` cycles (:class:`hw.array.SystolicArray`);
+    with ``skew_ram`` only what the block RAM of a row's group leaves (:func:`hw.array.skew_ram_groups`)."""
+    if not cfg.skew_ram:
+        return cfg.abits * cfg.rows * (cfg.rows - 1) // 2
+    return cfg.abits * sum(k - base for rows, base in skew_ram_groups(cfg) for k in rows)
 
 
 def weight_skew_bits(cfg):

@@ -11,7 +11,7 @@ from core.boards import BOARDS
 from core.hwconfig import HwConfig
 from hw.program import NetworkProgram
 from sim.amaranth_sim import run_network
-from sim.perf import map_memory, performance
+from sim.perf import block_counts, map_memory, memory_list, network_memories, performance, varying_bits
 from sim.resources import CALIBRATION_DIR, Calibration
 
 # designs with every timing option: array shapes, one and several M tiles, the ECP5's
@@ -56,6 +56,38 @@ def test_memory_mapping_follows_yosys_costs():
     assert map_memory("w", "rom", 16, 3760, "ecp5").blocks == 4
     assert map_memory("b", "ram", 32, 784, "ecp5").blocks == 2
     assert map_memory("a", "ram", 24, 100, "ice40", spram=2).blocks == 2  # 12-bit banks: 24 bits, two cells
+
+
+@pytest.mark.parametrize("family,block", [("ice40", "block RAM (4 kbit)"), ("ecp5", "block RAM (DP16KD)")])
+def test_skew_ram_delays_are_counted_as_block_rams(trained_runs, family, block):
+    """At 16 rows and 4-bit activations the rows go in groups of four; groups 1 to 3 are each
+    delayed in a 16-bit, 256-word RAM, one block each (measured on the iCEBreaker's 16x4 MNIST
+    design: 24 block RAMs, 21 without them)."""
+    art = load_artifact(trained_runs.artifact)
+    plain = NetworkProgram(art.network, rows=16, cols=4)
+    ram = NetworkProgram(art.network, rows=16, cols=4, skew_ram=True)
+    assert ram.cfg.abits == 4
+    delays = [m for m in network_memories(ram, family) if m.name.startswith("skew")]
+    assert [(m.name, m.width, m.depth, m.mapped_to, m.blocks) for m in delays] == [
+        (f"skew rows {g}-{g + 3}", 16, 256, block, 1) for g in (4, 8, 12)]
+    assert (block_counts(network_memories(ram, family))[block]
+            == block_counts(network_memories(plain, family))[block] + 3)
+
+
+def test_roms_are_as_wide_as_their_varying_bits(trained_runs):
+    """yosys drops a ROM's constant bit columns (measured: the ULX3S 32x32 MNIST design's
+    weight words of 8 rows, 326 of 512 bits varying, took 10 DP16KD); the model maps the
+    varying bits.  Here the bits are counted a second way, bit by bit over the words."""
+    assert varying_bits([0b1010, 0b1000, 0b1110], 4) == 2
+    assert varying_bits([0b11, 0b11], 2) == 0
+    art = load_artifact(trained_runs.artifact)
+    prog = NetworkProgram(art.network, rows=32, cols=32, wgt_lanes=8)
+    cfg = prog.cfg
+    full = cfg.code_bits * cfg.cols * cfg.wgt_lanes
+    words = np.array([[(w >> b) & 1 for b in range(full)] for w in prog.wgt_rom()])
+    varying = int((words.min(axis=0) != words.max(axis=0)).sum())
+    listed = {m[0]: m for m in memory_list(prog)}
+    assert listed["weights"][2] == varying < full  # conv0's padded columns hold zero weights
 
 
 @pytest.mark.parametrize("family", ["ice40", "ecp5"])
