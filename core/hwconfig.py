@@ -97,11 +97,21 @@ class HwConfig:
         return self.rows // self.wgt_lanes
 
     @property
+    def par_lead(self):
+        """Cycles from a block's first read of activations to the first read of its channel
+        parameters: the position enters the array ``1 + input_stages`` cycles later, its
+        sums reach the drain's adder (which reads the bias) ``latency + bram_reg`` after
+        that, and a residual add reads the bias a cycle before the adder."""
+        return 1 + self.input_stages + self.latency + int(self.bram_reg) - int(self.skip)
+
+    @property
     def load_cycles(self):
-        """Cycles the first pass of an output channel block spends loading: ``load_rows``
-        weight words go into the array while ``cols`` channel-parameter words shift into the
-        requantisers."""
-        return max(self.load_rows, self.cols)
+        """Cycles a block waits after starting its loads before its first pass streams.  The
+        first weights need none (they load along the diagonal ahead of the activations, as
+        every later pass's do), and the ``cols`` channel parameters shift in while the pass
+        streams, in its first ``cols`` cycles; they must be in place before
+        :attr:`par_lead`, which is always later (``latency >= cols``), so this is 0."""
+        return max(0, self.cols - self.par_lead)
 
     @property
     def pass_gap(self):
@@ -195,7 +205,7 @@ class HwConfig:
     def derived(self):
         """The derived widths, for the record saved beside generated files."""
         return {k: getattr(self, k) for k in ("acc_bits", "dot_bits", "shift_levels", "code_bits", "product_bits",
-                                              "rq_bits", "out_bits", "latency", "load_rows", "load_cycles", "pass_gap", "input_stages", "requant_stages",
+                                              "rq_bits", "out_bits", "latency", "load_rows", "par_lead", "load_cycles", "pass_gap", "input_stages", "requant_stages",
                                               "drain_stages", "skip_shift_bits")}
 
     @classmethod

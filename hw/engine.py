@@ -17,7 +17,7 @@ output channel blocks, is::
 
     for each M tile of at most psum_depth positions (all of them when KT = 1):
         for nb in range(NB):                 # a block: the array drains in full between two
-            load the parameters and the kt = 0 weights    # load_cycles + 1 cycles
+            start the loads of the parameters and the kt = 0 weights  # load_cycles + 1 cycles
             for kt in range(KT):             # (ky, kx, cb), cb fastest
                 stream the tile's positions  # one vector per cycle
                 if kt < KT - 1:              # pass_gap cycles (at least), while the next
@@ -30,7 +30,9 @@ pass starts ``pass_gap`` cycles after the last position of the one before (or
 ``load_rows`` cycles after its own start, when that is later: the weight memory gives
 ``wgt_lanes`` rows a cycle), while the one before is still in the array and the drain.
 Each position carries tags (first and last K tile) through the array, and the drain reads
-them, not the controller's loop state.
+them, not the controller's loop state.  The first pass of a block streams as its weights
+start loading, and the block's ``cols`` channel parameters shift in meanwhile: the bias is
+first read ``par_lead`` cycles later, when the first sums reach the drain.
 
 The array sums one pass (``dot_bits`` wide); the drain adds that to the bias on the first
 K tile or to the partial sums of the previous ones (``acc_bits`` wide), and the last K
@@ -356,9 +358,25 @@ class LayerEngine(wiring.Component):
         # --- per-nb channel parameters ----------------------------------------------
         bias = Signal(data.ArrayLayout(signed(cfg.acc_bits), cfg.cols), name="bias")
         rq_shift = Signal(data.ArrayLayout(signed(cfg.rq_bits), cfg.cols), name="rq_shift")
+        # the parameter loader: started with the block (start_par), it reads channel c in
+        # the c-th cycle and shifts it in the next, cycles 1..cols of the block, whatever the
+        # controller does meanwhile
         par_base = Signal(cw, name="par_base")  # nb * cols
-        par_count = Signal(range(cfg.cols + 1), name="par_count")  # channels of the block read
+        par_count = Signal(range(cfg.cols), name="par_count")  # the channel being read
+        par_left = Signal(range(cfg.cols), name="par_left")  # reads still to come
+        start_par = Signal(name="start_par")
+        par_shift = Signal(name="par_shift")  # a parameter word arrives
         m.d.comb += par_rd.addr.eq(par_base + par_count)
+        m.d.sync += par_shift.eq(start_par | (par_left != 0))
+        with m.If(start_par):
+            m.d.sync += [par_count.eq(1 % cfg.cols), par_left.eq(cfg.cols - 1)]
+        with m.Elif(par_left != 0):
+            m.d.sync += [par_count.eq(Mux(par_left == 1, 0, par_count + 1)), par_left.eq(par_left - 1)]
+        with m.If(par_shift):
+            m.d.sync += [
+                bias.eq(Cat(bias.as_value()[cfg.acc_bits:], par_rd.data.bias)),
+                rq_shift.eq(Cat(rq_shift.as_value()[cfg.rq_bits:], par_rd.data.shift)),
+            ]
 
         # --- stream (input side): issue reads, present to the array one cycle later --
         j = Signal(cw, name="j")  # position within the M tile
@@ -414,6 +432,10 @@ class LayerEngine(wiring.Component):
         skip = self._skip_path(m, readers["skip"], array.valid & tag_in.first_kt, bias, walk_ends, nb) \
             if cfg.skip else None
         base = skip.base if cfg.skip else bias
+        if cfg.skip:  # the block's skip shifts load with its parameters
+            with m.If(par_shift):
+                bits = cfg.skip_shift_bits
+                m.d.sync += skip.shift.eq(Cat(skip.shift.as_value()[bits:], par_rd.data.skip))
         for n in range(cfg.cols):
             m.d.sync += total[n].eq(Mux(tag_v.first_kt, base[n], sums[n]) + dots[n])
 
@@ -491,7 +513,7 @@ class LayerEngine(wiring.Component):
             m.d.comb += [array.w_load.eq(w_load), array.w_in.eq(wgt_rd.data)]
 
         # --- controller -------------------------------------------------------------
-        load_count = Signal(range(cfg.load_cycles + 1), name="load_count")
+        load_count = Signal(range(max(1, cfg.load_cycles) + 1), name="load_count")
         gap_left = Signal(range(cfg.pass_gap), name="gap_left")
         m.d.comb += self.busy.eq(1)
         with m.FSM(name="ctrl"):
@@ -517,27 +539,14 @@ class LayerEngine(wiring.Component):
                 m.next = "LOAD"
             with m.State("LOAD"):
                 # a block starts with the array and the drain empty: cycle 0 starts the
-                # loader on the first pass's weights; cycle c < cols reads channel c's
-                # parameters, cycles 1..cols shift them in
+                # loaders on the first pass's weights and the block's parameters, and the
+                # pass streams load_cycles cycles later
                 m.d.sync += load_count.eq(load_count + 1)
-                m.d.comb += start_load.eq(load_count == 0)
-                def within(n):  # 1 <= load_count <= n (the bound test only where it can fail)
-                    return (load_count != 0) if n >= cfg.load_cycles else (load_count != 0) & (load_count <= n)
-
-                with m.If(load_count < cfg.cols):
-                    m.d.sync += par_count.eq(par_count + 1)
-                with m.If(within(cfg.cols)):
-                    m.d.sync += [
-                        bias.eq(Cat(bias.as_value()[cfg.acc_bits:], par_rd.data.bias)),
-                        rq_shift.eq(Cat(rq_shift.as_value()[cfg.rq_bits:], par_rd.data.shift)),
-                    ]
-                    if cfg.skip:
-                        bits = cfg.skip_shift_bits
-                        m.d.sync += skip.shift.eq(Cat(skip.shift.as_value()[bits:], par_rd.data.skip))
+                m.d.comb += [start_load.eq(load_count == 0), start_par.eq(load_count == 0)]
                 if cfg.skip:  # the block's first pass walks the skip words from the M tile's start
                     m.d.sync += [skip.walk[k].eq(skip.tile[k]) for k in skip.walk]
                 with m.If(load_count == cfg.load_cycles):
-                    m.d.sync += [load_count.eq(0), par_count.eq(0), j.eq(0), j_rd.eq(0), j_ps.eq(0), j_out.eq(0),
+                    m.d.sync += [load_count.eq(0), j.eq(0), j_rd.eq(0), j_ps.eq(0), j_out.eq(0),
                                  drained.eq(0), out_m.eq(out_base), pool_count.eq(0), pool_first.eq(1),
                                  j_last.eq(t_single)]
                     m.next = "STREAM"

@@ -138,18 +138,21 @@ class LayerPlan:
     def pass_period(self, t):
         """Cycles from the start of a block's second pass (or a later one) of ``t`` positions to
         the start of the next: ``pass_gap`` idle cycles behind its last position, and at least
-        ``load_rows`` (the loader reads one weight word a cycle).  The first period of a block is
-        ``t + pass_gap``: the block's first weights loaded during its parameter load."""
+        ``load_rows`` (the loader reads one weight word a cycle)."""
         return max(t + self.cfg.pass_gap, self.cfg.load_rows)
 
     def block_cycles(self, t):
-        """Cycles of one (M tile, nb) block of KT passes over ``t`` positions:
-        ``load_cycles + 1`` to load the parameters and the first weights, the passes (each
-        but the last ending where the next begins: ``t + pass_gap``, then
-        :meth:`pass_period`), the last pass's ``t`` and :attr:`drain_cycles`."""
-        kt, gap = self.kt, self.cfg.pass_gap
-        between = 0 if kt == 1 else (t + gap) + (kt - 2) * self.pass_period(t)
-        return self.cfg.load_cycles + 1 + between + t + self.drain_cycles
+        """Cycles of one (M tile, nb) block of KT passes over ``t`` positions: one to start
+        the loads of the parameters and the first weights, ``load_cycles`` more before the
+        first pass streams, the passes (each but the last ending where the next begins: the
+        first ``t + pass_gap`` after it streams and at least ``load_rows`` after its load
+        started, the later ones :meth:`pass_period`), the last pass's ``t`` and
+        :attr:`drain_cycles`."""
+        cfg, kt = self.cfg, self.kt
+        if kt == 1:
+            return 1 + cfg.load_cycles + t + self.drain_cycles
+        first = max(cfg.load_cycles + t + cfg.pass_gap, cfg.load_rows)
+        return 1 + first + (kt - 2) * self.pass_period(t) + t + self.drain_cycles
 
     def cycles(self):
         """Cycles from the one that presents ``start`` to the one in which ``done`` is high:

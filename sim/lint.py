@@ -31,10 +31,9 @@ ALLOWED = {
     # the `casez`; an uncovered value (an FSM's unused state encodings) keeps that default, so it
     # builds no latch. A real latch is reported as LATCH, which is not allowed.
     "CASEINCOMPLETE": "an uncovered case value keeps the default assigned before the casez: no latch",
-    # The RTL is parametric: for some shapes a bound is a counter's largest value (the engine's
-    # `load_count <= cols` when cols == load_cycles), so the test is constant there; yosys folds
-    # it. A counter too narrow for its bound would also show here, but the simulations' cycle
-    # counts (hw.plan.LayerPlan.cycles) catch that.
+    # The RTL is parametric: for some shapes a bound is a counter's largest value, so the test
+    # is constant there; yosys folds it. A counter too narrow for its bound would also show
+    # here, but the simulations' cycle counts (hw.plan.LayerPlan.cycles) catch that.
 }
 
 _MESSAGE = re.compile(r"^%(Warning|Error)(?:-([A-Za-z0-9_]+))?: (.*)$")
