@@ -91,9 +91,11 @@ $(NET_RUN)/artifact.npz: | $(STAMP)
 	$(PY) -m quant.train --data mnist --data-dir $(MNIST) --model cnn --method pow2 --wbits 2 --abits 4 \
 		--init-from $(NET_RUN)-float --epochs 8 --out $(NET_RUN) --no-progress
 
-# the MNIST CNN's array on each board: on the iCEBreaker 16x4 with the rows' skew in block RAM and
-# weight words of four rows, which fits the UP5K (bench/throughput.py); the board's default elsewhere
+# the MNIST CNN's array on each board (bench/throughput.py measures both): on the iCEBreaker
+# 16x4 with the rows' skew in block RAM and weight words of four rows, which fits the UP5K; on
+# the ULX3S-85F 32x32 with weight words of eight rows; the board's default elsewhere
 NET_ARRAY_icebreaker := --rows 16 --cols 4 --skew-ram true --wgt-lanes 4
+NET_ARRAY_ulx3s-85f := --rows 32 --cols 32 --wgt-lanes 8
 NET_ARRAY ?= $(NET_ARRAY_$(BOARD))
 
 # every mnist-10k test image through the cycle-accurate engine (Verilator), against the reference
