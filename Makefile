@@ -95,7 +95,7 @@ $(NET_RUN)/artifact.npz: | $(STAMP)
 # 16x4 with the rows' skew in block RAM and weight words of four rows, which fits the UP5K; on
 # the ULX3S-85F 32x32 with weight words of eight rows; the board's default elsewhere
 NET_ARRAY_icebreaker := --rows 16 --cols 4 --skew-ram true --wgt-lanes 4
-NET_ARRAY_ulx3s-85f := --rows 32 --cols 32 --wgt-lanes 8
+NET_ARRAY_ulx3s-85f := --rows 32 --cols 32 --wgt-lanes 8 --input-reg true
 NET_ARRAY ?= $(NET_ARRAY_$(BOARD))
 
 # every mnist-10k test image through the cycle-accurate engine (Verilator), against the reference

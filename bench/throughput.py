@@ -35,7 +35,7 @@ from sim.netsim import check, dataset_codes  # noqa: E402
 #: After: the iCEBreaker's 16x4 with its rows' skew in block RAM and weight words of four rows
 #: (`make bitstream-mnist` builds it), the ULX3S's 32x32 with words of eight rows.
 DESIGNS = [("icebreaker", 8, 4, {}), ("icebreaker", 16, 4, {"skew_ram": True, "wgt_lanes": 4}),
-           ("ulx3s-85f", 16, 16, {}), ("ulx3s-85f", 32, 32, {"wgt_lanes": 8})]
+           ("ulx3s-85f", 16, 16, {}), ("ulx3s-85f", 32, 32, {"input_reg": True, "wgt_lanes": 8})]
 
 
 def _design_name(rows, cols, flags):

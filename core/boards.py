@@ -32,6 +32,8 @@ class Board:
     defaults: tuple = ()
     #: the device's resources as the build report names them, logic first: ``(name, count)``
     capacity: tuple = ()
+    #: nextpnr options of this board's builds, beside the device and the clock
+    pnr_options: tuple = ()
 
     @property
     def pnr(self):
@@ -52,6 +54,9 @@ class Board:
 
 # ECP5 block RAM is slow to read (about 5 ns to its output): register its data before use
 _ECP5_DEFAULTS = (("bram_reg", True),)
+# nextpnr-ecp5's router2: the ULX3S-85F 32x32 network design (127,676 arcs) with its PLL at
+# 100 MHz routed in 52 s, where router1 had left 117,000 arcs after 73 min (issue 17)
+_ECP5_PNR = ("--router", "router2")
 _ULX3S_LEDS = (("passed", ("led", 0)), ("failed", ("led", 1)), ("busy", ("led", 7)))
 
 BOARDS = {
@@ -68,14 +73,14 @@ BOARDS = {
         name="ulx3s-85f", family="ecp5", platform=ULX3S_85F_Platform,
         pnr_device=("--85k", "--package", "CABGA381", "--speed", "6"), target_mhz=100.0,
         leds=_ULX3S_LEDS, button=("button", 1), bitstream_suffix=".bit", defaults=_ECP5_DEFAULTS,
-        loader=(("gpio", 0), "0+", "0-"),
+        pnr_options=_ECP5_PNR, loader=(("gpio", 0), "0+", "0-"),
         # distributed RAM: TRELLIS_RAMW cells (16 x 4 bits), one per 8 LUT4s (nextpnr's count)
         capacity=(("logic cells (LUT4s + carry)", 83640), ("block RAM (DP16KD)", 208), ("distributed RAM", 10455))),
     "ulx3s-25f": Board(
         name="ulx3s-25f", family="ecp5", platform=ULX3S_25F_Platform,
         pnr_device=("--25k", "--package", "CABGA381", "--speed", "6"), target_mhz=100.0,
         leds=_ULX3S_LEDS, button=("button", 1), bitstream_suffix=".bit", defaults=_ECP5_DEFAULTS,
-        loader=(("gpio", 0), "0+", "0-"),
+        pnr_options=_ECP5_PNR, loader=(("gpio", 0), "0+", "0-"),
         capacity=(("logic cells (LUT4s + carry)", 24288), ("block RAM (DP16KD)", 56), ("distributed RAM", 3036))),
 }
 

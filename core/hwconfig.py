@@ -34,6 +34,10 @@ class HwConfig:
     bram_reg: bool = field(default=False,
                            metadata={"help": "register the activation and partial-sum memories' outputs (ECP5 block "
                                              "RAM reads slowly); two more cycles a pass"})
+    input_reg: bool = field(default=False, metadata={
+        "help": "one more register stage between the memories and the array, on the activations and the weight "
+                "words: block RAM's clock-to-output and the route across a large array fall in separate cycles; "
+                "one more cycle a block"})
     skew_ram: bool = field(default=False, metadata={
         "help": "delay the array's rows by whole groups of 16 bits in block RAM, only the rest in flip-flops "
                 "(iCE40: a flip-flop is a logic cell of its own); same cycles"})
@@ -124,8 +128,9 @@ class HwConfig:
 
     @property
     def input_stages(self):
-        """Registers between the activation memory and the array: one with ``bram_reg``."""
-        return int(self.bram_reg)
+        """Registers between the memories and the array, on the activations and the weight
+        words alike: one with ``bram_reg``, one more with ``input_reg``."""
+        return int(self.bram_reg) + int(self.input_reg)
 
     @property
     def requant_stages(self):

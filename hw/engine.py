@@ -17,7 +17,7 @@ output channel blocks, is::
 
     for each M tile of at most psum_depth positions (all of them when KT = 1):
         for nb in range(NB):                 # a block: the array drains in full between two
-            start the loads of the parameters and the kt = 0 weights  # load_cycles + 1 cycles
+            start the loads of the parameters and the kt = 0 weights  # one cycle
             for kt in range(KT):             # (ky, kx, cb), cb fastest
                 stream the tile's positions  # one vector per cycle
                 if kt < KT - 1:              # pass_gap cycles (at least), while the next
@@ -251,6 +251,8 @@ class LayerEngine(wiring.Component):
         loaded with the parameters) and ``base``.
         """
         cfg, d = self.cfg, self.desc
+        # a block's first pass streams the cycle after its loads start (HwConfig.load_cycles)
+        assert cfg.load_cycles == 0, "the channel parameters must be in place before par_lead"
         cw = coord_bits(cfg)
         keys = {"c0": GEOM_BITS, "c1": GEOM_BITS, "c2": cw, "end0": 1, "end1": 1, "end2": 1, "pos": signed(cw + 1)}
         walk = {k: Signal(shape, name=f"skip_run_{k}") for k, shape in keys.items()}
@@ -503,17 +505,14 @@ class LayerEngine(wiring.Component):
             m.d.sync += [w_addr.eq(w_addr + 1), load_left.eq(cfg.load_rows - 1)]
         with m.Elif(load_left != 0):
             m.d.sync += [w_addr.eq(w_addr + 1), load_left.eq(load_left - 1)]
-        if cfg.bram_reg:
-            # one more register on the weight words, the ROM's output register: block RAM's
-            # clock-to-output then reaches one flip-flop, not the weight registers of every
-            # row.  The loads land a cycle later; input_stages delays the activations as much
-            m.d.comb += [array.w_load.eq(delay(m, w_load, 1, 1, name="w_load_reg")),
-                         array.w_in.eq(delay(m, wgt_rd.data, 1, 1, name="w_in_reg"))]
-        else:
-            m.d.comb += [array.w_load.eq(w_load), array.w_in.eq(wgt_rd.data)]
+        # the weight words take the activations' input_stages registers (the ROM's output
+        # register with bram_reg: block RAM's clock-to-output then reaches one flip-flop, not
+        # the weight registers of every row; one more with input_reg, for the route across a
+        # large array), so the loads keep their place on the activations' diagonal
+        m.d.comb += [array.w_load.eq(delay(m, w_load, cfg.input_stages, 1, name="w_load_reg")),
+                     array.w_in.eq(delay(m, wgt_rd.data, cfg.input_stages, 1, name="w_in_reg"))]
 
         # --- controller -------------------------------------------------------------
-        load_count = Signal(range(max(1, cfg.load_cycles) + 1), name="load_count")
         gap_left = Signal(range(cfg.pass_gap), name="gap_left")
         m.d.comb += self.busy.eq(1)
         with m.FSM(name="ctrl"):
@@ -538,18 +537,15 @@ class LayerEngine(wiring.Component):
                 m.d.sync += [t_len.eq(tile_len), t_last.eq(tile_len - 1), t_single.eq(tile_len == 1)]
                 m.next = "LOAD"
             with m.State("LOAD"):
-                # a block starts with the array and the drain empty: cycle 0 starts the
+                # a block starts with the array and the drain empty: this cycle starts the
                 # loaders on the first pass's weights and the block's parameters, and the
-                # pass streams load_cycles cycles later
-                m.d.sync += load_count.eq(load_count + 1)
-                m.d.comb += [start_load.eq(load_count == 0), start_par.eq(load_count == 0)]
+                # pass streams from the next (load_cycles is 0, asserted above)
+                m.d.comb += [start_load.eq(1), start_par.eq(1)]
                 if cfg.skip:  # the block's first pass walks the skip words from the M tile's start
                     m.d.sync += [skip.walk[k].eq(skip.tile[k]) for k in skip.walk]
-                with m.If(load_count == cfg.load_cycles):
-                    m.d.sync += [load_count.eq(0), j.eq(0), j_rd.eq(0), j_ps.eq(0), j_out.eq(0),
-                                 drained.eq(0), out_m.eq(out_base), pool_count.eq(0), pool_first.eq(1),
-                                 j_last.eq(t_single)]
-                    m.next = "STREAM"
+                m.d.sync += [j.eq(0), j_rd.eq(0), j_ps.eq(0), j_out.eq(0), drained.eq(0), out_m.eq(out_base),
+                             pool_count.eq(0), pool_first.eq(1), j_last.eq(t_single)]
+                m.next = "STREAM"
             with m.State("STREAM"):
                 m.d.comb += issue.eq(1)
                 m.d.sync += [j.eq(j + 1), j_last.eq(Mux(j_last, t_single, j + 1 == t_last))]

@@ -69,7 +69,7 @@ def features(d, family):
         # input skew (a triangle of activation registers), output deskew and the weight
         # codes' skew along the diagonal (a record from before it has none)
         "skew": float(input_skew_bits(cfg) + cfg.cols * (cfg.cols - 1) // 2 * cfg.dot_bits
-                      + (weight_skew_bits(cfg) if d.get("weight_skew") else 0)),
+                      + (weight_skew_bits(cfg) if d.get("weight_skew") else 0) + input_reg_bits(cfg)),
         # the logit registers, their read multiplexer and the host link's comparison
         "logits": float(d["num_classes"] * d["logit_bits"]),
         "memory_logic": float(logic_bits),
@@ -85,6 +85,12 @@ def input_skew_bits(cfg):
     if not cfg.skew_ram:
         return cfg.abits * cfg.rows * (cfg.rows - 1) // 2
     return cfg.abits * sum(k - base for rows, base in skew_ram_groups(cfg) for k in rows)
+
+
+def input_reg_bits(cfg):
+    """Flip-flops of ``input_reg``'s stage: an activation vector and a weight word (the
+    calibration's designs before it have none; ``bram_reg``'s stage is in the fit)."""
+    return (cfg.rows * cfg.abits + cfg.wgt_lanes * cfg.cols * cfg.code_bits) if cfg.input_reg else 0
 
 
 def weight_skew_bits(cfg):

@@ -121,8 +121,8 @@ def write_flow(out, board, *, sources, pins, clock_port, source, target_mhz=None
         placed = f"{TOP}.config"
         pnr_args = [*board.pnr_device, "--json", f"{TOP}.json", "--lpf", constraints, "--textcfg", placed]
         pack_args = ["--compress", placed, bitstream]
-    pnr_args += ["--freq", f"{target_mhz or board.target_mhz:.4g}", "--seed", "1", "--timing-allow-fail", "--report",
-                 "nextpnr_report.json"]
+    pnr_args += [*board.pnr_options, "--freq", f"{target_mhz or board.target_mhz:.4g}", "--seed", "1",
+                 "--timing-allow-fail", "--report", "nextpnr_report.json"]
     write_rendered(out / "build.sh", "board/build.sh.j2",
                    {"board": board.name, "bitstream": bitstream, "pnr": board.pnr, "pack": board.pack,
                     "pnr_args": pnr_args, "pack_args": pack_args},

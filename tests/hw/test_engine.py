@@ -45,12 +45,17 @@ def test_random_layers_on_tall_and_wide_arrays(rows, cols, bram_reg):
     simulate(cfg, "engine", "sim.cocotb_engine", "random_layers", {"random": RANDOM})
 
 
-@pytest.mark.parametrize("lanes, bram_reg", [(2, False), (4, True)])
-def test_random_layers_with_weight_lanes(lanes, bram_reg):
+@pytest.mark.parametrize("lanes, bram_reg, input_reg", [(2, False, False), (4, True, False), (2, True, True),
+                                                     (4, False, True)])
+def test_random_layers_with_weight_lanes(lanes, bram_reg, input_reg):
     """Weight words of several rows (``wgt_lanes``), a pass's weights loading in ``rows / lanes``
-    cycles: passes of one position follow each other ``pass_gap`` cycles apart."""
-    cfg = HwConfig(**{**SMALL.to_dict(), "rows": 4, "cols": 3, "wgt_lanes": lanes, "bram_reg": bram_reg})
+    cycles: passes of one position follow each other ``pass_gap`` cycles apart.  With
+    ``input_reg`` the activations and the weight words take one more register to the array,
+    the loads keeping their place on the diagonal."""
+    cfg = HwConfig(**{**SMALL.to_dict(), "rows": 4, "cols": 3, "wgt_lanes": lanes, "bram_reg": bram_reg,
+                      "input_reg": input_reg})
     assert cfg.load_rows == 4 // lanes
+    assert cfg.input_stages == int(bram_reg) + int(input_reg)
     simulate(cfg, "engine", "sim.cocotb_engine", "random_layers", {"random": RANDOM})
 
 

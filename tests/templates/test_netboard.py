@@ -29,7 +29,9 @@ def test_the_top_runs_from_the_pll(tmp_path, trained_runs, program, board, want,
     assert f"{primitive} #(" in top and ".LOCK(pll_lock)" in top and "| ~pll_lock)" in top
     for name, value in pll.params:
         assert f".{name}({chr(34) + value + chr(34) if isinstance(value, str) else value})" in top
-    assert f"--freq {pll.out_mhz:.4g}" in (tmp_path / "build.sh").read_text()
+    script = (tmp_path / "build.sh").read_text()
+    assert f"--freq {pll.out_mhz:.4g}" in script
+    assert ("--router router2" in script) == (b.family == "ecp5")
     record = files["record"]
     assert record["clock_mhz"] == pll.out_mhz and record["pll"]["primitive"] == primitive
     assert record["clocks_per_bit"] == clocks_per_bit(pll.out_mhz * 1e6, DEFAULT_BAUD)
