@@ -34,6 +34,9 @@ class Board:
     capacity: tuple = ()
     #: nextpnr options of this board's builds, beside the device and the clock
     pnr_options: tuple = ()
+    #: the global buffer primitive the network design's reset takes ("" for none: nextpnr-ice40
+    #: promotes a reset of high fanout to a global by itself, nextpnr-ecp5 only clocks)
+    reset_buffer: str = ""
 
     @property
     def pnr(self):
@@ -57,6 +60,8 @@ _ECP5_DEFAULTS = (("bram_reg", True),)
 # nextpnr-ecp5's router2: the ULX3S-85F 32x32 network design (127,676 arcs) with its PLL at
 # 100 MHz routed in 52 s, where router1 had left 117,000 arcs after 73 min (issue 17)
 _ECP5_PNR = ("--router", "router2")
+# its reset, from one flip-flop to the control registers all over the die, was next (9.3 ns)
+_ECP5_RESET = "DCCA"
 _ULX3S_LEDS = (("passed", ("led", 0)), ("failed", ("led", 1)), ("busy", ("led", 7)))
 
 BOARDS = {
@@ -73,14 +78,14 @@ BOARDS = {
         name="ulx3s-85f", family="ecp5", platform=ULX3S_85F_Platform,
         pnr_device=("--85k", "--package", "CABGA381", "--speed", "6"), target_mhz=100.0,
         leds=_ULX3S_LEDS, button=("button", 1), bitstream_suffix=".bit", defaults=_ECP5_DEFAULTS,
-        pnr_options=_ECP5_PNR, loader=(("gpio", 0), "0+", "0-"),
+        pnr_options=_ECP5_PNR, reset_buffer=_ECP5_RESET, loader=(("gpio", 0), "0+", "0-"),
         # distributed RAM: TRELLIS_RAMW cells (16 x 4 bits), one per 8 LUT4s (nextpnr's count)
         capacity=(("logic cells (LUT4s + carry)", 83640), ("block RAM (DP16KD)", 208), ("distributed RAM", 10455))),
     "ulx3s-25f": Board(
         name="ulx3s-25f", family="ecp5", platform=ULX3S_25F_Platform,
         pnr_device=("--25k", "--package", "CABGA381", "--speed", "6"), target_mhz=100.0,
         leds=_ULX3S_LEDS, button=("button", 1), bitstream_suffix=".bit", defaults=_ECP5_DEFAULTS,
-        pnr_options=_ECP5_PNR, loader=(("gpio", 0), "0+", "0-"),
+        pnr_options=_ECP5_PNR, reset_buffer=_ECP5_RESET, loader=(("gpio", 0), "0+", "0-"),
         capacity=(("logic cells (LUT4s + carry)", 24288), ("block RAM (DP16KD)", 56), ("distributed RAM", 3036))),
 }
 

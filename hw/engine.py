@@ -403,7 +403,7 @@ class LayerEngine(wiring.Component):
                      tag_issued.last_kt.eq(last_kt)]
         for k in range(cfg.rows):
             m.d.comb += array.a[k].eq(delay(m, Mux(inside_d, act_rd.data[k], 0), cfg.input_stages, 1,
-                                            name=f"a_in_{k}"))
+                                            name=f"a_in_{k}", data=True))
         m.d.comb += array.valid.eq(delay(m, issued, cfg.input_stages, 1, name="a_valid"))
         tag_in = tag_layout(delay(m, tag_issued.as_value(), cfg.input_stages, 1, name="tag_in"))
 
@@ -510,7 +510,7 @@ class LayerEngine(wiring.Component):
         # the weight registers of every row; one more with input_reg, for the route across a
         # large array), so the loads keep their place on the activations' diagonal
         m.d.comb += [array.w_load.eq(delay(m, w_load, cfg.input_stages, 1, name="w_load_reg")),
-                     array.w_in.eq(delay(m, wgt_rd.data, cfg.input_stages, 1, name="w_in_reg"))]
+                     array.w_in.eq(delay(m, wgt_rd.data, cfg.input_stages, 1, name="w_in_reg", data=True))]
 
         # --- controller -------------------------------------------------------------
         gap_left = Signal(range(cfg.pass_gap), name="gap_left")

@@ -46,7 +46,8 @@ class ShiftPE(wiring.Component):
 
     Latency: ``a_in`` to ``a_out`` one cycle; ``s_in`` to ``s_out`` one cycle; ``a_in`` to
     its contribution in ``s_out`` ``1 + pipeline`` cycles.  Everything but the weight
-    register advances only while ``en`` is high.
+    register advances only while ``en`` is high.  No register takes the reset (the array's
+    data registers, :class:`hw.array.SystolicArray`).
 
     Parameters
     ----------
@@ -79,21 +80,21 @@ class ShiftPE(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         cfg, n = self.cfg, self._name
-        code = Signal(cfg.code_bits, name=f"{n}_code")
+        code = Signal(cfg.code_bits, name=f"{n}_code", reset_less=True)
         with m.If(self.w_shift):
             m.d.sync += code.eq(self.w_in)
         m.d.comb += self.w_out.eq(code)
 
-        a = Signal(cfg.abits, name=f"{n}_a")
-        acc = Signal(signed(self.psum_bits), name=f"{n}_acc")
+        a = Signal(cfg.abits, name=f"{n}_a", reset_less=True)
+        acc = Signal(signed(self.psum_bits), name=f"{n}_acc", reset_less=True)
         m.d.comb += [self.a_out.eq(a), self.s_out.eq(acc)]
         with m.If(self.en):
             m.d.sync += a.eq(self.a_in)
 
         addends, carries = shifted_terms(m, self.a_in, code, cfg, name=n)
         if cfg.pipeline:
-            staged = [Signal.like(x, name=f"{n}_p{i}") for i, x in enumerate(addends)]
-            staged_c = [Signal(name=f"{n}_c{i}") for i in range(len(carries))]
+            staged = [Signal.like(x, name=f"{n}_p{i}", reset_less=True) for i, x in enumerate(addends)]
+            staged_c = [Signal(name=f"{n}_c{i}", reset_less=True) for i in range(len(carries))]
             with m.If(self.en):
                 m.d.sync += [s.eq(x) for s, x in zip(staged, addends)]
                 m.d.sync += [s.eq(c) for s, c in zip(staged_c, carries)]

@@ -119,11 +119,12 @@ def internal_signals(fragment):
     return found
 
 
-def delayed(m, value, cycles, en, *, name):
-    """``value`` through ``cycles`` registers that advance while ``en`` is high; returns every stage."""
+def delayed(m, value, cycles, en, *, name, data=False):
+    """``value`` through ``cycles`` registers that advance while ``en`` is high; returns every
+    stage.  ``data`` registers take no reset, as the array's data registers."""
     stages = []
     for i in range(cycles):
-        reg = Signal.like(value, name=f"{name}_{i}")
+        reg = Signal.like(value, name=f"{name}_{i}", reset_less=data)
         with m.If(en):
             m.d.sync += reg.eq(value)
         stages.append(reg)
@@ -199,23 +200,25 @@ class PEProof(Proof):
         m.d.comb += [pe.en.eq(AnySeq(1)), pe.a_in.eq(AnySeq(cfg.abits)), pe.s_in.eq(AnySeq(signed(bits))),
                      pe.w_shift.eq(AnySeq(1)), pe.w_in.eq(AnySeq(cfg.code_bits))]
 
-        # the model: the weight register, the activation register and the sum
-        code = self.probe(Signal(cfg.code_bits, name="model_code"))
+        # the model: the weight register, the activation register and the sum, without a
+        # reset, as the PE's (a reset held in any cycle leaves them all as they were)
+        code = self.probe(Signal(cfg.code_bits, name="model_code", reset_less=True))
         with m.If(pe.w_shift):
             m.d.sync += code.eq(pe.w_in)
-        a = self.probe(Signal(cfg.abits, name="model_a"))
-        acc = self.probe(Signal(signed(bits), name="model_acc"))
+        a = self.probe(Signal(cfg.abits, name="model_a", reset_less=True))
+        acc = self.probe(Signal(signed(bits), name="model_acc", reset_less=True))
         product = Signal(signed(cfg.product_bits + cfg.terms + 2), name="model_product")
         m.d.comb += product.eq(product_expr(pe.a_in, code, cfg))
         # what made model_acc: the activation, the code and the partial sum it was added to
-        cx_a = self.probe(Signal(cfg.abits, name="cx_a"))
-        cx_code = self.probe(Signal(cfg.code_bits, name="cx_code"))
-        cx_s_in = self.probe(Signal(signed(bits), name="cx_s_in"))
+        cx_a = self.probe(Signal(cfg.abits, name="cx_a", reset_less=True))
+        cx_code = self.probe(Signal(cfg.code_bits, name="cx_code", reset_less=True))
+        cx_s_in = self.probe(Signal(signed(bits), name="cx_s_in", reset_less=True))
         with m.If(pe.en):
             m.d.sync += a.eq(pe.a_in)
             if cfg.pipeline:
-                staged = Signal.like(product, name="model_staged")
-                staged_a, staged_code = Signal.like(cx_a, name="staged_a"), Signal.like(code, name="staged_code")
+                staged = Signal.like(product, name="model_staged", reset_less=True)
+                staged_a, staged_code = (Signal.like(cx_a, name="staged_a", reset_less=True),
+                                         Signal.like(code, name="staged_code", reset_less=True))
                 m.d.sync += [staged.eq(product), staged_a.eq(pe.a_in), staged_code.eq(code),
                              acc.eq(pe.s_in + staged), cx_a.eq(staged_a), cx_code.eq(staged_code)]
             else:
@@ -312,7 +315,9 @@ class ArrayProof(Proof):
     skew and deskew registers, each PE's activation, pipeline register and partial sum, as
     the array's documented schedule places each vector (row ``k`` delayed ``k`` cycles,
     column ``n`` ``n`` more, one more with the pipeline); the weight-load chain and each PE's
-    weight; a partial sum only for a valid vector.
+    weight; a partial sum only for a valid vector.  The reset is free too: the model's
+    histories of data take none, as the array's data registers, and its ``valid`` and
+    ``w_load`` histories take it, as the array's chains.
 
     ``column``: check that column only (its PEs, and the activations passing the ones to
     its left), a smaller problem; one job per column covers the array.
@@ -356,14 +361,14 @@ class ArrayProof(Proof):
         load_hist = delayed(m, array.w_load, cfg.rows + cfg.cols - 2, 1, name="load_hist")
         writes = [array.w_load] + load_hist
         lane_now = [array.w_in.as_value()[g * lane_bits:(g + 1) * lane_bits] for g in range(cfg.wgt_lanes)]
-        lane_hist = [delayed(m, lane_now[g], g * R + cfg.cols - 1, 1, name=f"lane_hist_{g}")
+        lane_hist = [delayed(m, lane_now[g], g * R + cfg.cols - 1, 1, name=f"lane_hist_{g}", data=True)
                      for g in range(cfg.wgt_lanes)]
 
         def lane_code(g, n, age):  # column n of lane g as w_in gave it `age` cycles ago
             lane = lane_now[g] if age == 0 else lane_hist[g][age - 1]
             return lane[n * code_bits:(n + 1) * code_bits]
 
-        weights = [[Signal(code_bits, name=f"w_{k}_{n}") for n in range(cfg.cols)] for k in range(cfg.rows)]
+        weights = [[Signal(code_bits, name=f"w_{k}_{n}", reset_less=True) for n in range(cfg.cols)] for k in range(cfg.rows)]
         for k in range(cfg.rows):
             g = k // R
             for n in range(cfg.cols):
@@ -373,14 +378,14 @@ class ArrayProof(Proof):
         # the vectors in flight, by age: index i entered i + 1 cycles (with en high) ago; with
         # each, its product with PE (k, n)'s weight, taken in the cycle it reaches the PE:
         # index i of p_hist[k, n] is the vector of age k + n + i
-        a_hist = [delayed(m, array.a[k], latency, en, name=f"a_hist_{k}") for k in range(cfg.rows)]
+        a_hist = [delayed(m, array.a[k], latency, en, name=f"a_hist_{k}", data=True) for k in range(cfg.rows)]
         valid_hist = delayed(m, array.valid, latency, en, name="valid_hist")
 
         def at_pe(k, n):  # the activation reaching PE (k, n) now
             return array.a[k] if k + n == 0 else a_hist[k][k + n - 1]
 
         p_hist = {(k, n): delayed(m, product_expr(at_pe(k, n), weights[k][n], cfg), latency - k - n, en,
-                                  name=f"p_hist_{k}_{n}")
+                                  name=f"p_hist_{k}_{n}", data=True)
                   for k in range(cfg.rows) for n in self.columns}
 
         def dot(n, age, rows):

@@ -60,6 +60,7 @@ def write_network_board(out_dir, board, program, *, artifact, baud=DEFAULT_BAUD,
                "pll": pll, "pll_parameters": pll_parameters(pll) if pll is not None else [],
                "clocks_per_bit": cpb, "clock": p["clock"], "button": p["button"], "rx": uart["rx"],
                "tx": uart["tx"], "led": led, "reset_cycles_log2": RESET_CYCLES_LOG2,
+               "reset_buffer": board.reset_buffer,
                "steps": ", ".join("+".join(s.names) for s in program.steps)}
     write_rendered(out / "top.v", "board/network_top.v.j2", context, generator=GENERATOR, source=source)
     flow = write_flow(out, board, sources=[*LIBRARY, "network.v", "top.v"],

@@ -7,6 +7,7 @@ import pathlib
 
 import pytest
 
+from core.boards import BOARDS
 from sim import explore
 
 SWEEP = ["--model", "cnn", "--data", "digits", "--epochs", "1", "--float-epochs", "2", "--wbits", "2,4",
@@ -121,9 +122,15 @@ def test_the_recommended_point_is_built_for_real(tmp_path):
     assert point["logic"] == report["resources"][0]["used"]
     assert abs(point["model"]["logic"] - point["logic"]) / point["logic"] < 0.15
     assert point["model"]["blocks"] == point["blocks"]
-    # at the clock the bitstream runs: its PLL's, just below the placed Fmax
-    assert point["clock_mhz"] == report["design"]["clock_mhz"] < point["built"]["fmax_mhz"]
-    assert report["design"]["pll"]["out_mhz"] == point["clock_mhz"]
+    # at the clock the bitstream runs: the kept build's, which met it (its PLL's, just below
+    # a placed Fmax, or the oscillator when no PLL try met its clock: on 2026-12-07 this
+    # design's tries placed at 40.4 MHz at the oscillator, 37.53 against a 38.25 MHz PLL
+    # and 32.79 against 35.25)
+    kept = report["clock"]["builds"][report["clock"]["kept"]]
+    assert kept["passed"] and point["clock_mhz"] == report["design"]["clock_mhz"] < point["built"]["fmax_mhz"]
+    pll = report["design"]["pll"]
+    assert (pll["out_mhz"] if pll else None) == kept["pll_mhz"]
+    assert point["clock_mhz"] == (kept["pll_mhz"] or BOARDS["icebreaker"].board_clock_mhz)
     assert point["images_per_s"] == point["clock_mhz"] * 1e6 / point["cycles"]
     assert "(measured on the build)" in (out / "explore.md").read_text()
 

@@ -32,6 +32,7 @@ def test_the_top_runs_from_the_pll(tmp_path, trained_runs, program, board, want,
     script = (tmp_path / "build.sh").read_text()
     assert f"--freq {pll.out_mhz:.4g}" in script
     assert ("--router router2" in script) == (b.family == "ecp5")
+    assert ("DCCA reset_global (.CLKI(rst_q), .CE(1'b1), .CLKO(rst));" in top) == (b.family == "ecp5")
     record = files["record"]
     assert record["clock_mhz"] == pll.out_mhz and record["pll"]["primitive"] == primitive
     assert record["clocks_per_bit"] == clocks_per_bit(pll.out_mhz * 1e6, DEFAULT_BAUD)
