@@ -67,6 +67,9 @@ def main(argv=None):
                         help="the rows' skew in block RAM (same cycles; as the iCEBreaker's 16x4 MNIST build has it)")
     parser.add_argument("--wgt-lanes", type=int, help="array rows a weight word holds (default: the board's; with "
                         "--fpga-report, the build's)")
+    parser.add_argument("--input-reg", type=parse_bool, metavar="BOOL",
+                        help="one more register stage from the memories to the array (one cycle more a block; as "
+                             "the ULX3S's 32x32 MNIST build has it)")
     parser.add_argument("--jobs", type=int, help="simulator processes (default: up to 2)")
     parser.add_argument("--mhz", type=float, help="clock for the images-per-second figure")
     parser.add_argument("--fpga-report", help="report.json of a board build: simulate the design it built (its "
@@ -98,7 +101,7 @@ def main(argv=None):
     else:
         program = NetworkProgram.for_board(art.network, get_board(args.board),
                                            {"rows": args.rows, "cols": args.cols, "skew_ram": args.skew_ram,
-                                            "wgt_lanes": args.wgt_lanes})
+                                            "wgt_lanes": args.wgt_lanes, "input_reg": args.input_reg})
     if args.data:
         inputs, labels = dataset_codes(art.network, args.data, args.data_dir, args.limit)
     else:

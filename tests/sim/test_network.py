@@ -2,10 +2,13 @@
 reference, the board's design over its simulated UART, and the host client talking to it
 through a pseudo-terminal."""
 
+import json
+
 import numpy as np
 import pytest
 
 from core.artifact import load_artifact
+from core.hwconfig import HwConfig
 from hw.program import STEP_OVERHEAD, NetworkProgram
 from quant.data import load_dataset
 from quant.train import main as train_main
@@ -69,3 +72,20 @@ def test_the_mnist_test_split_on_the_engine(mnist_dir, tmp_path_factory):
     assert report["images"] == 2000
     assert report["prediction_differences"] == 0 and report["logit_differences"] == 0
     assert report["cycle_counts_as_planned"]
+
+
+def test_batch_cli_runs_the_flags_design(trained_runs, tmp_path):
+    """``--input-reg`` and ``--wgt-lanes`` reach the simulated design (as ``make sim-network``
+    gives them for the ULX3S): the golden images equal the reference, one cycle more a block."""
+    out = tmp_path / "report.json"
+    assert network.main([str(trained_runs.artifact), "--board", "ulx3s-85f", "--rows", "8", "--cols", "4",
+                         "--input-reg", "true", "--wgt-lanes", "2", "--limit", "3", "--jobs", "1",
+                         "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["config"]["input_reg"] and report["config"]["wgt_lanes"] == 2
+    assert report["logit_differences"] == 0 and report["cycle_counts_as_planned"]
+    cfg = HwConfig.from_dict(report["config"])
+    without = NetworkProgram(load_artifact(trained_runs.artifact).network,
+                             HwConfig.from_dict({**report["config"], "input_reg": False}))
+    blocks = sum(len(s.plan.m_tiles) * s.plan.nb for s in without.steps)
+    assert report["cycles_per_image"] == NetworkProgram(without.network, cfg).cycles() == without.cycles() + blocks
