@@ -251,8 +251,6 @@ class LayerEngine(wiring.Component):
         loaded with the parameters) and ``base``.
         """
         cfg, d = self.cfg, self.desc
-        # a block's first pass streams the cycle after its loads start (HwConfig.load_cycles)
-        assert cfg.load_cycles == 0, "the channel parameters must be in place before par_lead"
         cw = coord_bits(cfg)
         keys = {"c0": GEOM_BITS, "c1": GEOM_BITS, "c2": cw, "end0": 1, "end1": 1, "end2": 1, "pos": signed(cw + 1)}
         walk = {k: Signal(shape, name=f"skip_run_{k}") for k, shape in keys.items()}
@@ -279,6 +277,8 @@ class LayerEngine(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         cfg, d = self.cfg, self.desc
+        # a block's first pass streams the cycle after its loads start (HwConfig.load_cycles)
+        assert cfg.load_cycles == 0, "the channel parameters must be in place before par_lead"
         cw = coord_bits(cfg)
         scoord = signed(cw + 1)
 

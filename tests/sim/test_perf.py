@@ -76,7 +76,8 @@ def test_skew_ram_delays_are_counted_as_block_rams(trained_runs, family, block):
 
 def test_roms_are_as_wide_as_their_varying_bits(trained_runs):
     """yosys drops a ROM's constant bit columns (the ULX3S 32x32 MNIST build with weight
-    words of 8 rows took 47 DP16KD, 52 with them counted); the model maps the varying bits.  Here the bits are counted a second way, bit by bit over the words."""
+    words of 8 rows took 47 DP16KD, 52 with them counted); the model maps the varying bits.
+    Here the bits are counted a second way, bit by bit over the words."""
     assert varying_bits([0b1010, 0b1000, 0b1110], 4) == 2
     assert varying_bits([0b11, 0b11], 2) == 0
     art = load_artifact(trained_runs.artifact)
